@@ -1,0 +1,69 @@
+"""
+Passkeys: generation, and the one place where a passkey is checked.
+
+The passkey is what the person running the server reads aloud.  It uses an
+alphabet without look-alike characters (no 0/o, 1/l/i) and is shown as two
+groups of five, e.g. ``k7m2x-qp9ra`` (10 characters of a 31-letter alphabet:
+49 bits).  Case, spaces and dashes do not matter when it is typed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import secrets
+
+from zope.interface import Interface, implementer
+
+ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
+GROUP = 5
+GROUPS = 2
+#: Entropy of a generated passkey, in bits.
+BITS = GROUP * GROUPS * math.log2(len(ALPHABET))
+
+
+def generate_passkey() -> str:
+    """
+    A fresh random passkey, easy to read aloud and type.
+    """
+    groups = ("".join(secrets.choice(ALPHABET) for _ in range(GROUP)) for _ in range(GROUPS))
+    return "-".join(groups)
+
+
+def canonical_passkey(text: str) -> str:
+    """
+    The form passkeys are compared in: lower case, no spaces or dashes.
+    """
+    return "".join(c for c in text.lower() if c not in " -\t")
+
+
+class IPasskeyVerifier(Interface):
+    """
+    Decides whether what a client offered proves knowledge of the passkey.
+    """
+
+    def verify(offered: str) -> bool:
+        """True if ``offered`` is the server's passkey."""
+
+    def rotate(passkey: str) -> None:
+        """Replace the passkey; later logins need the new one."""
+
+
+@implementer(IPasskeyVerifier)
+class PasskeyVerifier:
+    """
+    Compares the offered passkey with ours in constant time.
+    """
+
+    def __init__(self, passkey: str) -> None:
+        self.rotate(passkey)
+
+    def rotate(self, passkey: str) -> None:
+        canonical = canonical_passkey(passkey)
+        if not canonical:
+            raise ValueError("the passkey must not be empty")
+        self.passkey = passkey
+        self._key = canonical.encode("utf-8")
+
+    def verify(self, offered: str) -> bool:
+        return hmac.compare_digest(self._key, canonical_passkey(offered).encode("utf-8"))

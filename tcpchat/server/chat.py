@@ -1,0 +1,291 @@
+"""
+The chat server's shared state and rules: the Factory.
+
+:class:`ChatFactory` holds what every connection shares (the passkey verifier,
+who is logged in, the recent conversation, the group-commit journal) and
+builds one :class:`tcpchat.server.protocol.ChatProtocol` per connection.  It
+never touches sockets itself: protocols call it, and it calls protocols back
+through :meth:`ChatProtocol.offer` and friends.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Deque, Dict, List, Optional, Set, Tuple
+
+from twisted.internet import task
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from tcpchat import wire
+from tcpchat.auth import IPasskeyVerifier
+from tcpchat.store.sqlite import Event, Store
+
+
+class Limits:
+    """
+    Tunable numbers of one server, with their documented defaults.
+    """
+
+    history = 50  #: events replayed on login
+    recent_cache = 2048  #: committed events kept in memory for replay and catch-up
+    login_timeout = 15.0  #: seconds a connection may take to log in
+    login_attempts = 5  #: failed logins allowed on one connection
+    ping_interval = 30.0  #: seconds of silence before the server pings
+    ping_timeout = 30.0  #: seconds to answer a ping
+    send_timeout = 120.0  #: seconds a client may read nothing while data waits for it
+    sweep_interval = 5.0  #: how often timeouts are checked
+    sendq = 256 * 1024  #: bytes queued to a slow reader before it falls back to catch-up
+    batch_max = 1000  #: events written per group commit at most
+    catchup_page = 200  #: events read from storage per catch-up step
+    max_file_size = 1024**3  #: bytes
+    max_storage = 10 * 1024**3  #: bytes of distinct file contents
+    max_uploads = 4  #: concurrent uploads per connection
+    upload_timeout = 60.0  #: seconds an upload may stall
+
+    def __init__(self, **overrides: Any) -> None:
+        for key, value in overrides.items():
+            if not hasattr(Limits, key):
+                raise TypeError(f"unknown limit {key!r}")
+            setattr(self, key, value)
+
+    def advertised(self) -> Dict[str, Any]:
+        """The limits a client needs to know (sent in ``welcome``)."""
+        return {
+            "max_frame": wire.MAX_FRAME,
+            "max_text_bytes": wire.MAX_TEXT_BYTES,
+            "max_chunk": wire.MAX_CHUNK,
+            "max_file_size": self.max_file_size,
+            "ping_interval": self.ping_interval,
+            "ping_timeout": self.ping_timeout,
+        }
+
+
+class ChatFactory(Factory):
+    """
+    Shared state of one chat server.
+    """
+
+    log = Logger()
+    noisy = False
+
+    def __init__(
+        self,
+        store: Store,
+        verifier: IPasskeyVerifier,
+        clock: Any,
+        server_name: str = "tcpchat",
+        limits: Optional[Limits] = None,
+        files: Any = None,
+    ) -> None:
+        from tcpchat.server.protocol import ChatProtocol
+
+        self.protocol = ChatProtocol
+        self.store = store
+        self.verifier = verifier
+        self.clock = clock
+        self.server_name = server_name
+        self.limits = limits or Limits()
+        self.files = files
+        #: logged-in protocols by name key
+        self.users: Dict[str, Any] = {}
+        #: every open connection, logged in or not
+        self.connections: Set[Any] = set()
+        self.recent: Deque[Event] = collections.deque(maxlen=max(self.limits.recent_cache, self.limits.history))
+        self.last_id = 0
+        self.stopping = False
+        self._pending: List[Tuple[Dict[str, Any], Deferred]] = []
+        self._flushing = False
+        self._drained: List[Deferred] = []
+        self._sweeper: Optional[task.LoopingCall] = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> Deferred:
+        """Open storage and load the recent conversation; fires when ready."""
+
+        async def start() -> None:
+            self.last_id = await self.store.open()
+            for event in await self.store.events_before(None, self.recent.maxlen or 0):
+                self.recent.append(event)
+            if self.files is not None:
+                await self.files.start()
+            self._sweeper = task.LoopingCall(self.sweep)
+            self._sweeper.clock = self.clock
+            self._sweeper.start(self.limits.sweep_interval, now=False)
+
+        return Deferred.fromCoroutine(start())
+
+    def stop(self) -> Deferred:
+        """
+        Tell everyone the server is going down, record their leaving, write
+        everything pending and close storage.
+        """
+
+        async def stop() -> None:
+            self.stopping = True
+            if self._sweeper is not None and self._sweeper.running:
+                self._sweeper.stop()
+            leaving = []
+            for proto in list(self.connections):
+                proto.sendFrame({"type": "bye", "reason": "shutdown", "message": "The server is shutting down."})
+                if proto.name is not None:
+                    leaving.append(self.submit(self.leave_event(proto, "shutdown")))
+            if leaving:
+                await DeferredList(leaving, consumeErrors=True)
+            await self.drained()
+            for proto in list(self.connections):
+                proto.transport.loseConnection()
+            await self.store.close()
+
+        return Deferred.fromCoroutine(stop())
+
+    # ------------------------------------------------------------ journal
+
+    def submit(self, event: Dict[str, Any]) -> Deferred:
+        """
+        Queue ``event`` for storage.  Fires with ``(stored_event, duplicate)``
+        once it is committed and (unless a duplicate) broadcast.
+
+        Events submitted while a commit is in flight are written together in
+        the next one (group commit), so the disk is touched once per batch.
+        """
+        event.setdefault("ts", round(self.clock.seconds(), 3))
+        d: Deferred = Deferred()
+        self._pending.append((event, d))
+        if not self._flushing:
+            self._flush()
+        return d
+
+    def drained(self) -> Deferred:
+        """Fires when nothing is waiting to be written."""
+        if not self._flushing and not self._pending:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._drained.append(d)
+        return d
+
+    def _flush(self) -> None:
+        batch = self._pending[: self.limits.batch_max]
+        del self._pending[: len(batch)]
+        self._flushing = True
+        d = self.store.append([event for event, _ in batch])
+        d.addCallbacks(self._committed, self._commitFailed, callbackArgs=(batch,), errbackArgs=(batch,))
+
+    def _committed(self, results: List[Tuple[Event, bool]], batch: List[Tuple[Dict[str, Any], Deferred]]) -> None:
+        fresh = [stored for stored, duplicate in results if not duplicate]
+        if fresh:
+            self.recent.extend(fresh)
+            self.last_id = fresh[-1]["id"]
+            for stored in fresh:
+                self.broadcast(stored)
+        for (_, d), result in zip(batch, results):
+            d.callback(result)
+        self._afterFlush()
+
+    def _commitFailed(self, failure: Any, batch: List[Tuple[Dict[str, Any], Deferred]]) -> None:
+        self.log.failure("Could not store {count} events", failure, count=len(batch))
+        for _, d in batch:
+            d.errback(failure)
+        self._afterFlush()
+
+    def _afterFlush(self) -> None:
+        self._flushing = False
+        if self._pending:
+            self._flush()
+        elif self._drained:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
+
+    # ------------------------------------------------------------ delivery
+
+    def broadcast(self, event: Event) -> None:
+        """Offer a committed event to every logged-in connection."""
+        payload = wire.encode({"type": "event", **event})
+        for proto in list(self.users.values()):
+            proto.offer(event, payload)
+
+    def recent_after(self, after: int, limit: int) -> Optional[List[Event]]:
+        """
+        Up to ``limit`` committed events after ``after`` from memory, or None
+        when memory no longer holds the event that follows ``after``.
+        """
+        recent = self.recent
+        if after >= self.last_id:
+            return []
+        if not recent or recent[0]["id"] > after + 1:
+            return None
+        # ids in ``recent`` ascend; find the first above ``after``
+        lo, hi = 0, len(recent)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if recent[mid]["id"] <= after:
+                lo = mid + 1
+            else:
+                hi = mid
+        out = []
+        for i in range(lo, min(lo + limit, len(recent))):
+            out.append(recent[i])
+        return out
+
+    def events_after(self, after: int, limit: int) -> Deferred:
+        """Committed events after ``after``: from memory when it has them."""
+        cached = self.recent_after(after, limit)
+        if cached is not None:
+            return succeed(cached)
+        return self.store.events_after(after, limit)
+
+    def replay_start(self, after: Optional[int]) -> int:
+        """The id after which a freshly logged-in connection's replay starts."""
+        if after is not None:
+            return min(after, self.last_id)
+        history = self.limits.history
+        if history <= 0 or not self.recent:
+            return self.last_id
+        tail = list(self.recent)[-history:]
+        return tail[0]["id"] - 1
+
+    # ------------------------------------------------------------ rules
+
+    def login(self, proto: Any, hello: Dict[str, Any]) -> str:
+        """
+        Check a ``hello``; on success register ``proto`` and return the
+        canonical name.  Raises :class:`wire.ProtocolError` otherwise.
+        """
+        if hello["version"] != wire.PROTOCOL_VERSION:
+            raise wire.ProtocolError(wire.ErrorCode.BAD_VERSION)
+        if not self.verifier.verify(hello["passkey"]):
+            raise wire.ProtocolError(wire.ErrorCode.BAD_PASSKEY)
+        name = wire.normalize_name(hello["name"])
+        key = wire.name_key(name)
+        if key in self.users:
+            raise wire.ProtocolError(wire.ErrorCode.NAME_TAKEN)
+        self.users[key] = proto
+        return name
+
+    def logout(self, proto: Any, reason: str) -> None:
+        """``proto`` (logged in) went away: forget it and record its leaving once."""
+        key = wire.name_key(proto.name)
+        if self.users.get(key) is proto:
+            del self.users[key]
+            if not self.stopping:
+                self.submit(self.leave_event(proto, reason)).addErrback(lambda f: None)
+
+    def join_event(self, proto: Any) -> Dict[str, Any]:
+        return {"kind": "join", "name": proto.name}
+
+    def leave_event(self, proto: Any, reason: str) -> Dict[str, Any]:
+        return {"kind": "leave", "name": proto.name, "reason": reason}
+
+    def user_names(self) -> List[str]:
+        return sorted((p.name for p in self.users.values()), key=wire.name_key)
+
+    def sweep(self) -> None:
+        """Apply every time limit to every connection (runs periodically)."""
+        now = self.clock.seconds()
+        for proto in list(self.connections):
+            proto.checkTimeouts(now)
+        if self.files is not None:
+            self.files.sweep(now)

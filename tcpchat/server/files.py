@@ -1,0 +1,298 @@
+"""
+Shared files on the server: streamed uploads into a content-addressed store,
+streamed downloads with resume, both interleaved with chat.
+
+Layout under the files directory::
+
+    tmp/<random>            uploads in progress (removed on any failure, and at start-up)
+    objects/<ab>/<sha256>   finished files, one per distinct content
+
+A stored path is derived only from the content's SHA-256, never from the name
+a user gave.  An upload is announced (and ``upload-done`` sent) only after the
+file is fsynced, renamed into place and recorded in the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from typing import Any, Callable, Dict, Optional
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+
+from tcpchat import wire
+from tcpchat.wire import ErrorCode, ProtocolError
+
+Runner = Callable[..., Deferred]
+
+
+class Upload:
+    def __init__(self, tid: int, frame: Dict[str, Any], fd: int, path: str, now: float) -> None:
+        self.tid = tid
+        self.name: str = frame["name"]
+        self.size: int = frame["size"]
+        self.sha256: str = frame["sha256"]
+        self.mime: Optional[str] = frame.get("mime")
+        self.file = os.fdopen(fd, "wb", buffering=0)
+        self.path = path
+        self.hasher = hashlib.sha256()
+        self.received = 0
+        self.lastActivity = now
+        self.finishing = False
+
+
+class Download:
+    def __init__(self, tid: int, path: str, offset: int, size: int) -> None:
+        self.tid = tid
+        self.file = open(path, "rb")
+        self.file.seek(offset)
+        self.remaining = size - offset
+
+
+class FileService:
+    """
+    File sharing rules and disk work for one :class:`ChatFactory`.
+
+    :param runner: runs blocking calls (fsync, rename) off the reactor thread;
+        tests may pass a synchronous one.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory: Any, root: str, runner: Optional[Runner] = None) -> None:
+        self.factory = factory
+        self.root = os.path.abspath(root)
+        self.tmp = os.path.join(self.root, "tmp")
+        self.objects = os.path.join(self.root, "objects")
+        self._run: Runner = runner or (lambda f, *a: maybeDeferred(f, *a))
+        self.storedBytes = 0
+        self.reserved = 0
+        #: transfer ids cancelled or failed per connection whose chunks may still arrive
+        self._dropped: Dict[Any, set] = {}
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        os.makedirs(self.tmp, exist_ok=True)
+        os.makedirs(self.objects, exist_ok=True)
+
+    def start(self) -> Deferred:
+        d = self.factory.store.stored_bytes()
+
+        def got(total: int) -> None:
+            self.storedBytes = total
+
+        return d.addCallback(got)
+
+    def objectPath(self, sha256: str) -> str:
+        return os.path.join(self.objects, sha256[:2], sha256)
+
+    # ------------------------------------------------------------ uploads
+
+    def upload(self, proto: Any, frame: Dict[str, Any]) -> None:
+        tid = frame["tid"]
+        limits = self.factory.limits
+        try:
+            if tid in proto.uploads:
+                raise ProtocolError(ErrorCode.TRANSFER_IN_USE)
+            if len(proto.uploads) >= limits.max_uploads:
+                raise ProtocolError(ErrorCode.TOO_MANY_UPLOADS)
+            if frame["size"] > limits.max_file_size:
+                raise ProtocolError(
+                    ErrorCode.FILE_TOO_LARGE, f"That file is larger than this server accepts ({limits.max_file_size} bytes)."
+                )
+            name = frame["name"]
+            if not name or wire.safe_file_name(name) != name:
+                raise ProtocolError(ErrorCode.BAD_FILE_NAME)
+            if self.storedBytes + self.reserved + frame["size"] > limits.max_storage:
+                raise ProtocolError(ErrorCode.QUOTA_EXCEEDED)
+        except ProtocolError as e:
+            self._dropped.setdefault(proto, set()).add(tid)
+            proto.sendError(e.code, e.message, ref="upload", tid=tid)
+            return
+        self._dropped.get(proto, set()).discard(tid)
+        fd, path = tempfile.mkstemp(dir=self.tmp, prefix="up-")
+        upload = Upload(tid, frame, fd, path, self.factory.clock.seconds())
+        proto.uploads[tid] = upload
+        self.reserved += upload.size
+        proto.sendFrame({"type": "upload-ready", "tid": tid})
+        self.log.info("{name} is uploading {file!r} ({size} bytes)", name=proto.name, file=upload.name, size=upload.size)
+        if upload.size == 0:
+            self._finish(proto, upload)
+
+    def chunk(self, proto: Any, chunk: wire.Chunk) -> None:
+        upload = proto.uploads.get(chunk.tid)
+        if upload is None or upload.finishing:
+            if chunk.tid in self._dropped.get(proto, ()):
+                return  # data that was in flight when the upload ended
+            raise ProtocolError(ErrorCode.NO_SUCH_TRANSFER)
+        if upload.received + len(chunk.data) > upload.size:
+            self._abort(proto, upload)
+            proto.sendError(ErrorCode.SIZE_MISMATCH, ref="data", tid=upload.tid)
+            return
+        upload.file.write(chunk.data)
+        upload.hasher.update(chunk.data)
+        upload.received += len(chunk.data)
+        upload.lastActivity = self.factory.clock.seconds()
+        if upload.received == upload.size:
+            self._finish(proto, upload)
+
+    def cancelUpload(self, proto: Any, tid: int) -> None:
+        upload = proto.uploads.get(tid)
+        if upload is None or upload.finishing:
+            raise ProtocolError(ErrorCode.NO_SUCH_TRANSFER)
+        self.log.info("{name} cancelled the upload of {file!r}", name=proto.name, file=upload.name)
+        self._abort(proto, upload)
+
+    def _abort(self, proto: Any, upload: Upload) -> None:
+        proto.uploads.pop(upload.tid, None)
+        self._dropped.setdefault(proto, set()).add(upload.tid)
+        self.reserved -= upload.size
+        upload.file.close()
+        _remove(upload.path)
+
+    def _finish(self, proto: Any, upload: Upload) -> None:
+        upload.finishing = True
+        digest = upload.hasher.hexdigest()
+        if digest != upload.sha256:
+            self.log.warn("Upload of {file!r} by {name} failed its SHA-256 check", file=upload.name, name=proto.name)
+            self._abort(proto, upload)
+            proto.sendError(ErrorCode.HASH_MISMATCH, ref="data", tid=upload.tid)
+            return
+        d = Deferred.fromCoroutine(self._store(proto, upload))
+        d.addErrback(self._storeFailed, proto, upload)
+
+    async def _store(self, proto: Any, upload: Upload) -> None:
+        final = self.objectPath(upload.sha256)
+        isNew = await self._run(_commit_file, upload.file, upload.path, final)
+        self.reserved -= upload.size
+        if isNew:
+            self.storedBytes += upload.size
+        ts = round(self.factory.clock.seconds(), 3)
+        record = {
+            "sha256": upload.sha256,
+            "size": upload.size,
+            "name": upload.name,
+            "mime": upload.mime,
+            "uploader": proto.name,
+            "ts": ts,
+        }
+        fileId = await self.factory.store.add_file(record)
+        info = {k: v for k, v in record.items() if k not in ("uploader", "ts") and v is not None}
+        info["id"] = fileId
+        stored, _ = await self.factory.submit({"kind": "file", "name": proto.name, "file": info, "ts": ts})
+        proto.uploads.pop(upload.tid, None)
+        self.log.info("{name} shared {file!r} as file {id}", name=proto.name, file=upload.name, id=fileId)
+        proto.sendFrame({"type": "upload-done", "tid": upload.tid, "id": stored["id"], "file": info})
+
+    def _storeFailed(self, failure: Any, proto: Any, upload: Upload) -> None:
+        self.log.failure("Could not store the upload {file!r}", failure, file=upload.name)
+        if upload.tid in proto.uploads:
+            self._abort(proto, upload)
+        proto.sendError(ErrorCode.INTERNAL, "The file could not be stored.", ref="data", tid=upload.tid)
+
+    # ------------------------------------------------------------ downloads
+
+    def download(self, proto: Any, frame: Dict[str, Any]) -> None:
+        tid = frame["tid"]
+        if tid in proto.downloads:
+            proto.sendError(ErrorCode.TRANSFER_IN_USE, ref="download", tid=tid)
+            return
+        proto.downloads[tid] = None  # reserved while we look the file up
+        offset = frame.get("offset", 0)
+        d = self.factory.store.get_file(frame["file"])
+
+        def found(record: Optional[Dict[str, Any]]) -> None:
+            if proto.downloads.get(tid, False) is not None:
+                return  # cancelled or disconnected meanwhile
+            if record is None:
+                del proto.downloads[tid]
+                proto.sendError(ErrorCode.NO_SUCH_FILE, ref="download", tid=tid)
+                return
+            if offset > record["size"]:
+                del proto.downloads[tid]
+                proto.sendError(ErrorCode.BAD_OFFSET, ref="download", tid=tid)
+                return
+            info = {k: record[k] for k in ("id", "name", "size", "sha256", "mime") if k in record}
+            proto.downloads[tid] = Download(tid, self.objectPath(record["sha256"]), offset, record["size"])
+            proto.sendFrame({"type": "download-start", "tid": tid, "file": info, "offset": offset})
+            self.resume(proto)
+
+        def failed(failure: Any) -> None:
+            proto.downloads.pop(tid, None)
+            self.log.failure("Download of file {id} failed", failure, id=frame["file"])
+            proto.sendError(ErrorCode.INTERNAL, ref="download", tid=tid)
+
+        d.addCallbacks(found, failed)
+
+    def cancelDownload(self, proto: Any, tid: int) -> None:
+        if tid not in proto.downloads:
+            raise ProtocolError(ErrorCode.NO_SUCH_TRANSFER)
+        download = proto.downloads.pop(tid)
+        if download is not None:
+            download.file.close()
+
+    def resume(self, proto: Any) -> None:
+        """Send file data to ``proto`` until its transport asks us to pause."""
+        while proto.downloads and not proto.writePaused and proto.state != "closed":
+            for tid, download in list(proto.downloads.items()):
+                if download is None:
+                    continue
+                data = download.file.read(min(wire.CHUNK_SIZE, download.remaining))
+                if data:
+                    download.remaining -= len(data)
+                    proto.sendPayload(wire.encode_chunk(tid, data))
+                if not data or download.remaining <= 0:
+                    download.file.close()
+                    del proto.downloads[tid]
+                    proto.sendFrame({"type": "download-done", "tid": tid})
+                if proto.writePaused:
+                    return
+            if all(d is None for d in proto.downloads.values()):
+                return
+
+    # ------------------------------------------------------------ lifecycle
+
+    def connectionClosed(self, proto: Any) -> None:
+        for upload in list(proto.uploads.values()):
+            if not upload.finishing:
+                self._abort(proto, upload)
+        for download in proto.downloads.values():
+            if download is not None:
+                download.file.close()
+        proto.downloads.clear()
+        self._dropped.pop(proto, None)
+
+    def sweep(self, now: float) -> None:
+        """Abandon uploads that have stalled."""
+        timeout = self.factory.limits.upload_timeout
+        for proto in list(self.factory.connections):
+            for upload in list(proto.uploads.values()):
+                if not upload.finishing and now - upload.lastActivity > timeout:
+                    self._abort(proto, upload)
+                    proto.sendError(ErrorCode.UPLOAD_TIMEOUT, ref="upload", tid=upload.tid)
+
+
+def _commit_file(f: Any, temp: str, final: str) -> bool:
+    """Make a finished upload durable and move it into place (blocking)."""
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    if os.path.exists(final):
+        _remove(temp)
+        return False
+    os.replace(temp, final)
+    dirfd = os.open(os.path.dirname(final), os.O_RDONLY)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+    return True
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

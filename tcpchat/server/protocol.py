@@ -1,0 +1,365 @@
+"""
+One client connection on the server.
+
+Every frame is decoded and validated by :mod:`tcpchat.wire` before anything
+else looks at it; what fails validation is answered with an ``error`` frame.
+The connection registers itself as a streaming producer on its transport, so
+it learns when the peer stops reading: live events then queue up to
+``Limits.sendq`` bytes, after which the connection falls back to *catch-up*
+(it stops taking live events, stops reading from the peer, and later replays
+what it missed from memory or storage, in order, exactly once).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+from zope.interface import implementer
+
+from tcpchat import wire
+from tcpchat.wire import ErrorCode, ProtocolError
+
+# connection states
+NEW, LIVE, CLOSED = "new", "live", "closed"
+
+
+@implementer(IPushProducer)
+class ChatProtocol(Int32StringReceiver):
+    """
+    The server side of one connection.
+    """
+
+    log = Logger()
+    MAX_LENGTH = wire.MAX_FRAME
+
+    factory: Any
+    name: Optional[str] = None
+
+    def connectionMade(self) -> None:
+        self.state = NEW
+        self.peer = _describe(self.transport.getPeer())
+        self.attempts = 0
+        now = self.factory.clock.seconds()
+        self.connectedAt = now
+        self.lastHeard = now
+        self.pingSentAt: Optional[float] = None
+        self.leaveReason = "lost"
+        # delivery
+        self.sentUpTo = 0
+        self.live = False
+        self.synced = False
+        self._pumping = False
+        self.writePaused = False
+        self.pausedSince: Optional[float] = None
+        self.queuedWhilePaused = 0
+        self.readingStopped = False
+        self.uploads: Dict[int, Any] = {}
+        self.downloads: Dict[int, Any] = {}
+        self.factory.connections.add(self)
+        self.transport.registerProducer(self, True)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.state == CLOSED:
+            return
+        wasLive = self.state == LIVE
+        self.state = CLOSED
+        self.factory.connections.discard(self)
+        if self.factory.files is not None:
+            self.factory.files.connectionClosed(self)
+        if wasLive:
+            self.log.info("{name} left ({reason}) from {peer}", name=self.name, reason=self.leaveReason, peer=self.peer)
+            self.factory.logout(self, self.leaveReason)
+
+    # ------------------------------------------------------------ sending
+
+    def sendFrame(self, frame: Dict[str, Any]) -> None:
+        """Encode and send one control frame."""
+        self.sendPayload(wire.encode(frame))
+
+    def sendPayload(self, payload: bytes) -> None:
+        if self.state == CLOSED:
+            return
+        if self.writePaused:
+            self.queuedWhilePaused += len(payload)
+        self.sendString(payload)
+
+    def sendError(self, code: str, message: Optional[str] = None, **extra: Any) -> None:
+        self.sendFrame(wire.error(code, message, **extra))
+        if code in wire.FATAL_CODES:
+            self.close()
+
+    def close(self) -> None:
+        """Close after what is queued has been written; ignore further input."""
+        self.paused = True  # stop dataReceived from handing over more frames
+        self.transport.loseConnection()
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.log.warn("Frame of {length} bytes from {peer} refused", length=length, peer=self.peer)
+        self.sendFrame(wire.error(ErrorCode.FRAME_TOO_LARGE))
+        self.paused = True
+        self.transport.loseConnection()
+        self._unprocessed = b""
+
+    # ------------------------------------------------------------ receiving
+
+    def stringReceived(self, payload: bytes) -> None:
+        if self.state == CLOSED:
+            return
+        self.lastHeard = self.factory.clock.seconds()
+        self.pingSentAt = None
+        try:
+            frame = wire.decode(payload)
+        except ProtocolError as e:
+            self.sendError(e.code, e.message)
+            return
+        try:
+            if isinstance(frame, wire.Chunk):
+                self.chunkReceived(frame)
+            else:
+                handler = getattr(self, "frame_" + frame["type"].replace("-", "_"))
+                handler(frame)
+        except ProtocolError as e:
+            self.sendError(e.code, e.message, ref=_ref(frame))
+        except Exception:
+            self.log.failure("Internal error handling a frame from {peer}", peer=self.peer)
+            self.sendError(ErrorCode.INTERNAL, ref=_ref(frame))
+
+    def requireLogin(self) -> None:
+        if self.state != LIVE:
+            raise ProtocolError(ErrorCode.NOT_LOGGED_IN)
+
+    def frame_hello(self, frame: Dict[str, Any]) -> None:
+        if self.state == LIVE:
+            raise ProtocolError(ErrorCode.ALREADY_LOGGED_IN)
+        if self.factory.stopping:
+            self.sendError(ErrorCode.SERVER_BUSY, "The server is shutting down.")
+            return
+        try:
+            name = self.factory.login(self, frame)
+        except ProtocolError as e:
+            self.attempts += 1
+            self.log.info(
+                "Failed login from {peer}: {code} (attempt {attempt})", peer=self.peer, code=e.code, attempt=self.attempts
+            )
+            if e.code != ErrorCode.BAD_VERSION and self.attempts >= self.factory.limits.login_attempts:
+                self.sendError(ErrorCode.TOO_MANY_ATTEMPTS)
+            else:
+                self.sendError(e.code, e.message, ref="hello")
+            return
+        self.name = name
+        self.state = LIVE
+        self.log.info("{name} logged in from {peer}", name=name, peer=self.peer)
+        self.sendFrame(
+            {
+                "type": "welcome",
+                "version": wire.PROTOCOL_VERSION,
+                "name": name,
+                "server": self.factory.server_name,
+                "users": self.factory.user_names(),
+                "limits": self.factory.limits.advertised(),
+            }
+        )
+        self.sentUpTo = self.factory.replay_start(frame.get("after"))
+        self.pump()
+        self.factory.submit(self.factory.join_event(self)).addErrback(lambda f: None)
+
+    def frame_say(self, frame: Dict[str, Any]) -> None:
+        self.requireLogin()
+        cid = frame.get("cid")
+        if wire.is_blank(frame["text"]):
+            raise ProtocolError(ErrorCode.EMPTY_MESSAGE)
+        event = {"kind": "message", "name": self.name, "nkey": wire.name_key(self.name or ""), "text": frame["text"]}
+        if cid is not None:
+            event["cid"] = cid
+        d = self.factory.submit(event)
+
+        def stored(result: Any) -> None:
+            stored, _ = result
+            frame = {"type": "ack", "id": stored["id"], "ts": stored["ts"]}
+            if cid is not None:
+                frame["cid"] = cid
+            self.sendFrame(frame)
+
+        def failed(failure: Any) -> None:
+            self.sendError(ErrorCode.INTERNAL, "The message could not be stored; it was not sent.", ref="say", cid=cid)
+
+        d.addCallbacks(stored, failed)
+
+    def frame_history(self, frame: Dict[str, Any]) -> None:
+        self.requireLogin()
+        limit = frame.get("limit", self.factory.limits.history or 50)
+        d = self.factory.store.events_before(frame.get("before"), limit + 1)
+
+        def send(events: Any) -> None:
+            more = len(events) > limit
+            self.sendFrame({"type": "history-page", "events": events[-limit:], "more": more})
+
+        d.addCallback(send)
+        d.addErrback(self._internal, "history")
+
+    def frame_who(self, frame: Dict[str, Any]) -> None:
+        self.requireLogin()
+        self.sendFrame({"type": "users", "users": self.factory.user_names()})
+
+    def frame_ping(self, frame: Dict[str, Any]) -> None:
+        reply: Dict[str, Any] = {"type": "pong"}
+        if "n" in frame:
+            reply["n"] = frame["n"]
+        self.sendFrame(reply)
+
+    def frame_pong(self, frame: Dict[str, Any]) -> None:
+        pass  # lastHeard was updated on receipt
+
+    def frame_bye(self, frame: Dict[str, Any]) -> None:
+        self.leaveReason = "quit"
+        self.close()
+
+    # file frames are handled by the file service, when there is one
+    def frame_upload(self, frame: Dict[str, Any]) -> None:
+        self.requireLogin()
+        self._files().upload(self, frame)
+
+    def frame_upload_cancel(self, frame: Dict[str, Any]) -> None:
+        self.requireLogin()
+        self._files().cancelUpload(self, frame["tid"])
+
+    def frame_download(self, frame: Dict[str, Any]) -> None:
+        self.requireLogin()
+        self._files().download(self, frame)
+
+    def frame_download_cancel(self, frame: Dict[str, Any]) -> None:
+        self.requireLogin()
+        self._files().cancelDownload(self, frame["tid"])
+
+    def chunkReceived(self, chunk: wire.Chunk) -> None:
+        self.requireLogin()
+        self._files().chunk(self, chunk)
+
+    def _files(self) -> Any:
+        if self.factory.files is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "This server does not share files.")
+        return self.factory.files
+
+    def _internal(self, failure: Any, ref: str) -> None:
+        self.log.failure("Internal error answering {ref} for {peer}", failure, ref=ref, peer=self.peer)
+        self.sendError(ErrorCode.INTERNAL, ref=ref)
+
+    # ------------------------------------------------------------ delivery
+
+    def offer(self, event: Dict[str, Any], payload: bytes) -> None:
+        """
+        The factory offers a committed event.  Deliver it now if this
+        connection is live and in step; otherwise catch-up will.
+        """
+        if not self.live or event["id"] != self.sentUpTo + 1:
+            self.live = False
+            return
+        if self.writePaused and self.queuedWhilePaused > self.factory.limits.sendq:
+            self.fallBehind()
+            return
+        self.sentUpTo = event["id"]
+        if event.get("kind") == "message" and event.get("name") == self.name:
+            return  # the sender has its ack
+        self.sendPayload(payload)
+
+    def fallBehind(self) -> None:
+        """Too much is queued for this peer: stop live delivery and reading."""
+        if self.live:
+            self.log.info("{name} is reading slowly; switching to catch-up", name=self.name)
+        self.live = False
+        if not self.readingStopped:
+            self.readingStopped = True
+            self.paused = True
+            self.transport.pauseProducing()
+
+    def pump(self) -> Deferred:
+        """
+        Send committed events after ``sentUpTo`` until in step with the
+        server (then go live) or until the transport asks us to pause.
+        """
+
+        async def pump() -> None:
+            if self._pumping:
+                return
+            self._pumping = True
+            try:
+                factory = self.factory
+                while self.state == LIVE and not self.writePaused:
+                    if self.sentUpTo >= factory.last_id:
+                        if not self.synced:
+                            self.synced = True
+                            self.sendFrame({"type": "synced", "last": self.sentUpTo})
+                        self.live = True
+                        return
+                    events = await factory.events_after(self.sentUpTo, factory.limits.catchup_page)
+                    for event in events:
+                        if event["id"] <= self.sentUpTo:
+                            continue
+                        frame = {"type": "event", **event}
+                        if not self.synced:
+                            frame["replay"] = True
+                        self.sentUpTo = event["id"]
+                        self.sendFrame(frame)
+                    if not events:
+                        return  # nothing readable yet; a later offer retries
+            finally:
+                self._pumping = False
+
+        d = Deferred.fromCoroutine(pump())
+        d.addErrback(self._internal, "catch-up")
+        return d
+
+    # IPushProducer: the transport tells us when the peer stops/starts reading
+    def pauseProducing(self) -> None:
+        if not self.writePaused:
+            self.writePaused = True
+            self.pausedSince = self.factory.clock.seconds()
+            self.queuedWhilePaused = 0
+
+    def resumeProducing(self) -> None:
+        self.writePaused = False
+        self.pausedSince = None
+        if self.readingStopped and self.state != CLOSED:
+            self.readingStopped = False
+            self.paused = False
+            self.transport.resumeProducing()
+            self.dataReceived(b"")  # frames that arrived before we stopped reading
+        if self.state == LIVE and not self.live:
+            self.pump()
+        if self.factory.files is not None:
+            self.factory.files.resume(self)
+
+    def stopProducing(self) -> None:
+        pass
+
+    # ------------------------------------------------------------ time limits
+
+    def checkTimeouts(self, now: float) -> None:
+        limits = self.factory.limits
+        if self.state == NEW and now - self.connectedAt > limits.login_timeout:
+            self.log.info("Connection from {peer} did not log in in time", peer=self.peer)
+            self.sendError(ErrorCode.LOGIN_TIMEOUT)
+        elif self.writePaused and self.pausedSince is not None and now - self.pausedSince > limits.send_timeout:
+            self.leaveReason = "not reading"
+            self.sendFrame({"type": "bye", "reason": "not-reading", "message": "You stopped reading; disconnected."})
+            self.transport.abortConnection()
+        elif self.state == LIVE and self.pingSentAt is not None and now - self.pingSentAt > limits.ping_timeout:
+            self.leaveReason = "timeout"
+            self.transport.abortConnection()
+        elif self.state == LIVE and self.pingSentAt is None and now - self.lastHeard > limits.ping_interval:
+            self.pingSentAt = now
+            self.sendFrame({"type": "ping"})
+
+
+def _describe(address: Any) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    return f"{host}:{port}" if host is not None else str(address)
+
+
+def _ref(frame: Any) -> Optional[str]:
+    return frame.get("type") if isinstance(frame, dict) else "data"

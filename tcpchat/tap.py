@@ -1,0 +1,234 @@
+"""
+``twistd tcpchat``: command-line options and the service they build.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, List, Optional
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python import usage
+
+from tcpchat import auth
+from tcpchat.server.chat import ChatFactory, Limits
+from tcpchat.store.sqlite import Store, ThreadRunner
+
+DEFAULT_PORT = 12345
+DEFAULT_DATA_DIR = "tcpchat-data"
+
+
+def _size(text: str) -> int:
+    """Parse a size such as ``500M``, ``2G`` or ``1048576``."""
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    factor = 1
+    for suffix, mult in (("K", 1024), ("M", 1024**2), ("G", 1024**3), ("T", 1024**4)):
+        if text.endswith(suffix):
+            text, factor = text[:-1], mult
+            break
+    try:
+        value = int(float(text) * factor)
+    except ValueError:
+        raise usage.UsageError(f"not a size: {text!r} (use e.g. 500M or 2G)") from None
+    if value < 0:
+        raise usage.UsageError("sizes cannot be negative")
+    return value
+
+
+class Options(usage.Options):
+    """Options of ``twistd tcpchat``."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run a tcpchat group chat server. With no options it listens on TCP port "
+        f"{DEFAULT_PORT} on every interface, keeps its database and files in "
+        f"./{DEFAULT_DATA_DIR}, and prints a fresh passkey for people to join with."
+    )
+    optParameters = [
+        ["port", "p", DEFAULT_PORT, "TCP port to listen on (all interfaces); ignored when --listen is given.", int],
+        ["data-dir", "d", DEFAULT_DATA_DIR, "Directory for the database and shared files (created if missing)."],
+        ["passkey", None, None, "Use this passkey instead of generating one at start-up."],
+        ["passkey-file", None, None, "Read the passkey from the first line of this file."],
+        ["history", None, Limits.history, "How many recent events a user is shown on joining (0-1000).", int],
+        ["server-name", None, None, "Name shown to users (default: 'tcpchat on HOSTNAME')."],
+        ["max-file-size", None, Limits.max_file_size, "Largest file a user may share, e.g. 200M or 2G (default 1G).", _size],
+        ["max-storage", None, Limits.max_storage, "Total size of shared files kept, e.g. 50G (default 10G).", _size],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """Listen on this Twisted endpoint (repeatable), e.g. tcp:12345:interface=127.0.0.1"""
+        self["listen"].append(endpoint)
+
+    opt_l = opt_listen
+
+    def postOptions(self) -> None:
+        if not 0 <= self["port"] <= 65535:
+            raise usage.UsageError("--port must be from 0 to 65535")
+        if not 0 <= self["history"] <= 1000:
+            raise usage.UsageError("--history must be from 0 to 1000")
+        if self["passkey"] is not None and self["passkey-file"] is not None:
+            raise usage.UsageError("give --passkey or --passkey-file, not both")
+        if self["passkey-file"] is not None:
+            try:
+                with open(self["passkey-file"], encoding="utf-8") as f:
+                    self["passkey"] = f.readline().strip()
+            except OSError as e:
+                raise usage.UsageError(f"cannot read --passkey-file: {e.strerror}") from None
+        if self["passkey"] is not None and not auth.canonical_passkey(self["passkey"]):
+            raise usage.UsageError("the passkey must not be empty")
+        if not self["listen"]:
+            self["listen"] = [f"tcp:{self['port']}"]
+        data_dir = os.path.abspath(self["data-dir"])
+        try:
+            os.makedirs(data_dir, exist_ok=True)
+        except OSError as e:
+            raise usage.UsageError(f"cannot create --data-dir {data_dir}: {e.strerror}") from None
+        self["data-dir"] = data_dir
+        if self["server-name"] is None:
+            self["server-name"] = f"tcpchat on {socket.gethostname()}"
+
+
+class ChatService(service.Service):
+    """
+    Opens storage, then listens on every endpoint, then announces where and
+    how to join.  Stopping closes the listeners, says goodbye to everyone and
+    closes storage.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory: ChatFactory, endpoints: List[Any], passkey: str, runner: Optional[ThreadRunner] = None):
+        self.factory = factory
+        self.endpoints = endpoints
+        self.passkey = passkey
+        self.runner = runner
+        self.ports: List[Any] = []
+        self.ready: defer.Deferred = defer.Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        from twisted.internet import reactor
+
+        reactor.callWhenRunning(self._handleSignals, reactor)
+        d = defer.Deferred.fromCoroutine(self._start())
+        d.addErrback(self._failed)
+
+    def _handleSignals(self, reactor: Any) -> None:
+        """
+        SIGTERM and SIGINT stop the server cleanly and exit with status 0
+        (twistd would otherwise re-raise the signal after shutting down, so
+        service managers and scripts would see a failure).
+        """
+        import signal
+
+        def stop(signum: int, frame: Any) -> None:
+            self.log.info("Received {signal}, shutting down", signal=signal.Signals(signum).name)
+            reactor.callFromThread(reactor.stop)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+    async def _start(self) -> None:
+        await self.factory.start()
+        for endpoint in self.endpoints:
+            self.ports.append(await endpoint.listen(self.factory))
+        self.announce()
+        self.ready.callback(self.ports)
+
+    def _failed(self, failure: Any) -> None:
+        self.log.failure("tcpchat could not start", failure)
+        from twisted.internet import reactor
+
+        reactor.stop()
+
+    def announce(self) -> None:
+        addresses = []
+        for port in self.ports:
+            host = port.getHost()
+            addresses.extend(client_addresses(host.host, host.port))
+        bar = "=" * 64
+        self.log.info(
+            "\n{bar}\n  tcpchat server {name!r} is ready\n  Passkey:     {passkey}\n  Join at:     {addresses}\n{bar}",
+            bar=bar,
+            name=self.factory.server_name,
+            passkey=self.passkey,
+            addresses=", ".join(addresses),
+            listening=[p.getHost().port for p in self.ports],
+        )
+
+    async def _stop(self) -> None:
+        await defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in self.ports])
+        await self.factory.stop()
+        if self.runner is not None:
+            self.runner.stop()
+        self.log.info("tcpchat stopped cleanly")
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        return defer.Deferred.fromCoroutine(self._stop())
+
+
+def client_addresses(host: str, port: int) -> List[str]:
+    """Every ``address:port`` a client on the network could use for a listener."""
+    if host in ("0.0.0.0", "::", ""):
+        hosts = local_ipv4_addresses()
+    else:
+        hosts = [host]
+    return [f"[{h}]:{port}" if ":" in h else f"{h}:{port}" for h in hosts]
+
+
+def local_ipv4_addresses() -> List[str]:
+    """This machine's IPv4 addresses, LAN ones first, loopback last."""
+    found = set()
+    try:
+        import fcntl
+        import struct
+
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for _, ifname in socket.if_nameindex():
+                try:
+                    packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", ifname[:15].encode()))  # SIOCGIFADDR
+                except OSError:
+                    continue
+                found.add(socket.inet_ntoa(packed[20:24]))
+    except (ImportError, OSError, AttributeError):
+        pass
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            found.add(str(info[4][0]))
+    except OSError:
+        pass
+    found.add("127.0.0.1")
+    return sorted(found, key=lambda a: (a.startswith("127."), a))
+
+
+def makeService(config: Options, reactor: Any = None) -> service.IService:
+    """Build the tcpchat service from parsed options."""
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    passkey = config["passkey"] or auth.generate_passkey()
+    runner = ThreadRunner(reactor)
+    store = Store(os.path.join(config["data-dir"], "tcpchat.sqlite3"), runner)
+    limits = Limits(
+        history=config["history"], max_file_size=config["max-file-size"], max_storage=config["max-storage"]
+    )
+    factory = ChatFactory(store, auth.PasskeyVerifier(passkey), reactor, config["server-name"], limits)
+    from tcpchat.server.files import FileService
+
+    def in_thread(f: Any, *args: Any) -> defer.Deferred:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+    factory.files = FileService(factory, os.path.join(config["data-dir"], "files"), in_thread)
+    endpoints = [serverFromString(reactor, description) for description in config["listen"]]
+    return ChatService(factory, endpoints, passkey, runner)

@@ -1,0 +1,433 @@
+"""
+The tcpchat wire format: frame kinds, encoding, decoding and validation.
+
+This module does no I/O and imports nothing from Twisted, so it can be tested
+and fuzzed on its own.  ``PROTOCOL.rst`` is the specification; the constants
+and tables here are its executable form and the two must agree.
+
+A frame is the payload of one length-prefixed string (a 4-byte big-endian
+length, then that many bytes; Twisted's ``Int32StringReceiver``).  A payload
+is either
+
+* a *control frame*: one UTF-8 JSON object whose ``"type"`` names its kind, or
+* a *data frame*: the byte ``0x00``, a 4-byte big-endian transfer id, then raw
+  file bytes.
+
+:func:`decode` turns a payload into a validated :class:`dict` (control
+frames) or :class:`Chunk` (data frames) and raises :class:`ProtocolError`
+for anything else, and nothing but :class:`ProtocolError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+
+#: Protocol version spoken by this implementation (``hello.version``).
+PROTOCOL_VERSION = 1
+
+#: Largest file data carried by one data frame.
+MAX_CHUNK = 256 * 1024
+#: Chunk size our own clients and the server use when sending file data.
+CHUNK_SIZE = 64 * 1024
+#: Largest payload of any frame, in bytes.  A longer length prefix closes
+#: the connection without reading the payload.
+MAX_FRAME = MAX_CHUNK + 5
+#: Largest message text, in bytes of UTF-8.
+MAX_TEXT_BYTES = 8 * 1024
+#: Longest user name, in characters (after NFC normalisation).
+MAX_NAME_CHARS = 32
+#: Longest client message id (``cid``).
+MAX_CID_CHARS = 64
+#: Longest file name offered for upload, in bytes of UTF-8.
+MAX_FILE_NAME_BYTES = 255
+#: Largest ``limit`` of a ``history`` request.
+MAX_HISTORY_PAGE = 500
+#: Transfer ids are 1 .. 2**31 - 1.
+MAX_TRANSFER_ID = 2**31 - 1
+
+DATA_TAG = 0x00
+_DATA_HEADER = struct.Struct(">BI")
+
+
+class ErrorCode:
+    """
+    Stable machine-readable error codes carried by ``error`` frames.
+    """
+
+    BAD_FRAME = "bad-frame"
+    UNKNOWN_TYPE = "unknown-type"
+    BAD_VERSION = "bad-version"
+    NOT_LOGGED_IN = "not-logged-in"
+    ALREADY_LOGGED_IN = "already-logged-in"
+    BAD_PASSKEY = "bad-passkey"
+    BAD_NAME = "bad-name"
+    NAME_TAKEN = "name-taken"
+    TOO_MANY_ATTEMPTS = "too-many-attempts"
+    LOGIN_TIMEOUT = "login-timeout"
+    EMPTY_MESSAGE = "empty-message"
+    TOO_LONG = "too-long"
+    FRAME_TOO_LARGE = "frame-too-large"
+    SERVER_BUSY = "server-busy"
+    SLOW_DOWN = "slow-down"
+    INTERNAL = "internal-error"
+    # files
+    FILE_TOO_LARGE = "file-too-large"
+    QUOTA_EXCEEDED = "quota-exceeded"
+    BAD_FILE_NAME = "bad-file-name"
+    TOO_MANY_UPLOADS = "too-many-uploads"
+    TRANSFER_IN_USE = "transfer-in-use"
+    NO_SUCH_TRANSFER = "no-such-transfer"
+    HASH_MISMATCH = "hash-mismatch"
+    SIZE_MISMATCH = "size-mismatch"
+    NO_SUCH_FILE = "no-such-file"
+    BAD_OFFSET = "bad-offset"
+    UPLOAD_TIMEOUT = "upload-timeout"
+
+
+#: A plain sentence for every error code, for people.
+ERROR_TEXT: Dict[str, str] = {
+    ErrorCode.BAD_FRAME: "That frame could not be understood.",
+    ErrorCode.UNKNOWN_TYPE: "Unknown frame type.",
+    ErrorCode.BAD_VERSION: "This server speaks protocol version 1; please update your client.",
+    ErrorCode.NOT_LOGGED_IN: "Log in first.",
+    ErrorCode.ALREADY_LOGGED_IN: "You are already logged in.",
+    ErrorCode.BAD_PASSKEY: "Wrong passkey.",
+    ErrorCode.BAD_NAME: "That name is not allowed: use 1-32 characters, no control characters, no leading or trailing spaces.",
+    ErrorCode.NAME_TAKEN: "That name is taken.",
+    ErrorCode.TOO_MANY_ATTEMPTS: "Too many failed login attempts; try again later.",
+    ErrorCode.LOGIN_TIMEOUT: "You did not log in in time.",
+    ErrorCode.EMPTY_MESSAGE: "Empty messages are not sent.",
+    ErrorCode.TOO_LONG: "That message is too long.",
+    ErrorCode.FRAME_TOO_LARGE: "Frame too large.",
+    ErrorCode.SERVER_BUSY: "The server is too busy; try again later.",
+    ErrorCode.SLOW_DOWN: "You are sending too fast; slow down.",
+    ErrorCode.INTERNAL: "The server hit an internal error.",
+    ErrorCode.FILE_TOO_LARGE: "That file is larger than this server accepts.",
+    ErrorCode.QUOTA_EXCEEDED: "The server has no room left for files.",
+    ErrorCode.BAD_FILE_NAME: "That file name is not allowed.",
+    ErrorCode.TOO_MANY_UPLOADS: "Too many uploads at once; wait for one to finish.",
+    ErrorCode.TRANSFER_IN_USE: "That transfer id is already in use on this connection.",
+    ErrorCode.NO_SUCH_TRANSFER: "No such transfer.",
+    ErrorCode.HASH_MISMATCH: "The file arrived damaged (SHA-256 mismatch); nothing was stored.",
+    ErrorCode.SIZE_MISMATCH: "More data arrived than the file's declared size.",
+    ErrorCode.NO_SUCH_FILE: "No such file.",
+    ErrorCode.BAD_OFFSET: "That offset is past the end of the file.",
+    ErrorCode.UPLOAD_TIMEOUT: "The upload stalled and was abandoned.",
+}
+
+#: Codes after which the server closes the connection.
+FATAL_CODES = frozenset(
+    {
+        ErrorCode.BAD_VERSION,
+        ErrorCode.TOO_MANY_ATTEMPTS,
+        ErrorCode.LOGIN_TIMEOUT,
+        ErrorCode.FRAME_TOO_LARGE,
+        ErrorCode.SERVER_BUSY,
+    }
+)
+
+
+class ProtocolError(Exception):
+    """
+    A frame broke the protocol.  The only exception :func:`decode` raises.
+    """
+
+    def __init__(self, code: str, message: Optional[str] = None) -> None:
+        self.code = code
+        self.message = message or ERROR_TEXT.get(code, code)
+        super().__init__(f"{code}: {self.message}")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """
+    A data frame: part of the file moving in transfer ``tid``.
+    """
+
+    tid: int
+    data: bytes
+
+
+Frame = Union[Dict[str, Any], Chunk]
+
+# ---------------------------------------------------------------- validators
+
+Validator = Callable[[Any], Any]
+
+
+def _fail(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_FRAME, message)
+
+
+def _int(lo: int, hi: int) -> Validator:
+    def check(value: Any) -> int:
+        if type(value) is not int or not lo <= value <= hi:
+            raise _fail(f"expected an integer from {lo} to {hi}")
+        return value
+
+    return check
+
+
+def _str(max_chars: int, min_chars: int = 0) -> Validator:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not min_chars <= len(value) <= max_chars:
+            raise _fail(f"expected a string of {min_chars} to {max_chars} characters")
+        return value
+
+    return check
+
+
+def _text(value: Any) -> str:
+    """Message text: a string of at most MAX_TEXT_BYTES bytes of UTF-8."""
+    if not isinstance(value, str):
+        raise _fail("expected a string")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _fail("text is not valid Unicode") from None
+    if size > MAX_TEXT_BYTES:
+        raise ProtocolError(ErrorCode.TOO_LONG)
+    return value
+
+
+def _sha256(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise _fail("expected 64 lowercase hex digits")
+    return value
+
+
+def _any(value: Any) -> Any:
+    return value
+
+
+_ID = _int(0, 2**53)
+_TID = _int(1, MAX_TRANSFER_ID)
+_SIZE = _int(0, 2**53)
+
+#: Frames a client may send: type -> {field: (validator, required)}.
+#: Unknown fields are ignored (forward compatibility); missing required
+#: fields and wrongly typed fields are ``bad-frame``.
+CLIENT_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
+    "hello": {
+        "version": (_int(0, 2**31), True),
+        "name": (_str(256), True),
+        "passkey": (_str(256), True),
+        "after": (_ID, False),
+        "client": (_str(100), False),
+    },
+    "say": {"text": (_text, True), "cid": (_str(MAX_CID_CHARS, 1), False)},
+    "history": {"before": (_ID, False), "limit": (_int(1, MAX_HISTORY_PAGE), False)},
+    "who": {},
+    "ping": {"n": (_any, False)},
+    "pong": {"n": (_any, False)},
+    "bye": {},
+    "upload": {
+        "tid": (_TID, True),
+        "name": (_str(1024), True),
+        "size": (_SIZE, True),
+        "sha256": (_sha256, True),
+        "mime": (_str(255), False),
+    },
+    "upload-cancel": {"tid": (_TID, True)},
+    "download": {"tid": (_TID, True), "file": (_ID, True), "offset": (_SIZE, False)},
+    "download-cancel": {"tid": (_TID, True)},
+}
+
+#: Frames the server sends (validated by clients the same way).
+SERVER_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
+    "welcome": {
+        "version": (_int(0, 2**31), True),
+        "name": (_str(MAX_NAME_CHARS * 4, 1), True),
+        "server": (_str(256), True),
+        "users": (_any, True),
+        "limits": (_any, False),
+    },
+    "event": {
+        "id": (_ID, True),
+        "ts": (_any, True),
+        "kind": (_str(64, 1), True),
+        "name": (_str(MAX_NAME_CHARS * 4), False),
+        "text": (_any, False),
+        "cid": (_any, False),
+        "file": (_any, False),
+        "reason": (_any, False),
+        "replay": (_any, False),
+    },
+    "synced": {"last": (_ID, True)},
+    "ack": {"id": (_ID, True), "ts": (_any, True), "cid": (_any, False)},
+    "history-page": {"events": (_any, True), "more": (_any, True)},
+    "users": {"users": (_any, True)},
+    "error": {
+        "code": (_str(64, 1), True),
+        "message": (_str(2048), False),
+        "ref": (_any, False),
+        "cid": (_any, False),
+        "tid": (_any, False),
+    },
+    "ping": {"n": (_any, False)},
+    "pong": {"n": (_any, False)},
+    "bye": {"reason": (_any, False), "message": (_any, False)},
+    "upload-ready": {"tid": (_TID, True)},
+    "upload-done": {"tid": (_TID, True), "id": (_ID, True), "file": (_any, True)},
+    "download-start": {"tid": (_TID, True), "file": (_any, True), "offset": (_SIZE, True)},
+    "download-done": {"tid": (_TID, True)},
+}
+
+
+def decode(payload: bytes, table: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = CLIENT_FRAMES) -> Frame:
+    """
+    Decode and validate one frame payload.
+
+    :param table: which side's frames are acceptable (:data:`CLIENT_FRAMES`
+        on the server, :data:`SERVER_FRAMES` on a client).
+    :raises ProtocolError: for anything that is not a valid frame.
+    """
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise _fail("payload must be bytes")
+    payload = bytes(payload)
+    if len(payload) > MAX_FRAME:
+        raise ProtocolError(ErrorCode.FRAME_TOO_LARGE)
+    if not payload:
+        raise _fail("empty frame")
+    if payload[0] == DATA_TAG:
+        if len(payload) < _DATA_HEADER.size:
+            raise _fail("short data frame")
+        _, tid = _DATA_HEADER.unpack_from(payload)
+        if not 1 <= tid <= MAX_TRANSFER_ID:
+            raise _fail("bad transfer id")
+        return Chunk(tid, payload[_DATA_HEADER.size :])
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _fail("not UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise _fail("a control frame must be a JSON object")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise _fail("missing type")
+    fields = table.get(kind)
+    if fields is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"Unknown frame type {kind[:40]!r}.")
+    out: Dict[str, Any] = {"type": kind}
+    for name, (check, required) in fields.items():
+        if name in obj and obj[name] is not None:
+            try:
+                out[name] = check(obj[name])
+            except ProtocolError as e:
+                if e.code == ErrorCode.BAD_FRAME:
+                    raise _fail(f"{kind}.{name}: {e.message}") from None
+                raise
+        elif required:
+            raise _fail(f"{kind}: missing field {name!r}")
+    return out
+
+
+def encode(frame: Mapping[str, Any]) -> bytes:
+    """
+    Encode a control frame (a mapping with a ``type``) as a payload.
+
+    :raises ProtocolError: if the result would exceed :data:`MAX_FRAME`.
+    """
+    payload = json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if len(payload) > MAX_FRAME:
+        raise ProtocolError(ErrorCode.FRAME_TOO_LARGE)
+    return payload
+
+
+def encode_chunk(tid: int, data: bytes) -> bytes:
+    """
+    Encode a data frame carrying ``data`` for transfer ``tid``.
+    """
+    if len(data) > MAX_CHUNK:
+        raise ProtocolError(ErrorCode.FRAME_TOO_LARGE)
+    return _DATA_HEADER.pack(DATA_TAG, tid) + data
+
+
+def error(code: str, message: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
+    """
+    Build an ``error`` frame for ``code``.
+    """
+    frame: Dict[str, Any] = {"type": "error", "code": code, "message": message or ERROR_TEXT.get(code, code)}
+    frame.update({k: v for k, v in extra.items() if v is not None})
+    return frame
+
+
+# ---------------------------------------------------------------- user names
+
+_BAD_NAME_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def normalize_name(raw: str) -> str:
+    """
+    Return the canonical form of a user name, or raise ``bad-name``.
+
+    Names are NFC-normalised, 1..MAX_NAME_CHARS characters, contain no
+    control, format, private-use, unassigned or line/paragraph-separator
+    characters, and do not start or end with white space.
+    """
+    if not isinstance(raw, str):
+        raise ProtocolError(ErrorCode.BAD_NAME)
+    name = unicodedata.normalize("NFC", raw)
+    if not 1 <= len(name) <= MAX_NAME_CHARS:
+        raise ProtocolError(ErrorCode.BAD_NAME)
+    if name != name.strip() or any(unicodedata.category(c) in _BAD_NAME_CATEGORIES for c in name):
+        raise ProtocolError(ErrorCode.BAD_NAME)
+    return name
+
+
+def name_key(name: str) -> str:
+    """
+    The key under which names collide: case-folded, then NFC again.
+    """
+    return unicodedata.normalize("NFC", name.casefold())
+
+
+def is_blank(text: str) -> bool:
+    """
+    True for text that has nothing a person could read.
+    """
+    return not text.strip() or all(unicodedata.category(c) in ("Cc", "Cf", "Zs", "Zl", "Zp") for c in text)
+
+
+# ---------------------------------------------------------------- file names
+
+_RESERVED_NAMES = frozenset(
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [f"COM{i}" for i in range(1, 10)]
+    + [f"LPT{i}" for i in range(1, 10)]
+)
+_UNSAFE_CHARS = set('/\\:*?"<>|')
+
+
+def safe_file_name(raw: str) -> str:
+    """
+    A file name that is safe to create in any directory on Linux, macOS and
+    Windows: no path separators or characters Windows forbids, no control
+    characters, no leading/trailing dots or spaces, not a reserved device name,
+    at most :data:`MAX_FILE_NAME_BYTES` bytes of UTF-8.  Returns ``"file"``
+    when nothing usable is left.
+
+    The server refuses any offered name this function would change; a
+    downloader passes the name it is given through it again.
+    """
+    name = unicodedata.normalize("NFC", raw if isinstance(raw, str) else "")
+    name = "".join(
+        "_" if c in _UNSAFE_CHARS or unicodedata.category(c) in _BAD_NAME_CATEGORIES else c for c in name
+    )
+    name = name.strip(" .")
+    stem = name.split(".", 1)[0].upper().rstrip(" ")
+    if stem in _RESERVED_NAMES:
+        name = "_" + name
+    while len(name.encode("utf-8")) > MAX_FILE_NAME_BYTES:
+        base, dot, ext = name.rpartition(".")
+        if dot and 0 < len(ext) <= 16 and base:
+            name = base[:-1] + "." + ext
+        else:
+            name = name[:-1]
+        name = name.rstrip(" .")
+    return name or "file"

@@ -1,0 +1,76 @@
+"""Shared fixtures: an in-memory server wired to StringTransports."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Dict, List, Optional
+
+from twisted.internet import task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransportWithDisconnection
+
+from tcpchat import wire
+from tcpchat.auth import PasskeyVerifier
+from tcpchat.server.chat import ChatFactory, Limits
+from tcpchat.server.files import FileService
+from tcpchat.store.sqlite import Store
+
+PASSKEY = "abcde-fghjk"
+
+
+def make_factory(tmp_path: Any, files: bool = False, store: Optional[Store] = None, **limits: Any) -> ChatFactory:
+    """A started server with a synchronous SQLite store and a fake clock."""
+    clock = task.Clock()
+    clock.advance(1_700_000_000)
+    store = store or Store(str(tmp_path / "chat.sqlite3"))
+    factory = ChatFactory(store, PasskeyVerifier(PASSKEY), clock, "test server", Limits(**limits))
+    if files:
+        factory.files = FileService(factory, str(tmp_path / "files"))
+    factory.start()
+    return factory
+
+
+class Peer:
+    """One connection to ``factory`` over a StringTransport, with frame helpers."""
+
+    _port = 40000
+
+    def __init__(self, factory: ChatFactory, host: str = "192.0.2.10") -> None:
+        Peer._port += 1
+        self.factory = factory
+        self.proto = factory.buildProtocol(IPv4Address("TCP", host, Peer._port))
+        self.transport = StringTransportWithDisconnection(peerAddress=IPv4Address("TCP", host, Peer._port))
+        self.transport.protocol = self.proto
+        self.proto.makeConnection(self.transport)
+        self._buffer = b""
+
+    def send(self, frame: Dict[str, Any]) -> None:
+        self.send_payload(wire.encode(frame))
+
+    def send_payload(self, payload: bytes) -> None:
+        self.proto.dataReceived(struct.pack(">I", len(payload)) + payload)
+
+    def frames(self) -> List[Any]:
+        """Every frame written to this peer since the last call, decoded."""
+        self._buffer += self.transport.value()
+        self.transport.clear()
+        out = []
+        while len(self._buffer) >= 4:
+            (n,) = struct.unpack(">I", self._buffer[:4])
+            if len(self._buffer) < 4 + n:
+                break
+            out.append(wire.decode(self._buffer[4 : 4 + n], wire.SERVER_FRAMES))
+            self._buffer = self._buffer[4 + n :]
+        return out
+
+    def login(self, name: str, passkey: str = PASSKEY, **extra: Any) -> List[Any]:
+        self.send({"type": "hello", "version": 1, "name": name, "passkey": passkey, **extra})
+        return self.frames()
+
+    @property
+    def connected(self) -> bool:
+        return self.transport.connected
+
+
+def kinds(frames: List[Any]) -> List[str]:
+    return [f["type"] if isinstance(f, dict) else "data" for f in frames]

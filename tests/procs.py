@@ -1,0 +1,156 @@
+"""Real processes and plain sockets, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from tcpchat import wire
+
+from .helpers import PASSKEY
+
+BIN = os.path.dirname(sys.executable)
+TWISTD = os.path.join(BIN, "twistd")
+STARTUP_TIMEOUT = 30.0
+
+
+class ServerProcess:
+    """The installed ``twistd -n tcpchat``, run as a subprocess on 127.0.0.1."""
+
+    def __init__(self, data_dir: str, port: int = 0, passkey: str = PASSKEY, extra: Optional[List[str]] = None):
+        self.data_dir = str(data_dir)
+        self.port = port
+        self.passkey = passkey
+        self.extra = extra or []
+        self.output: List[str] = []
+        self._partial = b""
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> "ServerProcess":
+        args = [TWISTD, "-n", "--pidfile=", "tcpchat", "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+                "--data-dir", self.data_dir, *self.extra]
+        if self.passkey is not None:
+            args += ["--passkey", self.passkey]
+        # run from the data directory, so only the *installed* plugin can be found
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(args, cwd=self.data_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        match = self.wait_for(r"Join at:\s+127\.0\.0\.1:(\d+)")
+        self.port = int(match.group(1))
+        if self.passkey is None:
+            self.passkey = self.wait_for(r"Passkey:\s+(\S+)", start=0).group(1)
+        return self
+
+    def wait_for(self, pattern: str, timeout: float = STARTUP_TIMEOUT, start: Optional[int] = None) -> "re.Match":
+        """Read the server's log until a line matches ``pattern``."""
+        assert self.proc is not None and self.proc.stdout is not None
+        regex = re.compile(pattern)
+        if start is not None:  # look at what was already read first
+            for line in self.output[start:]:
+                m = regex.search(line)
+                if m:
+                    return m
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            data = os.read(fd, 65536)
+            if not data:
+                break
+            self._partial += data
+            *lines, self._partial = self._partial.split(b"\n")
+            for raw in lines:
+                line = raw.decode("utf-8", "replace") + "\n"
+                self.output.append(line)
+                m = regex.search(line)
+                if m:
+                    return m
+        raise AssertionError(f"server never logged {pattern!r}; output:\n" + "".join(self.output))
+
+    def kill(self) -> None:
+        """kill -9: no chance to clean up."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        finally:
+            if self.proc.stdout:
+                rest = self._partial + self.proc.stdout.read()
+                self.output.append(rest.decode("utf-8", "replace"))
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return "".join(self.output)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.proc is not None and self.proc.stdout:
+            self.proc.stdout.close()
+
+
+class RawClient:
+    """A blocking client that speaks PROTOCOL.rst with nothing but the socket module."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buffer = b""
+
+    def send(self, frame: Dict[str, Any]) -> None:
+        self.send_payload(wire.encode(frame))
+
+    def send_payload(self, payload: bytes) -> None:
+        self.sock.sendall(struct.pack(">I", len(payload)) + payload)
+
+    def _read_exact(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError("server closed the connection")
+            self.buffer += data
+        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        return out
+
+    def recv(self) -> Any:
+        (n,) = struct.unpack(">I", self._read_exact(4))
+        return wire.decode(self._read_exact(n), wire.SERVER_FRAMES)
+
+    def recv_until(self, predicate: Callable[[Any], bool]) -> List[Any]:
+        """Frames up to and including the first that satisfies ``predicate``."""
+        out = []
+        while True:
+            frame = self.recv()
+            out.append(frame)
+            if predicate(frame):
+                return out
+
+    def login(self, name: str, passkey: str = PASSKEY, **extra: Any) -> List[Any]:
+        """Log in; returns frames through ``synced`` (or the error)."""
+        self.send({"type": "hello", "version": wire.PROTOCOL_VERSION, "name": name, "passkey": passkey, **extra})
+        return self.recv_until(lambda f: f["type"] in ("synced", "error"))
+
+    def closed_by_server(self) -> bool:
+        try:
+            while True:
+                self.recv()
+        except (ConnectionError, OSError):
+            return True
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,109 @@
+"""twistd tcpchat options and the service they build."""
+
+import os
+
+import pytest
+from twisted.internet.testing import MemoryReactor
+from twisted.python import usage
+
+from tcpchat import tap
+from tcpchat.auth import ALPHABET, BITS, PasskeyVerifier, generate_passkey
+
+
+def parse(*args):
+    options = tap.Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def test_defaults(tmp_path, monkeypatch):
+    """With no options: port 12345 on all interfaces, ./tcpchat-data, history 50."""
+    monkeypatch.chdir(tmp_path)
+    options = parse()
+    assert {k: options[k] for k in options.keys()} == {
+        "port": 12345,
+        "listen": ["tcp:12345"],
+        "data-dir": str(tmp_path / "tcpchat-data"),
+        "passkey": None,
+        "passkey-file": None,
+        "history": 50,
+        "server-name": options["server-name"],
+        "max-file-size": 1024**3,
+        "max-storage": 10 * 1024**3,
+    }
+    assert options["server-name"].startswith("tcpchat on ")
+    assert os.path.isdir(tmp_path / "tcpchat-data")
+
+
+def test_everything_given(tmp_path):
+    """Every option is parsed into the expected value; --listen repeats."""
+    options = parse(
+        "--listen", "tcp:0:interface=127.0.0.1", "-l", "tcp6:0", "--data-dir", str(tmp_path / "d"),
+        "--passkey", "secret", "--history", "10", "--server-name", "Room 4", "--max-file-size", "200M",
+        "--max-storage", "2G",
+    )
+    assert options["listen"] == ["tcp:0:interface=127.0.0.1", "tcp6:0"]
+    assert options["passkey"] == "secret" and options["history"] == 10 and options["server-name"] == "Room 4"
+    assert options["max-file-size"] == 200 * 1024**2 and options["max-storage"] == 2 * 1024**3
+
+
+def test_passkey_file(tmp_path):
+    """--passkey-file reads the first line."""
+    (tmp_path / "key").write_text("from-file\nignored\n")
+    assert parse("--passkey-file", str(tmp_path / "key"), "-d", str(tmp_path))["passkey"] == "from-file"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--port", "70000"], "--port must be from 0 to 65535"),
+        (["--history", "5000"], "--history must be from 0 to 1000"),
+        (["--passkey", "a", "--passkey-file", "b"], "not both"),
+        (["--passkey-file", "/nonexistent/key"], "cannot read --passkey-file"),
+        (["--passkey", " - "], "must not be empty"),
+        (["--max-file-size", "lots"], "not a size"),
+        (["--data-dir", "/proc/nope/data"], "cannot create --data-dir"),
+    ],
+)
+def test_bad_values_are_usage_errors(tmp_path, monkeypatch, args, message):
+    """Bad option values produce a clear usage error, not a traceback."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(usage.UsageError, match=message):
+        parse(*args)
+
+
+def test_help_documents_every_option():
+    """twistd tcpchat --help mentions each option."""
+    text = str(tap.Options())
+    for option in ("--port", "--listen", "--data-dir", "--passkey", "--passkey-file", "--history",
+                   "--server-name", "--max-file-size", "--max-storage"):
+        assert option in text
+
+
+def test_make_service_listens_where_told(tmp_path):
+    """makeService builds listeners for every --listen endpoint once storage is open."""
+    options = parse("-l", "tcp:0:interface=127.0.0.1", "-l", "tcp:5555", "-d", str(tmp_path), "--passkey", "pk")
+    reactor = MemoryReactor()
+    service = tap.makeService(options, reactor)
+    assert service.passkey == "pk"
+    assert [type(e).__name__ for e in service.endpoints] == ["TCP4ServerEndpoint", "TCP4ServerEndpoint"]
+    service.runner.stop()
+
+
+def test_generated_passkeys_are_readable_and_strong():
+    """Generated passkeys avoid look-alike characters and carry at least 40 bits."""
+    assert BITS >= 40
+    assert not set("01ilo") & set(ALPHABET)
+    keys = {generate_passkey() for _ in range(200)}
+    assert len(keys) == 200
+    for key in keys:
+        a, b = key.split("-")
+        assert len(a) == len(b) == 5 and set(a + b) <= set(ALPHABET)
+
+
+def test_verifier_rotates():
+    """After rotation the old passkey no longer works."""
+    verifier = PasskeyVerifier("old-key")
+    assert verifier.verify("OLDKEY")
+    verifier.rotate("new-key")
+    assert not verifier.verify("old-key") and verifier.verify("new key")
