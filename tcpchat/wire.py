@@ -218,6 +218,7 @@ CLIENT_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
         "name": (_str(256), True),
         "passkey": (_str(256), True),
         "after": (_ID, False),
+        "session": (_str(64), False),
         "client": (_str(100), False),
     },
     "say": {"text": (_text, True), "cid": (_str(MAX_CID_CHARS, 1), False)},
@@ -245,6 +246,7 @@ SERVER_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
         "name": (_str(MAX_NAME_CHARS * 4, 1), True),
         "server": (_str(256), True),
         "users": (_any, True),
+        "session": (_str(64), False),
         "limits": (_any, False),
     },
     "event": {

@@ -154,3 +154,49 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+# ---------------------------------------------------------------- inside the reactor (trial tests)
+
+from twisted.internet import defer, protocol  # noqa: E402
+
+
+class TwistdProtocol(protocol.ProcessProtocol):
+    """``twistd -n tcpchat`` run by the reactor; ``ready`` fires with the port."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ready: defer.Deferred = defer.Deferred()
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        if not self.ready.called:
+            m = re.search(rb"Join at:\s+127\.0\.0\.1:(\d+)", self.output)
+            if m:
+                self.ready.callback(int(m.group(1)))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        if not self.ready.called:
+            self.ready.errback(AssertionError("twistd exited early:\n" + self.output.decode("utf-8", "replace")))
+        self.ended.callback(reason.value.exitCode)
+
+
+async def spawn_twistd(reactor, data_dir: str, port: int = 0, passkey: str = PASSKEY, extra=()):
+    """Start the installed twistd; returns (process protocol, port)."""
+    proto = TwistdProtocol()
+    data_dir = os.path.abspath(data_dir)
+    args = [TWISTD, "-n", "--pidfile=", "tcpchat", "--listen", f"tcp:{port}:interface=127.0.0.1",
+            "--data-dir", str(data_dir), "--passkey", passkey, *extra]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    transport = reactor.spawnProcess(proto, TWISTD, args, env=env, path=str(data_dir))
+    proto.transport = transport
+    bound = await defer.Deferred.fromCoroutine(_with_timeout(reactor, proto.ready, STARTUP_TIMEOUT))
+    return proto, bound
+
+
+async def _with_timeout(reactor, d: defer.Deferred, seconds: float):
+    d.addTimeout(seconds, reactor)
+    return await d

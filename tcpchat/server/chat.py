@@ -11,6 +11,7 @@ through :meth:`ChatProtocol.offer` and friends.
 from __future__ import annotations
 
 import collections
+import hmac
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import task
@@ -260,8 +261,16 @@ class ChatFactory(Factory):
             raise wire.ProtocolError(wire.ErrorCode.BAD_PASSKEY)
         name = wire.normalize_name(hello["name"])
         key = wire.name_key(name)
-        if key in self.users:
-            raise wire.ProtocolError(wire.ErrorCode.NAME_TAKEN)
+        holder = self.users.get(key)
+        if holder is not None:
+            session = hello.get("session")
+            if session is None or not hmac.compare_digest(session, holder.session):
+                raise wire.ProtocolError(wire.ErrorCode.NAME_TAKEN)
+            # the same client is back before we noticed its old connection die
+            self.log.info("{name} reconnected; closing the stale connection from {peer}", name=holder.name, peer=holder.peer)
+            holder.leaveReason = "lost"
+            self.logout(holder, "lost")
+            holder.transport.abortConnection()
         self.users[key] = proto
         return name
 

@@ -12,6 +12,7 @@ what it missed from memory or storage, in order, exactly once).
 
 from __future__ import annotations
 
+import secrets
 from typing import Any, Dict, Optional
 
 from twisted.internet.defer import Deferred
@@ -151,6 +152,7 @@ class ChatProtocol(Int32StringReceiver):
                 self.sendError(e.code, e.message, ref="hello")
             return
         self.name = name
+        self.session = secrets.token_hex(16)
         self.state = LIVE
         self.log.info("{name} logged in from {peer}", name=name, peer=self.peer)
         self.sendFrame(
@@ -160,6 +162,7 @@ class ChatProtocol(Int32StringReceiver):
                 "name": name,
                 "server": self.factory.server_name,
                 "users": self.factory.user_names(),
+                "session": self.session,
                 "limits": self.factory.limits.advertised(),
             }
         )

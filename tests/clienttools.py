@@ -1,0 +1,117 @@
+"""Helpers for tests that run clients and servers in the real reactor (trial)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List
+
+from twisted.internet import defer, reactor
+
+from tcpchat.auth import PasskeyVerifier
+from tcpchat.client.core import ChatClient, ChatListener
+from tcpchat.server.chat import ChatFactory, Limits
+from tcpchat.server.files import FileService
+from tcpchat.store.sqlite import Store
+
+from .helpers import PASSKEY
+
+TIMEOUT = 30.0
+
+
+class Recorder(ChatListener):
+    """Remembers everything a client core reports and lets tests wait for it."""
+
+    def __init__(self) -> None:
+        self.states: List[tuple] = []
+        self.events: List[Dict[str, Any]] = []
+        self.acks: List[Dict[str, Any]] = []
+        self.errors: List[tuple] = []
+        self.transfers: List[tuple] = []
+        self.users: List[str] = []
+        self._waiters: List[tuple] = []
+
+    def _poke(self) -> None:
+        for waiter in list(self._waiters):
+            predicate, d = waiter
+            if predicate():
+                self._waiters.remove(waiter)
+                d.callback(None)
+
+    def until(self, predicate: Callable[[], bool], timeout: float = TIMEOUT) -> defer.Deferred:
+        """Fires as soon as ``predicate()`` holds after some report (or now)."""
+        if predicate():
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._waiters.append((predicate, d))
+        d.addTimeout(timeout, reactor)
+        return d
+
+    def stateChanged(self, state: str, detail: str) -> None:
+        self.states.append((state, detail))
+        self._poke()
+
+    def eventReceived(self, event: Dict[str, Any], replay: bool) -> None:
+        self.events.append(event)
+        self._poke()
+
+    def messageAcked(self, cid: str, event: Dict[str, Any]) -> None:
+        self.acks.append(event)
+        self._poke()
+
+    def usersChanged(self, users: List[str]) -> None:
+        self.users = users
+        self._poke()
+
+    def errorReceived(self, code: str, message: str) -> None:
+        self.errors.append((code, message))
+        self._poke()
+
+    def transferChanged(self, transfer: Any) -> None:
+        self.transfers.append((transfer.tid, transfer.state, transfer.done))
+        self._poke()
+
+    def texts(self) -> List[str]:
+        return [e.get("text") for e in self.events if e["kind"] == "message"]
+
+
+def fast_retry(attempt: int) -> float:
+    return 0.05
+
+
+class InProcessServer:
+    """A ChatFactory listening on 127.0.0.1 in this reactor, with a synchronous store."""
+
+    def __init__(self, path: str, **limits: Any) -> None:
+        self.store = Store(str(path) + "/chat.sqlite3")
+        self.factory = ChatFactory(self.store, PasskeyVerifier(PASSKEY), reactor, "test server", Limits(**limits))
+        self.factory.files = FileService(self.factory, str(path) + "/files")
+        self.port: Any = None
+
+    async def start(self, port: int = 0) -> int:
+        await self.factory.start()
+        self.port = reactor.listenTCP(port, self.factory, interface="127.0.0.1")
+        return self.port.getHost().port
+
+    async def stop(self) -> None:
+        if self.port is not None:
+            await self.port.stopListening()
+            self.port = None
+        await self.factory.stop()
+        await turns(lambda: not self.factory.connections)
+
+
+async def turns(predicate: Callable[[], bool], limit: int = 2000) -> None:
+    """Let the reactor run until ``predicate()`` holds (bounded)."""
+    from twisted.internet import task
+
+    for _ in range(limit):
+        if predicate():
+            return
+        await task.deferLater(reactor, 0.005, lambda: None)
+    raise AssertionError("condition never held")
+
+
+def make_client(port: int, name: str, passkey: str = PASSKEY, **kw: Any) -> tuple:
+    recorder = Recorder()
+    kw.setdefault("retry", fast_retry)
+    client = ChatClient("127.0.0.1", port, name, passkey, recorder, reactor, **kw)
+    return client, recorder

@@ -1,0 +1,283 @@
+"""The client core against real servers on 127.0.0.1 (trial, real reactor)."""
+
+import ast
+import os
+import pathlib
+import sqlite3
+import subprocess
+import sys
+
+from twisted.internet import defer, protocol, reactor
+from twisted.trial import unittest
+
+from tcpchat.client import core
+from tcpchat.client.core import CONNECTED, FAILED, RECONNECTING, ConnectFailed, LoginRefused
+
+from .clienttools import InProcessServer, make_client, turns
+from .procs import TWISTD, spawn_twistd
+
+
+class ClientTestCase(unittest.TestCase):
+    timeout = 60
+
+    def setUp(self):
+        self.tmp = self.mktemp()
+        os.makedirs(self.tmp)
+        self.clients = []
+
+    async def server(self, **limits):
+        server = InProcessServer(self.tmp, **limits)
+        port = await server.start()
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(server.stop()))
+        return server, port
+
+    def client(self, port, name, **kw):
+        client, recorder = make_client(port, name, **kw)
+        self.clients.append(client)
+        self.addCleanup(client.stop)
+        return client, recorder
+
+
+class BasicsTests(ClientTestCase):
+    async def test_two_clients_chat(self):
+        """A message from one client is acknowledged to it and delivered to the other."""
+        server, port = await self.server()
+        alice, arec = self.client(port, "alice")
+        bob, brec = self.client(port, "bob")
+        welcome = await alice.start()
+        self.assertEqual(welcome["name"], "alice")
+        await bob.start()
+        cid = alice.send("hello bob 👋")
+        await brec.until(lambda: "hello bob 👋" in brec.texts())
+        await arec.until(lambda: arec.acks)
+        self.assertEqual(arec.acks[0]["cid"], cid)
+        self.assertEqual(alice.outbox, {})
+        await arec.until(lambda: "bob" in alice.users)
+        self.assertEqual(sorted(bob.users), ["alice", "bob"])
+        self.assertEqual(
+            [(e["id"], e.get("text")) for e in alice.messages() if e["kind"] == "message"],
+            [(e["id"], e.get("text")) for e in bob.messages() if e["kind"] == "message"],
+        )
+        self.assertEqual(alice.state, CONNECTED)
+
+    async def test_wrong_passkey_goes_back_to_the_user(self):
+        """A wrong passkey fails start() with the server's sentence and is not retried."""
+        server, port = await self.server()
+        client, rec = self.client(port, "alice", passkey="wrong")
+        with self.assertRaises(LoginRefused) as e:
+            await client.start()
+        self.assertEqual((e.exception.code, str(e.exception)), ("bad-passkey", "Wrong passkey."))
+        self.assertEqual(rec.states[-1], (FAILED, "Wrong passkey."))
+        await turns(lambda: not server.factory.connections)
+        self.assertFalse(client._service.running)
+
+    async def test_taken_name_goes_back_to_the_user(self):
+        """A taken name fails with 'That name is taken.'"""
+        server, port = await self.server()
+        first, _ = self.client(port, "Alice")
+        await first.start()
+        second, _ = self.client(port, "alice")
+        with self.assertRaises(LoginRefused) as e:
+            await second.start()
+        self.assertEqual(str(e.exception), "That name is taken.")
+
+    async def test_connection_refused_is_explained(self):
+        """Nobody listening: 'Unable to connect to HOST:PORT: connection refused …'."""
+        server, port = await self.server()
+        await server.port.stopListening()
+        server.port = None
+        client, rec = self.client(port, "alice")
+        with self.assertRaises(ConnectFailed) as e:
+            await client.start()
+        self.assertTrue(str(e.exception).startswith(f"Unable to connect to 127.0.0.1:{port}: connection refused"))
+        self.assertEqual(rec.states[-1][0], FAILED)
+
+    async def test_messages_written_offline_arrive_once_after_reconnect(self):
+        """While the connection is down, messages queue; after reconnecting each arrives exactly once."""
+        server, port = await self.server()
+        alice, arec = self.client(port, "alice")
+        bob, brec = self.client(port, "bob")
+        await alice.start()
+        await bob.start()
+        alice.send("before")
+        await brec.until(lambda: "before" in brec.texts())
+        server.factory.users["alice"].transport.abortConnection()
+        await arec.until(lambda: alice.state == RECONNECTING)
+        alice.send("offline 1")
+        alice.send("offline 2")
+        await brec.until(lambda: "offline 2" in brec.texts())
+        await arec.until(lambda: not alice.outbox)
+        self.assertEqual(brec.texts(), ["before", "offline 1", "offline 2"])
+        self.assertTrue(any("reconnecting in" in detail for state, detail in arec.states if state == RECONNECTING))
+        self.assertEqual(sorted(alice.events), sorted(bob.events))
+
+    async def test_ack_lost_in_a_drop_is_not_sent_twice(self):
+        """A message stored just before the connection dropped is not duplicated by the resend."""
+        server, port = await self.server()
+        alice, arec = self.client(port, "alice")
+        bob, brec = self.client(port, "bob")
+        await alice.start()
+        await bob.start()
+        proto = server.factory.users["alice"]
+        # stop the server's writes to alice from reaching her, so the ack is lost
+        proto.transport.write = lambda data: None
+        proto.transport.writeSequence = lambda data: None
+        alice.send("exactly once")
+        await brec.until(lambda: "exactly once" in brec.texts())
+        self.assertEqual(len(alice.outbox), 1)
+        proto.transport.abortConnection()
+        await arec.until(lambda: not alice.outbox and alice.state == CONNECTED)
+        bob.send("after")
+        await brec.until(lambda: len(bob.outbox) == 0)
+        await arec.until(lambda: "after" in arec.texts())
+        self.assertEqual(brec.texts().count("exactly once"), 1)
+        mine = [e for e in alice.messages() if e.get("text") == "exactly once"]
+        self.assertEqual(len(mine), 1)
+
+
+class RelaySide(protocol.Protocol):
+    """One side of a TCP relay; once ``dead`` it swallows everything and never closes."""
+
+    def __init__(self, relay):
+        self.relay = relay
+        self.peer = None
+        self.buffer = []
+        self.dead = False
+        relay.sides.append(self)
+
+    def dataReceived(self, data):
+        if self.dead:
+            return
+        if self.peer is not None:
+            self.peer.transport.write(data)
+        else:
+            self.buffer.append(data)
+
+    def connectionLost(self, reason):
+        if not self.dead and self.peer is not None:
+            self.peer.transport.loseConnection()
+
+
+class FreezingRelay(protocol.Factory):
+    """Forwards 127.0.0.1 connections to the server; freeze() makes the open ones go silent (no FIN, no RST)."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.sides = []
+
+    def buildProtocol(self, addr):
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        front = RelaySide(self)
+
+        def connected(back):
+            back.peer, front.peer = front, back
+            for data in front.buffer:
+                back.transport.write(data)
+            front.buffer = []
+
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.target_port)
+        endpoint.connect(protocol.Factory.forProtocol(lambda: RelaySide(self))).addCallback(connected)
+        return front
+
+    def freeze(self):
+        for side in self.sides:
+            side.dead = True
+
+    def close(self):
+        for side in self.sides:
+            if side.transport is not None:
+                side.transport.abortConnection()
+
+
+class NetworkTests(ClientTestCase):
+    async def test_silent_drop_is_noticed_and_recovered(self):
+        """When the network stops forwarding without a FIN, the client notices within the ping timeout and recovers."""
+        server, port = await self.server()
+        relay = FreezingRelay(port)
+        listening = reactor.listenTCP(0, relay, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        self.addCleanup(relay.close)
+        via = listening.getHost().port
+        alice, arec = self.client(via, "alice", ping_interval=0.5, ping_timeout=0.5)
+        bob, brec = self.client(port, "bob")
+        await alice.start()
+        await bob.start()
+        relay.freeze()
+        frozen_at = reactor.seconds()
+        bob.send("while you were away")
+        await arec.until(lambda: alice.state == RECONNECTING, timeout=10)
+        noticed = reactor.seconds() - frozen_at
+        self.assertLess(noticed, 3.0)  # ping interval + ping timeout + checking granularity
+        # the server lets the reconnect take over the stale session rather than refuse the name
+        await arec.until(lambda: alice.state == CONNECTED, timeout=10)
+        self.assertIn("while you were away", arec.texts())
+        self.assertNotIn("name-taken", [code for code, _ in arec.errors])
+        alice.send("back")
+        await brec.until(lambda: "back" in brec.texts())
+
+
+class RestartTests(ClientTestCase):
+    async def test_server_killed_and_restarted_while_sending(self):
+        """kill -9 and restart of twistd while one client sends: both lists equal the server's history."""
+        if not os.path.exists(TWISTD):
+            raise unittest.SkipTest("twistd is not installed next to this Python")
+        proc, port = await spawn_twistd(reactor, self.tmp)
+        self.addCleanup(lambda: proc.transport.signalProcess("KILL") if proc.transport.pid else None)
+        alice, arec = self.client(port, "alice")
+        bob, brec = self.client(port, "bob")
+        await alice.start()
+        await bob.start()
+        for i in range(20):
+            alice.send(f"before {i}")
+        await brec.until(lambda: len(brec.texts()) == 20)
+        proc.transport.signalProcess("KILL")
+        await proc.ended
+        await arec.until(lambda: alice.state == RECONNECTING)
+        for i in range(20):
+            alice.send(f"offline {i}")  # the user keeps typing while the server is down
+        proc, again = await spawn_twistd(reactor, self.tmp, port=port)
+        self.assertEqual(again, port)
+        for i in range(10):
+            alice.send(f"after {i}")
+        await brec.until(lambda: "after 9" in brec.texts(), timeout=60)
+        await arec.until(lambda: not alice.outbox)
+        await brec.until(lambda: bob.lastEventId >= max(alice.events))
+        await alice.stop()
+        await bob.stop()
+        proc.transport.signalProcess("TERM")
+        self.assertEqual(await proc.ended, 0)
+        db = sqlite3.connect(os.path.join(self.tmp, "tcpchat.sqlite3"))
+        history = [(i, k, n, t) for i, k, n, t in db.execute("SELECT id, kind, name, text FROM events ORDER BY id")]
+        db.close()
+        server_messages = [(i, t) for i, k, n, t in history if k == "message"]
+        expected = [f"before {i}" for i in range(20)] + [f"offline {i}" for i in range(20)] + [f"after {i}" for i in range(10)]
+        self.assertEqual([t for _, t in server_messages], expected)
+        for client in (alice, bob):
+            seen = [(e["id"], e.get("text")) for e in client.messages() if e["kind"] == "message"]
+            self.assertEqual(seen, server_messages)
+        # everything each client saw is in the server's history, with no gaps after it joined
+        for client in (alice, bob):
+            ids = sorted(client.events)
+            self.assertEqual(ids, [i for i, *_ in history if i >= ids[0] and i <= ids[-1]])
+
+
+class LayeringTests(unittest.TestCase):
+    def test_client_core_imports_no_ui_toolkit(self):
+        """tcpchat.client imports neither tkinter nor any terminal library."""
+        banned = {"tkinter", "_tkinter", "curses", "_curses", "readline", "prompt_toolkit", "urwid"}
+        for path in pathlib.Path(core.__file__).parent.glob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                for name in names:
+                    self.assertNotIn(name.split(".")[0], banned, f"{path.name} imports {name}")
+        out = subprocess.run(
+            [sys.executable, "-c", "import sys, tcpchat.client.core; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (banned,)],
+            capture_output=True, text=True, check=True,
+        )
+        self.assertEqual(out.stdout.strip(), "[]")
