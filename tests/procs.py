@@ -200,3 +200,10 @@ async def spawn_twistd(reactor, data_dir: str, port: int = 0, passkey: str = PAS
 async def _with_timeout(reactor, d: defer.Deferred, seconds: float):
     d.addTimeout(seconds, reactor)
     return await d
+
+
+def kill_twistd(proto: TwistdProtocol) -> defer.Deferred:
+    """kill -9 it (if still running); fires once it has exited."""
+    if proto.transport.pid is not None:
+        proto.transport.signalProcess("KILL")
+    return proto.ended

@@ -14,7 +14,7 @@ from tcpchat.client import core
 from tcpchat.client.core import CONNECTED, FAILED, RECONNECTING, ConnectFailed, LoginRefused
 
 from .clienttools import InProcessServer, make_client, turns
-from .procs import TWISTD, spawn_twistd
+from .procs import TWISTD, kill_twistd, spawn_twistd
 
 
 class ClientTestCase(unittest.TestCase):
@@ -223,7 +223,7 @@ class RestartTests(ClientTestCase):
         if not os.path.exists(TWISTD):
             raise unittest.SkipTest("twistd is not installed next to this Python")
         proc, port = await spawn_twistd(reactor, self.tmp)
-        self.addCleanup(lambda: proc.transport.signalProcess("KILL") if proc.transport.pid else None)
+        self.addCleanup(kill_twistd, proc)
         alice, arec = self.client(port, "alice")
         bob, brec = self.client(port, "bob")
         await alice.start()
@@ -237,6 +237,7 @@ class RestartTests(ClientTestCase):
         for i in range(20):
             alice.send(f"offline {i}")  # the user keeps typing while the server is down
         proc, again = await spawn_twistd(reactor, self.tmp, port=port)
+        self.addCleanup(kill_twistd, proc)
         self.assertEqual(again, port)
         for i in range(10):
             alice.send(f"after {i}")

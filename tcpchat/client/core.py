@@ -469,7 +469,11 @@ class ChatClient:
             return
         handler = getattr(self, "_on_" + frame["type"].replace("-", "_"), None)
         if handler is not None:
-            handler(proto, frame)
+            try:
+                handler(proto, frame)
+            except Exception:
+                # a bug in a listener (the UI) must not break the connection
+                self.log.failure("Error handling a {type} frame", type=frame["type"])
 
     def _on_welcome(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
         self.loggedIn = True
