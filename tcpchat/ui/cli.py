@@ -1,0 +1,299 @@
+"""
+``tcpchat-cli``: the terminal client.
+
+A thin view over :class:`tcpchat.client.core.ChatClient`: it reads lines from
+standard input (Twisted's ``StandardIO``), prints what the core reports, and
+turns slash commands into core calls.  Colours and live progress bars are used
+only when standard output is a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+from twisted.internet import stdio
+from twisted.protocols.basic import LineReceiver
+
+from tcpchat import wire
+from tcpchat.client.core import CONNECTED, FAILED, ChatClient, ChatListener, Transfer
+from tcpchat.ui import text
+
+DEFAULT_PORT = 12345
+
+STYLES = {
+    "history": "\033[2m",
+    "mine": "\033[36m",
+    "message": "",
+    "system": "\033[33m",
+    "file": "\033[35m",
+    "error": "\033[31m",
+    "reset": "\033[0m",
+}
+
+
+class Screen:
+    """Where text goes: a terminal (colours, progress redrawn in place) or not."""
+
+    def __init__(self, out: Any, tty: bool) -> None:
+        self.out = out
+        self.tty = tty
+        self.progressShown = False
+
+    def line(self, message: str, style: str = "message") -> None:
+        if self.progressShown:
+            self.out.write("\r\033[K")
+            self.progressShown = False
+        if self.tty and STYLES.get(style):
+            message = f"{STYLES[style]}{message}{STYLES['reset']}"
+        self.out.write(message + "\n")
+        self.flush()
+
+    def progress(self, message: str) -> None:
+        if self.tty:
+            self.out.write("\r\033[K" + message)
+            self.progressShown = True
+            self.flush()
+
+    def bell(self) -> None:
+        if self.tty:
+            self.out.write("\a")
+            self.flush()
+
+    def flush(self) -> None:
+        flush = getattr(self.out, "flush", None)
+        if flush:
+            flush()
+
+
+class TerminalView(ChatListener, LineReceiver):
+    """Reads commands from stdin, shows the conversation on stdout."""
+
+    delimiter = b"\n"
+
+    def __init__(self, client: ChatClient, screen: Screen, download_dir: str, reactor: Any) -> None:
+        self.client = client
+        self.screen = screen
+        self.download_dir = download_dir
+        self.reactor = reactor
+        self.files: Dict[int, Dict[str, Any]] = {}
+        self.historyShown = False
+        self.reported: Dict[int, int] = {}
+
+    # ------------------------------------------------------------ input
+
+    def connectionMade(self) -> None:
+        # StandardIO makes stdout non-blocking: from now on write through it
+        self.screen.out = _TransportWriter(self.transport)
+
+    def lineReceived(self, line: bytes) -> None:
+        entry = line.decode("utf-8", "replace").rstrip("\r")
+        if self.screen.tty:
+            self.screen.out.write("\033[1A\033[2K")  # the terminal echoed the line; our own display replaces it
+        if not entry.strip():
+            return
+        if entry.startswith("/") and not entry.startswith("//"):
+            if self.screen.tty:
+                self.screen.line(entry, "history")
+            self.command(entry)
+            return
+        if entry.startswith("//"):
+            entry = entry[1:]  # "//" sends a line that starts with "/"
+        try:
+            self.client.send(entry)
+        except ValueError as e:
+            self.screen.line(str(e), "error")
+            return
+        if self.client.state != CONNECTED:
+            self.screen.line("(queued: it will be sent when the connection is back)", "system")
+
+    def connectionLost(self, reason: Any = None) -> None:
+        # standard input closed (end of file): leave
+        self.quit()
+
+    def command(self, entry: str) -> None:
+        word, _, rest = entry.partition(" ")
+        rest = rest.strip()
+        word = word.lower()
+        if word in ("/quit", "/exit"):
+            self.quit()
+        elif word == "/help":
+            self.screen.line("Commands:\n" + text.help_text(), "system")
+        elif word == "/who":
+            self.screen.line("Online: " + ", ".join(self.client.users), "system")
+        elif word == "/history":
+            self.client.loadOlder()
+        elif word == "/file":
+            path = os.path.expanduser(rest.strip('"'))
+            if not path:
+                self.screen.line("Usage: /file PATH", "error")
+            elif not os.path.isfile(path):
+                self.screen.line(f"No such file: {path}", "error")
+            else:
+                self.screen.line(f"Sharing {wire.safe_file_name(os.path.basename(path))}…", "system")
+                self.client.share(path)
+        elif word == "/get":
+            self.get(rest)
+        else:
+            self.screen.line(f"Unknown command {word}; /help lists them.", "error")
+
+    def get(self, rest: str) -> None:
+        ident, _, dest = rest.partition(" ")
+        try:
+            info = self.files[int(ident)]
+        except (ValueError, KeyError):
+            known = ", ".join(f"#{i} {f.get('name')}" for i, f in sorted(self.files.items())[-5:]) or "none yet"
+            self.screen.line(f"Usage: /get ID [DEST] (files: {known})", "error")
+            return
+        name = wire.safe_file_name(info.get("name", "file"))
+        dest = os.path.expanduser(dest.strip().strip('"')) if dest.strip() else ""
+        if not dest:
+            dest = os.path.join(self.download_dir, name)
+        elif os.path.isdir(dest):
+            dest = os.path.join(dest, name)
+        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        self.screen.line(f"Downloading {name} to {dest}…", "system")
+        self.client.download(info, dest)
+
+    def quit(self) -> None:
+        if getattr(self, "_quitting", False):
+            return
+        self._quitting = True
+        self.screen.line("Bye.", "system")
+        d = self.client.stop()
+        d.addBoth(lambda _: self.reactor.stop() if self.reactor.running else None)
+
+    # ------------------------------------------------------------ what the core reports
+
+    def stateChanged(self, state: str, detail: str) -> None:
+        style = "error" if state == FAILED else "system"
+        self.screen.line(detail, style)
+        if state == FAILED and not self.client.everLoggedIn:
+            self.reactor.callLater(0, self._stopReactor)
+
+    def _stopReactor(self) -> None:
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def welcomed(self, info: Dict[str, Any]) -> None:
+        if not self.historyShown:
+            self.screen.line(f"Welcome to {info.get('server')}, {info.get('name')}! Type /help for commands.", "system")
+
+    def eventReceived(self, event: Dict[str, Any], replay: bool) -> None:
+        if event.get("kind") == "file" and isinstance(event.get("file"), dict):
+            self.files[event["file"].get("id")] = event["file"]
+        style, line = text.describe(event, self.client.name)
+        stamp = text.clock(event.get("ts"))
+        self.screen.line(f"[{stamp}] {line}", "history" if replay else style)
+        if event.get("kind") == "file" and not replay:
+            self.screen.line(f"        (type /get {event['file'].get('id')} to download it)", "system")
+        if not replay and event.get("kind") == "message" and text.mentions(str(event.get("text", "")), self.client.name):
+            self.screen.bell()
+
+    def synced(self) -> None:
+        if not self.historyShown:
+            self.historyShown = True
+            self.screen.line("─── end of history; new messages below ───", "history")
+
+    def messageAcked(self, cid: str, event: Dict[str, Any]) -> None:
+        self.screen.line(f"[{text.clock(event.get('ts'))}] {self.client.name}: {event.get('text', '')}", "mine")
+
+    def historyPage(self, events: List[Dict[str, Any]], more: bool) -> None:
+        if not events:
+            self.screen.line("(no older messages)", "system")
+            return
+        self.screen.line("─── older messages ───", "history")
+        for event in events:
+            if event.get("kind") == "file" and isinstance(event.get("file"), dict):
+                self.files[event["file"].get("id")] = event["file"]
+            _, line = text.describe(event, self.client.name)
+            self.screen.line(f"[{text.clock(event.get('ts'))}] {line}", "history")
+        self.screen.line("─── end of older messages" + (" (/history for more)" if more else "") + " ───", "history")
+
+    def usersChanged(self, users: List[str]) -> None:
+        pass  # joins and leaves are shown as events
+
+    def errorReceived(self, code: str, message: str) -> None:
+        self.screen.line(message, "error")
+
+    def transferChanged(self, transfer: Transfer) -> None:
+        verb = "Uploading" if transfer.direction == "upload" else "Downloading"
+        if transfer.state == "active":
+            percent = int(transfer.fraction * 100)
+            bar = "#" * (percent // 5) + "-" * (20 - percent // 5)
+            message = f"{verb} {transfer.name} [{bar}] {percent}% of {text.human_size(transfer.size)}"
+            if self.screen.tty:
+                self.screen.progress(message)
+            elif percent // 25 != self.reported.get(transfer.tid, -1):
+                self.reported[transfer.tid] = percent // 25
+                self.screen.line(message, "system")
+        elif transfer.state == "finished":
+            if transfer.direction == "upload":
+                self.screen.line(f"Shared {transfer.name} ({text.human_size(transfer.size)}).", "system")
+            else:
+                self.screen.line(f"Saved {transfer.name} to {transfer.path} (SHA-256 checked).", "system")
+        elif transfer.state == "failed":
+            self.screen.line(f"{verb} {transfer.name} failed: {transfer.error}", "error")
+
+
+class _TransportWriter:
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+
+    def write(self, data: str) -> None:
+        self.transport.write(data.encode("utf-8", "replace"))
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tcpchat-cli", description="Join a tcpchat server from a terminal.")
+    parser.add_argument("--host", "-H", help="server address (asked if not given)")
+    parser.add_argument("--port", "-p", type=int, help=f"server port (default {DEFAULT_PORT})")
+    parser.add_argument("--name", "-n", help="your user name (asked if not given)")
+    parser.add_argument("--passkey", help="the server's passkey (asked, hidden, if not given; or set TCPCHAT_PASSKEY)")
+    parser.add_argument("--download-dir", default=os.path.join(os.path.expanduser("~"), "Downloads"),
+                        help="where /get saves files (default ~/Downloads)")
+    return parser.parse_args(argv)
+
+
+def ask(prompt: str, default: Optional[str] = None, secret: bool = False) -> str:
+    shown = f"{prompt} [{default}]: " if default else f"{prompt}: "
+    while True:
+        try:
+            value = getpass.getpass(shown) if secret and sys.stdin.isatty() else input(shown)
+        except EOFError:
+            raise SystemExit(f"\n{prompt} is needed.") from None
+        value = value.strip()
+        if value or default:
+            return value or default or ""
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    host = args.host or ask("Server", "127.0.0.1")
+    port = args.port or int(ask("Port", str(DEFAULT_PORT)))
+    name = args.name or ask("Your name")
+    passkey = args.passkey or os.environ.get("TCPCHAT_PASSKEY") or ask("Passkey", secret=True)
+
+    from twisted.internet import reactor
+
+    tty = sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and "NO_COLOR" not in os.environ
+    client = ChatClient(host, port, name, passkey, reactor=reactor)
+    view = TerminalView(client, Screen(sys.stdout, tty), args.download_dir, reactor)
+    client.listener = view
+
+    def started() -> None:
+        d = client.start()
+        d.addCallback(lambda _: stdio.StandardIO(view))
+        d.addErrback(lambda f: None)  # already shown by stateChanged
+
+    reactor.callWhenRunning(started)
+    reactor.run()
+    if client.state == FAILED and not client.everLoggedIn:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

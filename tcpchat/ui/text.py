@@ -1,0 +1,77 @@
+"""
+Words both user interfaces show: formatting of events, sizes and times, and
+the slash commands.  Pure functions, no toolkit, no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+COMMANDS: List[Tuple[str, str]] = [
+    ("/file PATH", "share a file with everyone"),
+    ("/get ID [DEST]", "download shared file ID (to DEST or the download folder)"),
+    ("/who", "list who is online"),
+    ("/history", "show older messages"),
+    ("/help", "show this list"),
+    ("/quit", "leave the chat"),
+]
+
+LEAVE_REASONS = {
+    "quit": "left",
+    "lost": "lost connection",
+    "timeout": "timed out",
+    "not reading": "was disconnected (not reading)",
+    "shutdown": "left (server shutting down)",
+}
+
+
+def human_size(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def clock(ts: Any, now: Optional[float] = None) -> str:
+    """Local time of an event: 'HH:MM', with the date if it is not today."""
+    try:
+        t = time.localtime(float(ts))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "--:--"
+    today = time.localtime(now if now is not None else time.time())
+    if t[:3] == today[:3]:
+        return time.strftime("%H:%M", t)
+    return time.strftime("%Y-%m-%d %H:%M", t)
+
+
+def describe(event: Dict[str, Any], me: Optional[str] = None) -> Tuple[str, str]:
+    """
+    ``(style, text)`` for an event: style is ``mine``, ``message``, ``system``
+    or ``file``; text has no time stamp.
+    """
+    kind = event.get("kind")
+    name = str(event.get("name", "?"))
+    if kind == "message":
+        style = "mine" if me is not None and name == me else "message"
+        return style, f"{name}: {event.get('text', '')}"
+    if kind == "join":
+        return "system", f"{name} joined"
+    if kind == "leave":
+        return "system", f"{name} {LEAVE_REASONS.get(str(event.get('reason')), 'left')}"
+    if kind == "file":
+        info = event.get("file") or {}
+        return "file", f"{name} shared {info.get('name', 'a file')} ({human_size(info.get('size', 0))}) — file #{info.get('id')}"
+    return "system", f"({kind} event)"
+
+
+def help_text() -> str:
+    width = max(len(c) for c, _ in COMMANDS)
+    return "\n".join(f"  {c.ljust(width)}  {h}" for c, h in COMMANDS)
+
+
+def mentions(text: str, name: str) -> bool:
+    """True if ``text`` mentions ``@name`` (ignoring case)."""
+    return f"@{name}".casefold() in text.casefold()
