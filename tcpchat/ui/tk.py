@@ -1,0 +1,575 @@
+"""
+``tcpchat-client``: the desktop client, a Tk window driven by the Twisted
+reactor through ``tksupport``.
+
+This module is the only place Tk and tksupport are used.  It is a view over
+:class:`tcpchat.client.core.ChatClient`: it never touches a socket, and the
+core never imports Tk.  Nothing here blocks: file hashing runs in a thread
+(in the core), file data moves in chunks between Tk updates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import tkinter as tk
+from tkinter import filedialog, ttk
+from typing import Any, Callable, Dict, List, Optional
+
+from tcpchat import wire
+from tcpchat.client.core import CONNECTED, FAILED, RECONNECTING, ChatClient, ChatListener, Transfer
+from tcpchat.ui import text
+
+DEFAULT_PORT = 12345
+TITLE = "tcpchat"
+
+COLORS = {
+    "bg": "#f7f7f9",
+    "history": "#8a8f98",
+    "mine": "#1f5fbf",
+    "message": "#1d1f23",
+    "system": "#a86200",
+    "file": "#0b7a3e",
+    "error": "#c62828",
+    "time": "#9aa0a6",
+}
+
+
+def config_path() -> str:
+    """Where the last server, port and name are remembered (per user)."""
+    try:
+        from platformdirs import user_config_dir
+
+        base = user_config_dir("tcpchat")
+    except ImportError:  # pragma: no cover - platformdirs is a dependency
+        base = os.path.join(os.path.expanduser("~"), ".config", "tcpchat")
+    return os.path.join(base, "client.json")
+
+
+class Settings:
+    """The connection form's remembered values (never the passkey)."""
+
+    KEYS = ("host", "port", "name")
+
+    def __init__(self, path: Optional[str] = None) -> None:
+        self.path = path or config_path()
+        self.values: Dict[str, Any] = {"host": "127.0.0.1", "port": DEFAULT_PORT, "name": ""}
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                stored = json.load(f)
+            self.values.update({k: stored[k] for k in self.KEYS if k in stored})
+        except (OSError, ValueError, TypeError):
+            pass
+
+    def save(self, **values: Any) -> None:
+        self.values.update({k: v for k, v in values.items() if k in self.KEYS})
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            tmp = self.path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self.values, f)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # remembering is a convenience, not a reason to fail
+
+
+class ConnectScreen(ttk.Frame):
+    """Server, port, name and passkey, with a Connect button."""
+
+    def __init__(self, master: Any, settings: Settings, on_connect: Callable[[str, int, str, str], None]) -> None:
+        super().__init__(master, padding=24, style="Card.TFrame")
+        self.on_connect = on_connect
+        ttk.Label(self, text="Join a tcpchat server", style="Heading.TLabel").grid(row=0, column=0, columnspan=3, pady=(0, 16), sticky="w")
+        self.host = tk.StringVar(value=settings.values["host"])
+        self.port = tk.StringVar(value=str(settings.values["port"]))
+        self.name = tk.StringVar(value=settings.values["name"])
+        self.passkey = tk.StringVar()
+        self.show = tk.BooleanVar(value=False)
+        self.entries: Dict[str, ttk.Entry] = {}
+        for row, (label, var, key) in enumerate(
+            [("Server address", self.host, "host"), ("Port", self.port, "port"), ("Your name", self.name, "name"),
+             ("Passkey", self.passkey, "passkey")],
+            start=1,
+        ):
+            ttk.Label(self, text=label).grid(row=row, column=0, sticky="w", pady=4, padx=(0, 12))
+            entry = ttk.Entry(self, textvariable=var, width=28, show="•" if key == "passkey" else "")
+            entry.grid(row=row, column=1, sticky="ew", pady=4)
+            entry.bind("<Return>", lambda e: self.submit())
+            self.entries[key] = entry
+        ttk.Checkbutton(self, text="Show", variable=self.show, command=self._toggle).grid(row=4, column=2, padx=(8, 0))
+        self.button = ttk.Button(self, text="Connect", command=self.submit, style="Accent.TButton")
+        self.button.grid(row=5, column=1, sticky="e", pady=(16, 0))
+        self.message = ttk.Label(self, text="", style="Error.TLabel", wraplength=360, justify="left")
+        self.message.grid(row=6, column=0, columnspan=3, sticky="w", pady=(12, 0))
+        self.columnconfigure(1, weight=1)
+
+    def _toggle(self) -> None:
+        self.entries["passkey"].configure(show="" if self.show.get() else "•")
+
+    def focus(self) -> None:
+        empty = next((k for k in ("name", "passkey") if not self.entries[k].get()), "passkey")
+        self.entries[empty].focus_set()
+
+    def submit(self) -> None:
+        host, name, passkey = self.host.get().strip(), self.name.get().strip(), self.passkey.get().strip()
+        try:
+            port = int(self.port.get().strip())
+            if not 0 < port < 65536:
+                raise ValueError
+        except ValueError:
+            self.error("The port must be a number from 1 to 65535.")
+            return
+        if not host:
+            self.error("Enter the server's address (ask whoever started it).")
+            return
+        try:
+            wire.normalize_name(name)
+        except wire.ProtocolError as e:
+            self.error(e.message)
+            return
+        if not passkey:
+            self.error("Enter the passkey the server printed.")
+            return
+        self.busy(True)
+        self.message.configure(text=f"Connecting to {host}:{port}…", style="Info.TLabel")
+        self.on_connect(host, port, name, passkey)
+
+    def busy(self, busy: bool) -> None:
+        self.button.configure(state="disabled" if busy else "normal")
+
+    def error(self, message: str) -> None:
+        self.busy(False)
+        self.message.configure(text=message, style="Error.TLabel")
+
+
+class TransferRow(ttk.Frame):
+    """One transfer in the side panel: name, progress bar, state, Cancel."""
+
+    def __init__(self, master: Any, transfer: Transfer, on_cancel: Callable[[Transfer], None]) -> None:
+        super().__init__(master, padding=(0, 4))
+        arrow = "↑" if transfer.direction == "upload" else "↓"
+        shown = transfer.name if len(transfer.name) <= 24 else transfer.name[:23] + "…"
+        self.label = ttk.Label(self, text=f"{arrow} {shown}")
+        self.label.grid(row=0, column=0, columnspan=2, sticky="w")
+        self.bar = ttk.Progressbar(self, maximum=1000, length=150)
+        self.bar.grid(row=1, column=0, sticky="ew")
+        self.state = ttk.Label(self, text="", style="Small.TLabel")
+        self.state.grid(row=2, column=0, sticky="w")
+        self.cancel = ttk.Button(self, text="✕", width=2, command=lambda: on_cancel(transfer))
+        self.cancel.grid(row=1, column=1, padx=(6, 0))
+        self.columnconfigure(0, weight=1)
+
+    def show(self, transfer: Transfer) -> None:
+        self.bar.configure(value=int(transfer.fraction * 1000))
+        if transfer.state == "preparing":
+            status = "checking the file…"
+        elif transfer.state == "verifying":
+            status = "checking SHA-256…"
+        elif transfer.state in ("active", "waiting"):
+            status = f"{text.human_size(transfer.done)} of {text.human_size(transfer.size)}"
+            if transfer.state == "waiting":
+                status += " (waiting for connection)"
+        elif transfer.state == "finished":
+            status = "done" if transfer.direction == "upload" else "saved"
+        elif transfer.state == "failed":
+            status = f"failed: {transfer.error}"
+        else:
+            status = transfer.state
+        self.state.configure(text=status)
+        if transfer.state in ("finished", "failed", "cancelled"):
+            self.cancel.configure(state="disabled")
+
+
+class ChatScreen(ttk.Frame):
+    """Conversation, input, online list, transfers and status bar."""
+
+    def __init__(self, master: Any, app: "App") -> None:
+        super().__init__(master)
+        self.app = app
+        self.unread = 0
+        self.fileTags: Dict[str, Dict[str, Any]] = {}
+        self.rows: Dict[tuple, TransferRow] = {}
+
+        body = ttk.Panedwindow(self, orient="horizontal")
+        body.grid(row=0, column=0, sticky="nsew")
+        left = ttk.Frame(body)
+        right = ttk.Frame(body, padding=(10, 0, 0, 0), width=250)
+        body.add(left, weight=1)
+        body.add(right, weight=0)
+
+        # conversation
+        self.log = tk.Text(left, wrap="word", state="disabled", relief="flat", padx=10, pady=8,
+                           background="white", font=app.fonts["body"], cursor="arrow", height=20, width=60)
+        scroll = ttk.Scrollbar(left, command=self.log.yview)
+        self.log.configure(yscrollcommand=self._scrolled(scroll))
+        self.log.grid(row=0, column=0, sticky="nsew")
+        scroll.grid(row=0, column=1, sticky="ns")
+        for tag in ("history", "mine", "message", "system", "file", "error", "time"):
+            self.log.tag_configure(tag, foreground=COLORS[tag])
+        self.log.tag_configure("system", font=app.fonts["italic"])
+        self.log.tag_configure("name", font=app.fonts["bold"])
+        self.log.tag_configure("link", underline=True)
+        self.log.tag_configure("mention", background="#fff4c2")
+        self.log.tag_configure("time", font=app.fonts["small"])
+        self.log.tag_bind("link", "<Enter>", lambda e: self.log.configure(cursor="hand2"))
+        self.log.tag_bind("link", "<Leave>", lambda e: self.log.configure(cursor="arrow"))
+
+        # "new messages" bar, shown when the user has scrolled up
+        self.newBar = ttk.Button(left, text="", command=self.scrollToEnd, style="Unread.TButton")
+
+        # input
+        entry = ttk.Frame(left, padding=(0, 8, 0, 0))
+        entry.grid(row=2, column=0, columnspan=2, sticky="ew")
+        self.input = tk.Text(entry, height=2, wrap="word", font=app.fonts["body"], relief="solid", borderwidth=1,
+                             undo=True)
+        self.input.grid(row=0, column=0, rowspan=2, sticky="nsew")
+        self.input.bind("<Return>", self._enter)
+        self.input.bind("<KP_Enter>", self._enter)
+        self.input.bind("<Shift-Return>", lambda e: None)  # a new line
+        self.sendButton = ttk.Button(entry, text="Send", command=self.send, style="Accent.TButton")
+        self.sendButton.grid(row=0, column=1, padx=(8, 0), sticky="ew")
+        self.fileButton = ttk.Button(entry, text="Send File…", command=app.pickFile)
+        self.fileButton.grid(row=1, column=1, padx=(8, 0), sticky="ew")
+        entry.columnconfigure(0, weight=1)
+        left.rowconfigure(0, weight=1)
+        left.columnconfigure(0, weight=1)
+
+        # online list and transfers
+        self.onlineLabel = ttk.Label(right, text="Online", style="Side.TLabel")
+        self.onlineLabel.grid(row=0, column=0, sticky="w")
+        self.online = tk.Listbox(right, height=10, relief="flat", activestyle="none", font=app.fonts["body"],
+                                 highlightthickness=0, width=22)
+        self.online.grid(row=1, column=0, sticky="nsew", pady=(4, 12))
+        ttk.Label(right, text="Transfers", style="Side.TLabel").grid(row=2, column=0, sticky="w")
+        self.transfers = ttk.Frame(right)
+        self.transfers.grid(row=3, column=0, sticky="new")
+        right.rowconfigure(1, weight=1)
+        right.columnconfigure(0, weight=1)
+
+        # status bar, with Exit at its end
+        bar = ttk.Frame(self, style="Status.TFrame")
+        bar.grid(row=1, column=0, sticky="ew", pady=(8, 0))
+        self.status = ttk.Label(bar, text="", style="Status.TLabel", anchor="w")
+        self.status.grid(row=0, column=0, sticky="ew")
+        ttk.Button(bar, text="Exit", command=app.close).grid(row=0, column=1, padx=4, pady=2)
+        bar.columnconfigure(0, weight=1)
+        self.rowconfigure(0, weight=1)
+        self.columnconfigure(0, weight=1)
+
+    # ------------------------------------------------------------ conversation
+
+    def atEnd(self) -> bool:
+        return self.log.yview()[1] >= 0.999
+
+    def _scrolled(self, scroll: ttk.Scrollbar) -> Callable[..., None]:
+        def update(first: str, last: str) -> None:
+            scroll.set(first, last)
+            if float(last) >= 0.999 and self.unread:
+                self.unread = 0
+                self.newBar.grid_forget()
+
+        return update
+
+    def scrollToEnd(self) -> None:
+        self.log.see("end")
+        self.unread = 0
+        self.newBar.grid_forget()
+
+    def add(self, event: Dict[str, Any], style: str, replay: bool = False) -> None:
+        """Append one event to the conversation."""
+        follow = self.atEnd()
+        kind = event.get("kind")
+        self.log.configure(state="normal")
+        self.log.insert("end", text.clock(event.get("ts")) + "  ", ("time",))
+        tags = ("history",) if replay else (style,)
+        if kind == "message":
+            said = str(event.get("text", ""))
+            if not replay and style == "message" and text.mentions(said, self.app.client.name):
+                tags = tags + ("mention",)
+            self.log.insert("end", f"{event.get('name')}: ", tags + ("name",))
+            self.log.insert("end", said + "\n", tags)
+        elif kind == "file":
+            info = event.get("file") or {}
+            tag = f"file{info.get('id')}-{event.get('id')}"
+            self.fileTags[tag] = info
+            self.log.insert("end", f"{event.get('name')} shared ", tags)
+            self.log.insert("end", f"📎 {info.get('name')}", tags + ("file", "link", tag))
+            self.log.insert("end", f"  ({text.human_size(info.get('size', 0))}) — click to download\n", tags)
+            self.log.tag_bind(tag, "<Button-1>", lambda e, info=info: self.app.saveFile(info))
+        else:
+            _, line = text.describe(event, self.app.client.name if self.app.client else None)
+            self.log.insert("end", line + "\n", tags if replay else ("system",))
+        self.log.configure(state="disabled")
+        if follow:
+            self.log.see("end")
+        elif not replay:
+            self.unread += 1
+            self.newBar.configure(text=f"↓ {self.unread} new message{'s' if self.unread > 1 else ''}")
+            self.newBar.grid(row=1, column=0, columnspan=2, sticky="ew")
+
+    def notice(self, line: str, style: str = "system") -> None:
+        follow = self.atEnd()
+        self.log.configure(state="normal")
+        self.log.insert("end", time.strftime("%H:%M") + "  ", ("time",))
+        self.log.insert("end", line + "\n", (style,))
+        self.log.configure(state="disabled")
+        if follow:
+            self.log.see("end")
+
+    def conversation(self) -> str:
+        return self.log.get("1.0", "end-1c")
+
+    # ------------------------------------------------------------ input
+
+    def _enter(self, event: Any) -> str:
+        if event.state & 0x0001:  # Shift held: a new line
+            return ""
+        self.send()
+        return "break"
+
+    def send(self) -> None:
+        message = self.input.get("1.0", "end-1c").strip("\n")
+        if not message.strip():
+            return
+        try:
+            self.app.client.send(message)
+        except ValueError as e:
+            self.notice(str(e), "error")
+            return
+        self.input.delete("1.0", "end")
+        if self.app.client.state != CONNECTED:
+            self.notice("(queued: it will be sent when the connection is back)")
+
+    def setUsers(self, users: List[str]) -> None:
+        self.online.delete(0, "end")
+        for name in sorted(users, key=str.casefold):
+            self.online.insert("end", "● " + name + (" (you)" if name == self.app.client.name else ""))
+        self.onlineLabel.configure(text=f"Online ({len(users)})")
+
+    def showTransfer(self, transfer: Transfer) -> None:
+        key = (transfer.direction, transfer.tid)
+        row = self.rows.get(key)
+        if row is None:
+            row = TransferRow(self.transfers, transfer, self.app.cancelTransfer)
+            row.grid(row=len(self.rows), column=0, sticky="ew")
+            self.rows[key] = row
+        row.show(transfer)
+
+
+class App(ChatListener):
+    """The window: the connection screen, then the chat screen."""
+
+    def __init__(self, root: tk.Tk, reactor: Any, settings: Optional[Settings] = None,
+                 make_client: Callable[..., ChatClient] = ChatClient) -> None:
+        self.root = root
+        self.reactor = reactor
+        self.settings = settings or Settings()
+        self.make_client = make_client
+        self.client: Optional[ChatClient] = None
+        self.closing = False
+        self.focused = True
+        self.badge = 0
+        self.serverName = ""
+        self.fonts = _fonts(root)
+        _style(root, self.fonts)
+        root.title(TITLE)
+        root.geometry("940x600")
+        root.minsize(560, 380)
+        root.configure(background=COLORS["bg"])
+        root.protocol("WM_DELETE_WINDOW", self.close)
+        root.bind("<FocusIn>", self._focusIn)
+        root.bind("<FocusOut>", self._focusOut)
+        root.columnconfigure(0, weight=1)
+        root.rowconfigure(0, weight=1)
+        self.connect = ConnectScreen(root, self.settings, self.start)
+        self.connect.grid(row=0, column=0)
+        self.connect.focus()
+        self.chat: Optional[ChatScreen] = None
+
+    # ------------------------------------------------------------ actions
+
+    def start(self, host: str, port: int, name: str, passkey: str) -> None:
+        self.client = self.make_client(host, port, name, passkey, self, self.reactor)
+        d = self.client.start()
+        d.addCallbacks(lambda info: self.settings.save(host=host, port=port, name=self.client.name),
+                       lambda f: self.connect.error(str(f.value)))
+
+    def showChat(self) -> None:
+        if self.chat is None:
+            self.connect.grid_forget()
+            self.chat = ChatScreen(self.root, self)
+            self.chat.grid(row=0, column=0, sticky="nsew", padx=10, pady=(10, 0))
+            self.chat.rowconfigure(0, weight=1)
+            self.chat.input.focus_set()
+
+    def pickFile(self) -> None:
+        path = filedialog.askopenfilename(parent=self.root, title="Share a file")
+        if path:
+            self.share(path)
+
+    def share(self, path: str) -> Transfer:
+        return self.client.share(path)
+
+    def saveFile(self, info: Dict[str, Any]) -> None:
+        name = wire.safe_file_name(info.get("name", "file"))
+        dest = filedialog.asksaveasfilename(parent=self.root, title="Save file as", initialfile=name)
+        if dest:
+            self.download(info, dest)
+
+    def download(self, info: Dict[str, Any], dest: str) -> Transfer:
+        return self.client.download(info, dest)
+
+    def cancelTransfer(self, transfer: Transfer) -> None:
+        self.client.cancel(transfer)
+
+    def close(self) -> None:
+        """Disconnect cleanly, then stop the reactor (which closes the window)."""
+        if self.closing:
+            return
+        self.closing = True
+        d = self.client.stop() if self.client is not None else None
+
+        def done(_: Any = None) -> None:
+            if self.reactor.running:
+                self.reactor.stop()
+
+        if d is None:
+            done()
+        else:
+            d.addBoth(done)
+
+    def _focusIn(self, event: Any) -> None:
+        self.focused = True
+        if self.badge:
+            self.badge = 0
+            self._title()
+
+    def _focusOut(self, event: Any) -> None:
+        if event.widget is self.root:
+            self.focused = False
+
+    def _title(self) -> None:
+        base = f"{TITLE} — {self.serverName}" if self.serverName else TITLE
+        self.root.title(f"({self.badge}) {base}" if self.badge else base)
+
+    # ------------------------------------------------------------ what the core reports
+
+    def stateChanged(self, state: str, detail: str) -> None:
+        if self.chat is not None:
+            self.chat.status.configure(text=("● " if state == CONNECTED else "○ ") + detail)
+            if state in (RECONNECTING, FAILED):
+                self.chat.notice(detail, "error" if state == FAILED else "system")
+        elif state == FAILED:
+            self.connect.error(detail)
+
+    def welcomed(self, info: Dict[str, Any]) -> None:
+        self.serverName = str(info.get("server", ""))
+        self._title()
+        self.showChat()
+
+    def synced(self) -> None:
+        if self.chat is not None and not getattr(self, "_historyMarked", False):
+            self._historyMarked = True
+            self.chat.notice("— end of history —", "history")
+
+    def eventReceived(self, event: Dict[str, Any], replay: bool) -> None:
+        if self.chat is None:
+            return
+        style, _ = text.describe(event, self.client.name)
+        self.chat.add(event, style, replay)
+        if not replay and not self.focused and event.get("kind") in ("message", "file"):
+            self.badge += 1
+            self._title()
+            if event.get("kind") == "message" and text.mentions(str(event.get("text", "")), self.client.name):
+                self.root.bell()
+
+    def messageAcked(self, cid: str, event: Dict[str, Any]) -> None:
+        if self.chat is not None:
+            self.chat.add(event, "mine")
+
+    def historyPage(self, events: List[Dict[str, Any]], more: bool) -> None:
+        pass
+
+    def usersChanged(self, users: List[str]) -> None:
+        if self.chat is not None:
+            self.chat.setUsers(users)
+
+    def transferChanged(self, transfer: Transfer) -> None:
+        if self.chat is not None:
+            self.chat.showTransfer(transfer)
+            if transfer.state == "failed":
+                self.chat.notice(f"{transfer.name}: {transfer.error}", "error")
+            elif transfer.state == "finished" and transfer.direction == "download":
+                self.chat.notice(f"Saved {transfer.name} to {transfer.path}")
+
+    def errorReceived(self, code: str, message: str) -> None:
+        if self.chat is not None:
+            self.chat.notice(message, "error")
+
+
+def _fonts(root: tk.Tk) -> Dict[str, Any]:
+    from tkinter import font
+
+    base = font.nametofont("TkDefaultFont").actual()
+    family, size = base["family"], max(10, abs(int(base["size"])))
+    return {
+        "body": font.Font(root, family=family, size=size),
+        "bold": font.Font(root, family=family, size=size, weight="bold"),
+        "italic": font.Font(root, family=family, size=size, slant="italic"),
+        "small": font.Font(root, family=family, size=size - 2),
+        "heading": font.Font(root, family=family, size=size + 5, weight="bold"),
+    }
+
+
+def _style(root: tk.Tk, fonts: Dict[str, Any]) -> None:
+    style = ttk.Style(root)
+    if "clam" in style.theme_names():
+        style.theme_use("clam")
+    style.configure(".", background=COLORS["bg"], font=fonts["body"])
+    style.configure("Card.TFrame", background=COLORS["bg"])
+    style.configure("Heading.TLabel", font=fonts["heading"])
+    style.configure("Error.TLabel", foreground=COLORS["error"])
+    style.configure("Info.TLabel", foreground=COLORS["history"])
+    style.configure("Small.TLabel", foreground=COLORS["history"], font=fonts["small"])
+    style.configure("Side.TLabel", font=fonts["bold"])
+    style.configure("Status.TLabel", foreground="#444", padding=(10, 4), background="#e9ebef")
+    style.configure("Status.TFrame", background="#e9ebef")
+    style.configure("Accent.TButton", foreground="white", background="#2f6fde")
+    style.map("Accent.TButton", background=[("active", "#2a62c4"), ("disabled", "#9bb6e6")])
+    style.configure("Unread.TButton", foreground="white", background="#2f6fde")
+    style.configure("Horizontal.TProgressbar", background="#2f6fde", troughcolor="#e3e6eb", bordercolor="#d0d4da",
+                    lightcolor="#2f6fde", darkcolor="#2f6fde")
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tcpchat-client", description="The tcpchat desktop client.")
+    parser.add_argument("--cli", action="store_true", help="use the terminal client instead (same as tcpchat-cli)")
+    return parser.parse_known_args(argv)[0]
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--cli" in argv:
+        from tcpchat.ui import cli
+
+        cli.main([a for a in argv if a != "--cli"])
+        return
+    parse_args(argv)
+    from twisted.internet import reactor, tksupport
+
+    try:
+        root = tk.Tk()
+    except tk.TclError as e:
+        raise SystemExit(f"tcpchat-client needs a display ({e}); try tcpchat-cli in a terminal.") from None
+    App(root, reactor)
+    tksupport.install(root)
+    reactor.run()
+    tksupport.uninstall()
+    root.destroy()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""The Tk desktop client in a real window on a virtual X display."""
+
+import os
+import shutil
+import tempfile
+
+from twisted.internet import reactor, task
+from twisted.trial import unittest
+
+from tcpchat.client.core import CONNECTED
+
+from .clienttools import InProcessServer, make_client, turns
+from .helpers import PASSKEY
+from .xvfb import ensure_display, screenshot, xdotool
+
+DOCS = os.path.join(os.path.dirname(__file__), "..", "docs")
+
+
+class TkTestCase(unittest.TestCase):
+    timeout = 120
+
+    async def setUpApp(self, **limits):
+        if ensure_display() is None:
+            raise unittest.SkipTest("no X display and no Xvfb")
+        import tkinter as tk
+
+        from twisted.internet import tksupport
+
+        from tcpchat.ui.tk import App, Settings
+
+        self.tmp = os.path.abspath(self.mktemp())
+        os.makedirs(self.tmp)
+        self.server = InProcessServer(self.tmp, **limits)
+        self.port = await self.server.start()
+        self.addCleanup(lambda: __import__("twisted.internet.defer").internet.defer.Deferred.fromCoroutine(self.server.stop()))
+        self.root = tk.Tk()
+        self.settings = Settings(os.path.join(self.tmp, "client.json"))
+        self.settings.values.update(host="127.0.0.1", port=self.port)
+        self.app = App(self.root, reactor, self.settings)
+        tksupport.install(self.root)
+
+        def close():
+            if self.app.client is not None:
+                d = self.app.client.stop()
+            else:
+                d = None
+            tksupport.uninstall()
+            self.root.destroy()
+            return d
+
+        self.addCleanup(close)
+        await turns(lambda: self.root.winfo_viewable())
+        return self.app
+
+    def window(self):
+        return str(int(self.root.wm_frame(), 16))
+
+    async def type_into(self, widget, text_):
+        """Type with real (XTEST) key events into a widget."""
+        widget.focus_force()
+        await turns(lambda: self.root.focus_get() is widget)
+        xdotool("type", "--delay", "5", text_)
+        await turns(lambda: text_ in widget.get() if hasattr(widget, "get") and widget.__class__.__name__ != "Text" else True)
+
+    async def login(self, name="alice"):
+        form = self.app.connect
+        if shutil.which("xdotool"):
+            await self.type_into(form.entries["name"], name)
+            await self.type_into(form.entries["passkey"], PASSKEY)
+            xdotool("key", "Return")
+        else:
+            form.name.set(name)
+            form.passkey.set(PASSKEY)
+            form.button.invoke()
+        await turns(lambda: self.app.client is not None and self.app.client.state == CONNECTED)
+
+
+class ConversationTests(TkTestCase):
+    async def test_connect_receive_and_reply(self):
+        """Fill the form, connect, receive a message from a library client, answer; the conversation shows both."""
+        app = await self.setUpApp()
+        self.assertEqual(app.connect.entries["passkey"].cget("show"), "•")
+        await self.login("alice")
+        bob, brec = make_client(self.port, "bob")
+        self.addCleanup(bob.stop)
+        await bob.start()
+        bob.send("Hello from the library client 👋")
+        await turns(lambda: "bob: Hello from the library client 👋" in app.chat.conversation())
+        if shutil.which("xdotool"):
+            app.chat.input.focus_force()
+            await turns(lambda: self.root.focus_get() is app.chat.input)
+            xdotool("type", "--delay", "5", "Hi bob, got it")
+            await turns(lambda: "Hi bob, got it" in app.chat.input.get("1.0", "end"))
+            xdotool("key", "Return")
+        else:
+            app.chat.input.insert("1.0", "Hi bob, got it")
+            app.chat.send()
+        await brec.until(lambda: "Hi bob, got it" in brec.texts())
+        await turns(lambda: "alice: Hi bob, got it" in app.chat.conversation())
+        self.assertEqual(app.chat.input.get("1.0", "end-1c"), "")
+        self.assertIn("bob joined", app.chat.conversation())
+        self.assertEqual(sorted(app.chat.online.get(0, "end")), ["● alice (you)", "● bob"])
+        self.assertTrue(app.chat.status.cget("text").startswith("● Connected to test server as alice"))
+        self.assertEqual(self.settings.values["name"], "alice")  # remembered for next time
+
+    async def test_wrong_passkey_keeps_the_form(self):
+        """A wrong passkey shows 'Wrong passkey.' and keeps what was typed."""
+        app = await self.setUpApp()
+        app.connect.name.set("alice")
+        app.connect.passkey.set("nope")
+        app.connect.button.invoke()
+        await turns(lambda: app.connect.message.cget("text") == "Wrong passkey.")
+        self.assertEqual(app.connect.name.get(), "alice")
+        self.assertEqual(str(app.connect.button.cget("state")), "normal")
+        self.assertIsNone(app.chat)
+
+    async def test_unread_marker_when_scrolled_up(self):
+        """Scrolled up to read, new messages do not yank the view; a marker counts them."""
+        app = await self.setUpApp()
+        app.connect.name.set("alice")
+        app.connect.passkey.set(PASSKEY)
+        app.connect.button.invoke()
+        await turns(lambda: app.client is not None and app.client.state == CONNECTED)
+        bob, brec = make_client(self.port, "bob")
+        self.addCleanup(bob.stop)
+        await bob.start()
+        for i in range(60):
+            bob.send(f"line {i}")
+        await turns(lambda: "bob: line 59" in app.chat.conversation())
+        await turns(lambda: app.chat.atEnd())
+        app.chat.log.yview_moveto(0.0)
+        self.root.update()
+        bob.send("you scrolled up")
+        await turns(lambda: "you scrolled up" in app.chat.conversation())
+        self.assertEqual(app.chat.unread, 1)
+        self.assertEqual(app.chat.newBar.cget("text"), "↓ 1 new message")
+        self.assertFalse(app.chat.atEnd())
+        app.chat.newBar.invoke()
+        self.root.update()
+        self.assertTrue(app.chat.atEnd())
+        self.assertEqual(app.chat.unread, 0)
+
+
+class ResponsivenessTests(TkTestCase):
+    async def test_ui_stays_responsive_during_a_200_mib_upload(self):
+        """While 200 MiB upload, Tk timer callbacks keep running on time and progress is shown."""
+        app = await self.setUpApp(max_file_size=300 * 1024 * 1024, max_storage=1024**3)
+        app.connect.name.set("alice")
+        app.connect.passkey.set(PASSKEY)
+        app.connect.button.invoke()
+        await turns(lambda: app.client is not None and app.client.state == CONNECTED)
+        path = os.path.join(self.tmp, "big.bin")
+        with open(path, "wb") as f:
+            block = os.urandom(1 << 20)
+            for _ in range(200):
+                f.write(block)
+        gaps, last = [], [reactor.seconds()]
+
+        def tick():
+            now = reactor.seconds()
+            gaps.append(now - last[0])
+            last[0] = now
+            if not done[0]:
+                self.root.after(20, tick)
+
+        done = [False]
+        self.root.after(20, tick)
+        transfer = app.share(path)
+        await transfer.finished
+        done[0] = True
+        self.assertEqual(transfer.state, "finished")
+        row = app.chat.rows[("upload", transfer.tid)]
+        self.assertEqual(int(row.bar.cget("value")), 1000)
+        self.assertGreater(len(gaps), 5)
+        gaps.sort()
+        # a 20 ms timer: allow scheduling noise, but never a frozen window
+        self.assertLess(gaps[-1], 0.25, f"longest gap {gaps[-1]:.3f}s")
+        self.assertLess(gaps[len(gaps) * 95 // 100], 0.1)
+
+
+class ScreenshotTests(TkTestCase):
+    async def test_busy_chat_screens(self):
+        """The connection screen and a busy chat screen render; with TCPCHAT_WRITE_DOCS=1 they are saved to docs/."""
+        app = await self.setUpApp()
+        write = bool(os.environ.get("TCPCHAT_WRITE_DOCS"))
+        app.connect.name.set("Ms. Rivera")
+        app.connect.passkey.set(PASSKEY)
+        self.root.update()
+        if write:
+            self.assertTrue(screenshot(os.path.join(DOCS, "tk-connect.png"), self.window()))
+        # history before we join
+        others = []
+        for name, lines in (("Sam", ["Morning all!", "Is the projector working in room 4?"]),
+                            ("Priya", ["Yes, I fixed the cable yesterday 👍"])):
+            client, rec = make_client(self.port, name)
+            self.addCleanup(client.stop)
+            await client.start()
+            for line in lines:
+                client.send(line)
+            others.append((client, rec))
+        await others[-1][1].until(lambda: not others[-1][0].outbox)
+        app.connect.button.invoke()
+        await turns(lambda: app.client is not None and app.client.state == CONNECTED)
+        sam, priya = others[0][0], others[1][0]
+        sam.send("@Ms. Rivera the slides for Thursday are below")
+        slides = os.path.join(self.tmp, "Thursday slides.pdf")
+        with open(slides, "wb") as f:
+            f.write(os.urandom(3 * 1024 * 1024))
+        up = sam.share(slides)
+        await up.finished
+        await turns(lambda: "Thursday slides.pdf" in app.chat.conversation())
+        app.client.send("Thanks Sam, downloading now")
+        big = os.path.join(self.tmp, "field recordings.zip")
+        with open(big, "wb") as f:
+            f.write(os.urandom(40 * 1024 * 1024))
+        slides_info = [e["file"] for e in app.client.messages() if e["kind"] == "file"][0]
+        downloads = os.path.join(tempfile.mkdtemp(), "Downloads") if write else self.tmp
+        os.makedirs(downloads, exist_ok=True)
+        saved = app.download(slides_info, os.path.join(downloads, "Thursday slides.pdf"))
+        await saved.finished
+        upload = app.share(big)
+        await turns(lambda: upload.state == "active" and upload.done > upload.size * 0.3)
+        conversation = app.chat.conversation()
+        for expected in ("Sam: Morning all!", "Priya: Yes, I fixed the cable yesterday 👍", "— end of history —",
+                         "Ms. Rivera joined", "Sam shared", "Ms. Rivera: Thanks Sam"):
+            self.assertIn(expected, conversation)
+        self.assertEqual(len(app.chat.online.get(0, "end")), 3)
+        if write:
+            self.root.update()
+            self.assertTrue(screenshot(os.path.join(DOCS, "tk-chat.png"), self.window()))
+        await upload.finished
+        priya.send("see you at 3")
