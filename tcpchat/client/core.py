@@ -257,6 +257,8 @@ class ChatClient:
         self._pingCall: Any = None
         self._lastHeard = 0.0
         self._pingSent: Optional[float] = None
+        self._outboxWaiters: List[Deferred] = []
+        self.stopped = False
 
     # ------------------------------------------------------------ commands
 
@@ -275,8 +277,17 @@ class ChatClient:
         first.addErrback(self._firstAttemptFailed)
         return self._loginWaiter
 
-    def stop(self) -> Deferred:
-        """Say goodbye and stop reconnecting."""
+    def stop(self, grace: float = 2.0) -> Deferred:
+        """
+        Say goodbye and stop reconnecting.  Messages still waiting for their
+        acknowledgement get up to ``grace`` seconds to be confirmed first.
+        """
+        if self.outbox and self.loggedIn and grace > 0 and not self.stopped:
+            d: Deferred = Deferred()
+            self._outboxWaiters.append(d)
+            timer = self.reactor.callLater(grace, lambda: d.called or d.callback(None))
+            d.addBoth(lambda _: timer.active() and timer.cancel())
+            return d.addCallback(lambda _: self.stop(grace=0))
         self.stopped = True
         if self.proto is not None and self.loggedIn:
             self.proto.sendFrame({"type": "bye"})
@@ -517,6 +528,7 @@ class ChatClient:
         cid = event.get("cid")
         if event["kind"] == "message" and cid in self.outbox and event.get("name") == self.name:
             del self.outbox[cid]  # stored before a drop ate our ack
+            self._outboxChanged()
             self.listener.messageAcked(cid, event)
             return
         self.listener.eventReceived(event, replay)
@@ -524,6 +536,7 @@ class ChatClient:
     def _on_ack(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
         cid = frame.get("cid")
         text = self.outbox.pop(cid, None) if cid else None
+        self._outboxChanged()
         if frame["id"] in self.events:
             return
         event = {"id": frame["id"], "ts": frame["ts"], "kind": "message", "name": self.name}
@@ -574,6 +587,13 @@ class ChatClient:
         if cid in self.outbox and code != ErrorCode.INTERNAL:
             del self.outbox[cid]  # refused for good; retrying cannot help
         self.listener.errorReceived(code, message)
+
+    def _outboxChanged(self) -> None:
+        if not self.outbox and self._outboxWaiters:
+            waiting, self._outboxWaiters = self._outboxWaiters, []
+            for d in waiting:
+                if not d.called:
+                    d.callback(None)
 
     # ------------------------------------------------------------ uploads
 
