@@ -16,6 +16,8 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from twisted.internet import stdio
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from zope.interface import implementer
 from twisted.protocols.basic import LineReceiver
 
 from tcpchat import wire
@@ -69,6 +71,7 @@ class Screen:
             flush()
 
 
+@implementer(IHalfCloseableProtocol)
 class TerminalView(ChatListener, LineReceiver):
     """Reads commands from stdin, shows the conversation on stdout."""
 
@@ -110,9 +113,19 @@ class TerminalView(ChatListener, LineReceiver):
         if self.client.state != CONNECTED:
             self.screen.line("(queued: it will be sent when the connection is back)", "system")
 
-    def connectionLost(self, reason: Any = None) -> None:
-        # standard input closed (end of file): leave
+    def readConnectionLost(self) -> None:
+        """Standard input ended (Ctrl+D, or the end of a pipe): leave."""
         self.quit()
+
+    def writeConnectionLost(self) -> None:
+        self._stopReactor()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        # stdout is flushed and closed: now it is safe to stop
+        if getattr(self, "_quitting", False):
+            self._stopReactor()
+        else:
+            self.quit()
 
     def command(self, entry: str) -> None:
         word, _, rest = entry.partition(" ")
@@ -162,9 +175,16 @@ class TerminalView(ChatListener, LineReceiver):
         if getattr(self, "_quitting", False):
             return
         self._quitting = True
-        self.screen.line("Bye.", "system")
         d = self.client.stop()
-        d.addBoth(lambda _: self.reactor.stop() if self.reactor.running else None)
+
+        def finish(_: Any) -> None:
+            self.screen.line("Bye.", "system")
+            if self.transport is not None:
+                self.transport.loseConnection()  # flushes what is still queued for stdout first
+            else:
+                self._stopReactor()
+
+        d.addBoth(finish)
 
     # ------------------------------------------------------------ what the core reports
 
