@@ -14,11 +14,12 @@ file is fsynced, renamed into place and recorded in the database.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
@@ -28,6 +29,11 @@ from tcpchat.wire import ErrorCode, ProtocolError
 
 Runner = Callable[..., Deferred]
 
+#: Upload data waiting for the disk beyond which we stop reading from that client
+BUFFER_HIGH = 8 * 1024 * 1024
+#: ... and below which we read again
+BUFFER_LOW = 2 * 1024 * 1024
+
 
 class Upload:
     def __init__(self, tid: int, frame: Dict[str, Any], fd: int, path: str, now: float) -> None:
@@ -36,12 +42,17 @@ class Upload:
         self.size: int = frame["size"]
         self.sha256: str = frame["sha256"]
         self.mime: Optional[str] = frame.get("mime")
-        self.file = os.fdopen(fd, "wb", buffering=0)
+        self.file = os.fdopen(fd, "wb")
         self.path = path
         self.hasher = hashlib.sha256()
         self.received = 0
         self.lastActivity = now
         self.finishing = False
+        #: data received but not yet written and hashed (by a worker thread)
+        self.buffer: List[bytes] = []
+        self.buffered = 0
+        self.writing = False
+        self.aborted = False
 
 
 class Download:
@@ -112,6 +123,17 @@ class FileService:
             return
         self._dropped.get(proto, set()).discard(tid)
         fd, path = tempfile.mkstemp(dir=self.tmp, prefix="up-")
+        if frame["size"]:
+            try:
+                # reserve the space now: fails fast when the disk is full, and writes go faster
+                os.posix_fallocate(fd, 0, frame["size"])
+            except OSError as e:
+                if e.errno == errno.ENOSPC:
+                    os.close(fd)
+                    _remove(path)
+                    self._dropped.setdefault(proto, set()).add(tid)
+                    proto.sendError(ErrorCode.QUOTA_EXCEEDED, "The server's disk is full.", ref="upload", tid=tid)
+                    return
         upload = Upload(tid, frame, fd, path, self.factory.clock.seconds())
         proto.uploads[tid] = upload
         self.reserved += upload.size
@@ -130,12 +152,44 @@ class FileService:
             self._abort(proto, upload)
             proto.sendError(ErrorCode.SIZE_MISMATCH, ref="data", tid=upload.tid)
             return
-        upload.file.write(chunk.data)
-        upload.hasher.update(chunk.data)
+        upload.buffer.append(chunk.data)
+        upload.buffered += len(chunk.data)
         upload.received += len(chunk.data)
         upload.lastActivity = self.factory.clock.seconds()
-        if upload.received == upload.size:
+        if upload.buffered > BUFFER_HIGH:
+            proto.holdReading("disk")  # the disk is slower than the network: let TCP push back
+        self._drain(proto, upload)
+
+    def _drain(self, proto: Any, upload: Upload) -> None:
+        """Write and hash buffered data in a worker thread, one batch at a time, in order."""
+        if upload.writing or upload.aborted:
+            return
+        if upload.buffer:
+            chunks, upload.buffer = upload.buffer, []
+            upload.writing = True
+            d = self._run(_write_chunks, upload.file, upload.hasher, chunks)
+            d.addCallbacks(self._written, self._writeFailed, callbackArgs=(proto, upload), errbackArgs=(proto, upload))
+        elif upload.received == upload.size and not upload.finishing:
             self._finish(proto, upload)
+
+    def _written(self, count: int, proto: Any, upload: Upload) -> None:
+        upload.writing = False
+        upload.buffered -= count
+        if upload.aborted:
+            self._discard(upload)
+            return
+        if all(u.buffered < BUFFER_LOW for u in proto.uploads.values()):
+            proto.releaseReading("disk")
+        self._drain(proto, upload)
+
+    def _writeFailed(self, failure: Any, proto: Any, upload: Upload) -> None:
+        upload.writing = False
+        self.log.failure("Could not write the upload {file!r}", failure, file=upload.name)
+        if not upload.aborted:
+            self._abort(proto, upload)
+            proto.sendError(ErrorCode.INTERNAL, "The server could not write the file.", ref="data", tid=upload.tid)
+        else:
+            self._discard(upload)
 
     def cancelUpload(self, proto: Any, tid: int) -> None:
         upload = proto.uploads.get(tid)
@@ -148,6 +202,14 @@ class FileService:
         proto.uploads.pop(upload.tid, None)
         self._dropped.setdefault(proto, set()).add(upload.tid)
         self.reserved -= upload.size
+        upload.aborted = True
+        upload.buffer = []
+        if all(u.buffered < BUFFER_LOW for u in proto.uploads.values()):
+            proto.releaseReading("disk")
+        if not upload.writing:  # else the worker's callback discards it
+            self._discard(upload)
+
+    def _discard(self, upload: Upload) -> None:
         upload.file.close()
         _remove(upload.path)
 
@@ -271,6 +333,16 @@ class FileService:
                 if not upload.finishing and now - upload.lastActivity > timeout:
                     self._abort(proto, upload)
                     proto.sendError(ErrorCode.UPLOAD_TIMEOUT, ref="upload", tid=upload.tid)
+
+
+def _write_chunks(f: Any, hasher: Any, chunks: List[bytes]) -> int:
+    """Append and hash received data (blocking; both release the GIL)."""
+    total = 0
+    for data in chunks:
+        f.write(data)
+        hasher.update(data)
+        total += len(data)
+    return total
 
 
 def _commit_file(f: Any, temp: str, final: str) -> bool:

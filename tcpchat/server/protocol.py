@@ -57,7 +57,8 @@ class ChatProtocol(Int32StringReceiver):
         self.writePaused = False
         self.pausedSince: Optional[float] = None
         self.queuedWhilePaused = 0
-        self.readingStopped = False
+        #: why we are not reading from the peer ("sendq": it is not reading us; "disk": uploads wait for the disk)
+        self.holds: set = set()
         self.uploads: Dict[int, Any] = {}
         self.downloads: Dict[int, Any] = {}
         self.factory.connections.add(self)
@@ -274,10 +275,23 @@ class ChatProtocol(Int32StringReceiver):
         if self.live:
             self.log.info("{name} is reading slowly; switching to catch-up", name=self.name)
         self.live = False
-        if not self.readingStopped:
-            self.readingStopped = True
-            self.paused = True
+        self.holdReading("sendq")
+
+    def holdReading(self, reason: str) -> None:
+        """Stop reading from the peer until every reason is released."""
+        if not self.holds and self.state != CLOSED:
+            self.paused = True  # frames already buffered wait too
             self.transport.pauseProducing()
+        self.holds.add(reason)
+
+    def releaseReading(self, reason: str) -> None:
+        if reason not in self.holds:
+            return
+        self.holds.discard(reason)
+        if not self.holds and self.state != CLOSED:
+            self.paused = False
+            self.transport.resumeProducing()
+            self.dataReceived(b"")  # frames that arrived before we stopped reading
 
     def pump(self) -> Deferred:
         """
@@ -326,11 +340,7 @@ class ChatProtocol(Int32StringReceiver):
     def resumeProducing(self) -> None:
         self.writePaused = False
         self.pausedSince = None
-        if self.readingStopped and self.state != CLOSED:
-            self.readingStopped = False
-            self.paused = False
-            self.transport.resumeProducing()
-            self.dataReceived(b"")  # frames that arrived before we stopped reading
+        self.releaseReading("sendq")
         if self.state == LIVE and not self.live:
             self.pump()
         if self.factory.files is not None:

@@ -1,0 +1,887 @@
+#!/usr/bin/env python3
+"""
+tcpchat benchmark: the same load, in one run, against tcpchat, the seed
+prototype (../shared/baseline/seed_server.py) and ngircd (a C IRC daemon).
+
+Everything runs on 127.0.0.1; every loop is bounded in count and time.
+See docs/PERFORMANCE.rst for how to read the output.
+
+    .venv/bin/python benchmarks/bench.py                      # the full run (~10 min)
+    .venv/bin/python benchmarks/bench.py --quick              # a smoke run (seconds)
+    .venv/bin/python benchmarks/bench.py --servers tcpchat --clients 100 --repeat 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DEFAULT_SEED = os.path.join(ROOT, "..", "shared", "baseline", "seed_server.py")
+PASSKEY = "bench-passkey"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MARK = re.compile(rb"<M(\d+) (\d+)>")
+
+
+def now_ns() -> int:
+    return time.perf_counter_ns()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- server processes
+
+
+class Server:
+    """A server under test, as a child process we can measure through /proc."""
+
+    name = "?"
+    proc: subprocess.Popen
+    port: int
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+    def _status(self, key: str) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        return 0
+
+    def rss_kib(self) -> int:
+        return self._status("VmRSS")
+
+    def peak_kib(self) -> int:
+        return self._status("VmHWM")
+
+    def _wait_line(self, pattern: str, timeout: float = 30.0) -> "re.Match":
+        deadline = time.monotonic() + timeout
+        seen = []
+        fd = self.proc.stdout.fileno()
+        buf = b""
+        import select
+
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.5)
+            if ready:
+                data = os.read(fd, 65536)
+                if not data:
+                    break
+                buf += data
+                m = re.search(pattern.encode(), buf)
+                if m:
+                    return m
+            elif self.proc.poll() is not None:
+                break
+        seen.append(buf.decode("utf-8", "replace"))
+        raise RuntimeError(f"{self.name} did not start:\n" + "".join(seen)[-2000:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class TcpchatServer(Server):
+    name = "tcpchat"
+
+    def __init__(self, workdir: str) -> None:
+        self.workdir = workdir
+
+    def start(self) -> None:
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        data = self.data = tempfile.mkdtemp(dir=self.workdir, prefix="tcpchat-")
+        self.proc = subprocess.Popen(
+            [twistd, "-n", "--pidfile=", "tcpchat", "--listen", "tcp:0:interface=127.0.0.1:backlog=4096",
+             "--data-dir", data, "--passkey", PASSKEY, "--history", "0", "--max-file-size", "8G", "--max-storage", "64G"],
+            cwd=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        self.port = int(self._wait_line(r"Join at:\s+127\.0\.0\.1:(\d+)").group(1))
+        threading_drain(self.proc)
+
+
+class SeedServer(Server):
+    name = "seed"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def start(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, "-u", self.path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, SEED_PORT=str(self.port), SEED_HOST="127.0.0.1"),
+                                     cwd=tempfile.mkdtemp(prefix="seed-"))
+        self.passkey = self._wait_line(r"Server passkey: (\w+)").group(1).decode()
+        threading_drain(self.proc)
+
+
+class NgircdServer(Server):
+    name = "ngircd"
+
+    def __init__(self, workdir: str) -> None:
+        self.workdir = workdir
+
+    def start(self) -> None:
+        self.port = free_port()
+        conf = os.path.join(tempfile.mkdtemp(dir=self.workdir, prefix="ngircd-"), "ngircd.conf")
+        with open(conf, "w") as f:
+            f.write(f"""[Global]
+Name = bench.irc
+Info = tcpchat benchmark peer
+Listen = 127.0.0.1
+Ports = {self.port}
+Password = {PASSKEY}
+ServerUID = {os.getuid()}
+ServerGID = {os.getgid()}
+[Limits]
+MaxConnections = 0
+MaxConnectionsIP = 0
+MaxJoins = 0
+PingTimeout = 600
+PongTimeout = 600
+MaxNickLength = 20
+[Options]
+DNS = no
+Ident = no
+PAM = no
+OperCanUseMode = yes
+[Operator]
+Name = bench
+Password = benchpw
+[Channel]
+Name = #chat
+""")
+        binary = shutil.which("ngircd") or "/usr/sbin/ngircd"
+        self.proc = subprocess.Popen([binary, "-n", "-f", conf], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._wait_line(r"ready")
+        threading_drain(self.proc)
+
+
+def threading_drain(proc: subprocess.Popen) -> None:
+    """Keep reading a child's output so it never blocks on a full pipe."""
+    import threading
+
+    def drain() -> None:
+        try:
+            while proc.stdout.read(65536):
+                pass
+        except (OSError, ValueError):
+            pass
+
+    threading.Thread(target=drain, daemon=True).start()
+
+
+# ---------------------------------------------------------------- protocol adapters
+
+
+class Conn:
+    """One benchmark client connection; ``on_text(bytes)`` hears every chat line it receives."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.on_text: Callable[[bytes], None] = lambda t: None
+        self.task: Optional[asyncio.Task] = None
+
+    def close(self) -> None:
+        if self.task:
+            self.task.cancel()
+        self.writer.transport.abort()
+
+
+class TcpchatAdapter:
+    name = "tcpchat"
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    async def connect(self, name: str, sender: bool = False) -> Conn:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port, limit=1 << 20)
+        conn = Conn(reader, writer)
+        self.send_frame(conn, {"type": "hello", "version": 1, "name": name, "passkey": PASSKEY})
+        while True:
+            frame = await self.read_frame(conn)
+            if frame.get("type") == "synced":
+                break
+            if frame.get("type") == "error":
+                raise RuntimeError(frame)
+        conn.task = asyncio.ensure_future(self.pump(conn))
+        return conn
+
+    def send_frame(self, conn: Conn, frame: Dict[str, Any]) -> None:
+        payload = json.dumps(frame, separators=(",", ":")).encode()
+        conn.writer.write(struct.pack(">I", len(payload)) + payload)
+
+    async def read_frame(self, conn: Conn) -> Dict[str, Any]:
+        (n,) = struct.unpack(">I", await conn.reader.readexactly(4))
+        payload = await conn.reader.readexactly(n)
+        return json.loads(payload) if payload[:1] == b"{" else {"type": "data", "size": len(payload)}
+
+    async def pump(self, conn: Conn) -> None:
+        reader = conn.reader
+        try:
+            while True:
+                (n,) = struct.unpack(">I", await reader.readexactly(4))
+                payload = await reader.readexactly(n)
+                if b'"kind":"message"' in payload:
+                    m = MARK.search(payload)
+                    if m:
+                        conn.on_text(m.group(0))
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            return
+
+    def say(self, conn: Conn, text: str, seq: int) -> None:
+        self.send_frame(conn, {"type": "say", "text": text, "cid": f"c{seq}"})
+
+
+class SeedAdapter:
+    name = "seed"
+
+    def __init__(self, server: SeedServer) -> None:
+        self.server = server
+
+    async def connect(self, name: str, sender: bool = False) -> Conn:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port, limit=1 << 20)
+        conn = Conn(reader, writer)
+        writer.write(f"{name} {self.server.passkey}".encode())
+        await writer.drain()
+        # the seed has no login answer and no framing: anything sent right after the
+        # credentials lands in the same recv() and breaks its login, so wait a little
+        await asyncio.sleep(0.1)
+        conn.task = asyncio.ensure_future(self.pump(conn))
+        return conn
+
+    async def pump(self, conn: Conn) -> None:
+        buf = b""
+        try:
+            while True:
+                data = await conn.reader.read(1 << 16)
+                if not data:
+                    return
+                buf += data
+                last = 0
+                for m in MARK.finditer(buf):
+                    conn.on_text(m.group(0))
+                    last = m.end()
+                buf = buf[last:][-64:]
+        except (ConnectionError, asyncio.CancelledError):
+            return
+
+    def say(self, conn: Conn, text: str, seq: int) -> None:
+        conn.writer.write(text.encode())
+
+
+class IrcAdapter:
+    name = "ngircd"
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    async def connect(self, name: str, sender: bool = False) -> Conn:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port, limit=1 << 20)
+        conn = Conn(reader, writer)
+        nick = name[:20]
+        writer.write(f"PASS {PASSKEY}\r\nNICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
+        if sender:  # lift the compiled-in flood throttle for the sender
+            writer.write(f"OPER bench benchpw\r\nMODE {nick} +F\r\n".encode())
+        writer.write(b"JOIN #chat\r\n")
+        while True:
+            line = await reader.readline()
+            if not line:
+                raise RuntimeError("ngircd closed the connection")
+            if b" 366 " in line:  # end of NAMES: joined
+                break
+            if line.startswith(b"PING"):
+                writer.write(b"PONG" + line[4:])
+        conn.task = asyncio.ensure_future(self.pump(conn))
+        return conn
+
+    async def pump(self, conn: Conn) -> None:
+        try:
+            while True:
+                line = await conn.reader.readline()
+                if not line:
+                    return
+                if b" PRIVMSG " in line:
+                    m = MARK.search(line)
+                    if m:
+                        conn.on_text(m.group(0))
+                elif line.startswith(b"PING"):
+                    conn.writer.write(b"PONG" + line[4:])
+        except (ConnectionError, asyncio.CancelledError, ValueError):
+            return
+
+    def say(self, conn: Conn, text: str, seq: int) -> None:
+        conn.writer.write(f"PRIVMSG #chat :{text}\r\n".encode())
+
+
+# ---------------------------------------------------------------- measurements
+
+
+@dataclass
+class Delivery:
+    """What each receiver saw of one sender's numbered messages."""
+
+    expected: int
+    seqs: List[List[int]] = field(default_factory=list)
+    latencies: List[float] = field(default_factory=list)
+    count: int = 0
+    done: Optional[asyncio.Future] = None
+
+    def check(self) -> Tuple[int, int, int]:
+        """(lost, duplicated, out of order) over all receivers."""
+        lost = dup = disorder = 0
+        for seqs in self.seqs:
+            seen = set(seqs)
+            lost += self.expected - len(seen & set(range(self.expected)))
+            dup += len(seqs) - len(seen)
+            disorder += sum(1 for a, b in zip(seqs, seqs[1:]) if b < a)
+        return lost, dup, disorder
+
+
+def attach(receivers: List[Conn], expected: int) -> Delivery:
+    delivery = Delivery(expected=expected)
+    loop = asyncio.get_event_loop()
+    delivery.done = loop.create_future()
+    total = expected * len(receivers)
+    for conn in receivers:
+        seqs: List[int] = []
+        delivery.seqs.append(seqs)
+
+        def on_text(mark: bytes, seqs: List[int] = seqs) -> None:
+            m = MARK.match(mark)
+            seq, sent = int(m.group(1)), int(m.group(2))
+            seqs.append(seq)
+            delivery.latencies.append((now_ns() - sent) / 1e6)
+            delivery.count += 1
+            if delivery.count >= total and not delivery.done.done():
+                delivery.done.set_result(None)
+
+        conn.on_text = on_text
+    return delivery
+
+
+def percentile(values: List[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, int(round(p / 100 * (len(values) - 1)))))
+    return values[k]
+
+
+async def connect_all(adapter: Any, n: int, prefix: str, timeout: float) -> Tuple[List[Conn], float]:
+    start = time.perf_counter()
+    sem = asyncio.Semaphore(1000)
+
+    async def one(i: int) -> Conn:
+        async with sem:
+            return await adapter.connect(f"{prefix}{i}")
+
+    tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
+    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    for t in pending:
+        t.cancel()
+    conns = [t.result() for t in done if not t.exception()]
+    return conns, time.perf_counter() - start
+
+
+async def measure_cell(adapter: Any, server: Server, n: int, args: argparse.Namespace) -> Dict[str, Any]:
+    result: Dict[str, Any] = {"server": server.name, "N": n}
+    rss_before = server.rss_kib()
+    cpu_gen0 = time.process_time()
+    receivers, login_s = await connect_all(adapter, n, "u", args.login_timeout)
+    result["logged_in"] = len(receivers)
+    result["login_s"] = login_s
+    await asyncio.sleep(0.5)  # let the server settle before reading memory (no traffic in flight)
+    result["rss_per_client_kib"] = (server.rss_kib() - rss_before) / max(1, len(receivers))
+    sender = await adapter.connect("sender", sender=True)
+
+    # latency at a fixed rate
+    count = int(args.rate * args.duration)
+    delivery = attach(receivers, count)
+    interval = 1.0 / args.rate
+    start = time.perf_counter()
+    for seq in range(count):
+        target = start + seq * interval
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        adapter.say(sender, f"<M{seq} {now_ns()}>", seq)
+    try:
+        await asyncio.wait_for(asyncio.shield(delivery.done), timeout=args.duration + 10)
+    except asyncio.TimeoutError:
+        pass
+    lat = delivery.latencies
+    result.update(p50_ms=percentile(lat, 50), p95_ms=percentile(lat, 95), p99_ms=percentile(lat, 99),
+                  max_ms=max(lat) if lat else float("nan"))
+    lost, dup, disorder = delivery.check()
+
+    # saturation: as fast as the server goes, bounded in count and time
+    burst = max(20, min(2000, args.saturation_deliveries // max(1, len(receivers))))
+    delivery = attach(receivers, burst)
+    cpu0 = server.cpu_seconds()
+    t0 = time.perf_counter()
+    for seq in range(burst):
+        adapter.say(sender, f"<M{seq} {now_ns()}>", count + seq)
+        if seq % 50 == 49:
+            await sender.writer.drain()
+    await sender.writer.drain()
+    try:
+        await asyncio.wait_for(asyncio.shield(delivery.done), timeout=args.saturation_timeout)
+    except asyncio.TimeoutError:
+        pass
+    elapsed = time.perf_counter() - t0
+    cpu = server.cpu_seconds() - cpu0
+    l2, d2, o2 = delivery.check()
+    result.update(
+        deliveries=delivery.count,
+        deliveries_per_s=delivery.count / elapsed if elapsed else 0.0,
+        cpu_ms_per_1k=(cpu * 1000) / (delivery.count / 1000) if delivery.count else float("nan"),
+        lost=lost + l2, duplicated=dup + d2, reordered=disorder + o2,
+        peak_rss_kib=server.peak_kib(),
+        generator_cpu_s=time.process_time() - cpu_gen0,
+    )
+    result["generator_cpu_share"] = result["generator_cpu_s"] / max(1e-9, elapsed + login_s + args.duration)
+    for conn in receivers + [sender]:
+        conn.close()
+    await asyncio.sleep(0.2)
+    return result
+
+
+async def measure_idle(adapter: Any, server: Server, n: int, args: argparse.Namespace) -> Dict[str, Any]:
+    rss_before = server.rss_kib()
+    conns, login_s = await connect_all(adapter, n, "idle", args.idle_timeout)
+    await asyncio.sleep(1.0)
+    result = {"server": server.name, "N": n, "logged_in": len(conns), "login_s": login_s,
+              "rss_per_client_kib": (server.rss_kib() - rss_before) / max(1, len(conns)),
+              "peak_rss_kib": server.peak_kib()}
+    for conn in conns:
+        conn.close()
+    await asyncio.sleep(0.5)
+    return result
+
+
+# ---------------------------------------------------------------- files
+
+
+async def raw_tcp(size: int, block: bytes) -> Tuple[float, float]:
+    """Loopback TCP MB/s in each direction, moving the same bytes with the same block size."""
+    got = {"n": 0}
+    done = asyncio.get_event_loop().create_future()
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            data = await reader.read(1 << 20)
+            if not data:
+                break
+            got["n"] += len(data)
+        writer.close()
+        if not done.done():
+            done.set_result(None)
+
+    server = await asyncio.start_server(sink, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    t0 = time.perf_counter()
+    sent = 0
+    while sent < size:
+        writer.write(block)
+        sent += len(block)
+        await writer.drain()
+    writer.close()
+    await done
+    up = size / (time.perf_counter() - t0) / 1e6
+
+    async def source(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sent = 0
+        while sent < size:
+            writer.write(block)
+            sent += len(block)
+            await writer.drain()
+        writer.close()
+
+    server2 = await asyncio.start_server(source, "127.0.0.1", 0)
+    port2 = server2.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port2, limit=1 << 22)
+    t0 = time.perf_counter()
+    n = 0
+    while True:
+        data = await reader.read(1 << 20)
+        if not data:
+            break
+        n += len(data)
+    down = n / (time.perf_counter() - t0) / 1e6
+    server.close()
+    server2.close()
+    return up, down
+
+
+async def tcpchat_files(server: TcpchatServer, size: int, block: bytes) -> Dict[str, Any]:
+    """Upload then download ``size`` bytes through tcpchat; server RSS sampled meanwhile."""
+    adapter = TcpchatAdapter(server)
+    peak = {"rss": server.rss_kib()}
+    base = peak["rss"]
+    sampling = True
+
+    async def sample() -> None:
+        while sampling:
+            peak["rss"] = max(peak["rss"], server.rss_kib())
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.ensure_future(sample())
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=1 << 22)
+    conn = Conn(reader, writer)
+    adapter.send_frame(conn, {"type": "hello", "version": 1, "name": "filer", "passkey": PASSKEY})
+    while (await adapter.read_frame(conn)).get("type") != "synced":
+        pass
+    digest = hashlib.sha256()
+    chunks = size // len(block)
+    for _ in range(chunks):
+        digest.update(block)
+    sha = digest.hexdigest()
+    chunk = 64 * 1024
+    t0 = time.perf_counter()
+    adapter.send_frame(conn, {"type": "upload", "tid": 1, "name": "big.bin", "size": chunks * len(block), "sha256": sha})
+    header = struct.pack(">IBI", chunk + 5, 0, 1)
+    view = memoryview(block)
+    for _ in range(chunks):
+        for i in range(0, len(block), chunk):
+            writer.write(header)
+            writer.write(view[i : i + chunk])
+        await writer.drain()
+    sent_at = time.perf_counter()
+    while True:
+        frame = await adapter.read_frame(conn)
+        if frame.get("type") == "upload-done":
+            finish_s = time.perf_counter() - sent_at
+            file_id = frame["file"]["id"]
+            break
+        if frame.get("type") == "error":
+            raise RuntimeError(frame)
+    up = chunks * len(block) / (time.perf_counter() - t0) / 1e6
+
+    t0 = time.perf_counter()
+    adapter.send_frame(conn, {"type": "download", "tid": 2, "file": file_id})
+    received = 0
+    while True:
+        (n,) = struct.unpack(">I", await reader.readexactly(4))
+        payload = await reader.readexactly(n)
+        if payload[:1] == b"\x00":
+            received += n - 5
+        elif b'"download-done"' in payload:
+            break
+    down = received / (time.perf_counter() - t0) / 1e6
+    sampling = False
+    await sampler
+    conn.close()
+    return {"upload_MBps": up, "download_MBps": down, "bytes": received, "rss_growth_kib": peak["rss"] - base,
+            "upload_finish_s": finish_s}
+
+
+async def seed_upload(server: SeedServer, size: int, block: bytes) -> Optional[float]:
+    """The seed's in-band upload, with pauses so its recv() boundaries line up (it fails otherwise)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(f"filer {server.passkey}".encode())
+    await asyncio.sleep(0.2)
+    t0 = time.perf_counter()
+    writer.write(b"[FILE_TRANSFER]")
+    await asyncio.sleep(0.05)
+    writer.write(b"bench.bin")
+    await asyncio.sleep(0.05)
+    sent = 0
+    while sent < size:
+        writer.write(block)
+        sent += len(block)
+        await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(b"[FILE_END]")
+    await writer.drain()
+    # it says nothing back to the sender; wait until its file has all the bytes
+    path = os.path.join(server.proc.args and os.path.dirname(server.path) or ".", "received_bench.bin")
+    deadline = time.monotonic() + 120
+    cwd = os.readlink(f"/proc/{server.proc.pid}/cwd")
+    path = os.path.join(cwd, "received_bench.bin")
+    while time.monotonic() < deadline:
+        if os.path.exists(path) and os.path.getsize(path) >= size:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        return None
+    elapsed = time.perf_counter() - t0
+    writer.transport.abort()
+    os.remove(path)
+    return size / elapsed / 1e6
+
+
+# ---------------------------------------------------------------- driver
+
+
+def make(kind: str, args: argparse.Namespace, workdir: str) -> Tuple[Server, Any]:
+    if kind == "tcpchat":
+        server = TcpchatServer(workdir)
+        return server, TcpchatAdapter(server)
+    if kind == "seed":
+        seed = SeedServer(args.seed_server)
+        return seed, SeedAdapter(seed)
+    if kind == "ngircd":
+        irc = NgircdServer(workdir)
+        return irc, IrcAdapter(irc)
+    raise SystemExit(f"unknown server {kind}")
+
+
+def available(kind: str, args: argparse.Namespace) -> Optional[str]:
+    if kind == "seed" and not os.path.exists(args.seed_server):
+        return f"no seed server at {args.seed_server}"
+    if kind == "ngircd" and not (shutil.which("ngircd") or os.path.exists("/usr/sbin/ngircd")):
+        return "ngircd is not installed (apt-get install ngircd)"
+    return None
+
+
+def median_row(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"server": rows[0]["server"], "N": rows[0]["N"], "runs": len(rows)}
+    for key in rows[0]:
+        if key in ("server", "N"):
+            continue
+        values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+        if values:
+            out[key] = statistics.median(values)
+            out[key + "_spread"] = (min(values), max(values))
+    return out
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if isinstance(value, float):
+        if value != value:
+            return "n/a"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def table(rows: List[Dict[str, Any]], columns: List[Tuple[str, str, int]]) -> str:
+    head = [title for title, _, _ in columns]
+    body = [[fmt(r.get(key), digits) for _, key, digits in columns] for r in rows]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
+    line = "  ".join("=" * w for w in widths)
+    out = [line, "  ".join(h.ljust(w) for h, w in zip(head, widths)), line]
+    out += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
+    out.append(line)
+    return "\n".join(out)
+
+
+async def run(args: argparse.Namespace) -> Dict[str, Any]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 65536)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    workdir = tempfile.mkdtemp(prefix="tcpchat-bench-")
+    results: Dict[str, Any] = {"cells": [], "idle": [], "files": {}, "skipped": {}, "machine": machine()}
+    try:
+        for kind in args.servers:
+            why = available(kind, args)
+            if why:
+                results["skipped"][kind] = why
+                print(f"skipping {kind}: {why}", file=sys.stderr)
+                continue
+            for n in args.clients:
+                runs = []
+                for rep in range(args.repeat):
+                    server, adapter = make(kind, args, workdir)
+                    server.start()
+                    try:
+                        cell = await asyncio.wait_for(measure_cell(adapter, server, n, args), timeout=args.cell_timeout)
+                    except asyncio.TimeoutError:
+                        cell = {"server": kind, "N": n, "error": "cell timed out"}
+                    finally:
+                        server.stop()
+                    print(f"  {kind} N={n} run {rep + 1}: " + ", ".join(f"{k}={fmt(v, 2)}" for k, v in cell.items()
+                                                                        if k not in ("server", "N")), file=sys.stderr)
+                    runs.append(cell)
+                good = [r for r in runs if "error" not in r]
+                results["cells"].append(median_row(good) if good else runs[0])
+            if args.idle:
+                runs = []
+                for rep in range(args.repeat):
+                    server, adapter = make(kind, args, workdir)
+                    server.start()
+                    try:
+                        cell = await measure_idle(adapter, server, args.idle, args)
+                    finally:
+                        server.stop()
+                    print(f"  {kind} idle N={args.idle} run {rep + 1}: {cell}", file=sys.stderr)
+                    runs.append(cell)
+                results["idle"].append(median_row(runs))
+        if args.file_size:
+            block = os.urandom(256 * 1024)
+            size = args.file_size // len(block) * len(block)
+            files: Dict[str, Any] = {"size": size}
+            warm_page_cache(workdir, 2 * size, block)
+            runs = []
+            for rep in range(args.repeat):
+                raw_up, raw_down = await raw_tcp(size, block)
+                server = TcpchatServer(workdir)
+                server.start()
+                try:
+                    got = await tcpchat_files(server, size, block)
+                finally:
+                    server.stop()
+                    shutil.rmtree(server.data, ignore_errors=True)  # give its page cache back for the next run
+                got.update(raw_up_MBps=raw_up, raw_down_MBps=raw_down,
+                           upload_ratio=got["upload_MBps"] / raw_up, download_ratio=got["download_MBps"] / raw_down)
+                if "seed" in args.servers and not available("seed", args):
+                    seed = SeedServer(args.seed_server)
+                    seed.start()
+                    try:
+                        got["seed_upload_MBps"] = await seed_upload(seed, min(size, 200 * 1024 * 1024), block)
+                    finally:
+                        seed.stop()
+                print(f"  files run {rep + 1}: {got}", file=sys.stderr)
+                runs.append({"server": "tcpchat", "N": 1, **got})
+            files.update(median_row(runs))
+            results["files"] = files
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def warm_page_cache(workdir: str, size: int, block: bytes) -> None:
+    """
+    Write and delete a scratch file first.  On a fresh virtual machine the first
+    touch of each page of memory is slow (it is being mapped in by the host), and
+    a server writing a new file pays that as page cache grows; the raw TCP
+    reference never does.  After this, both sides run on memory already mapped.
+    """
+    path = os.path.join(workdir, "warm.bin")
+    with open(path, "wb") as f:
+        written = 0
+        while written < size:
+            f.write(block)
+            written += len(block)
+    os.remove(path)
+
+
+def machine() -> Dict[str, Any]:
+    info = {"cores": os.cpu_count(), "python": sys.version.split()[0]}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def report(results: Dict[str, Any]) -> str:
+    parts = [f"machine: {results['machine']}"]
+    cols = [("server", "server", 0), ("N", "N", 0), ("logged in", "logged_in", 0), ("login s", "login_s", 2),
+            ("deliv/s", "deliveries_per_s", 0), ("CPU ms/1k", "cpu_ms_per_1k", 2), ("p50 ms", "p50_ms", 1),
+            ("p95 ms", "p95_ms", 1), ("p99 ms", "p99_ms", 1), ("max ms", "max_ms", 1), ("lost", "lost", 0),
+            ("dup", "duplicated", 0), ("reord", "reordered", 0), ("KiB/client", "rss_per_client_kib", 1),
+            ("peak RSS MiB", "peak_mib", 1), ("gen CPU", "generator_cpu_share", 2)]
+    for row in results["cells"]:
+        if "peak_rss_kib" in row:
+            row["peak_mib"] = row["peak_rss_kib"] / 1024
+    parts.append(table(results["cells"], cols))
+    by = {(r["server"], r["N"]): r for r in results["cells"]}
+    ratios = []
+    for (server, n), row in sorted(by.items()):
+        if server == "tcpchat":
+            for peer in ("ngircd", "seed"):
+                other = by.get((peer, n))
+                if other and other.get("cpu_ms_per_1k") and row.get("cpu_ms_per_1k") and other.get("p99_ms"):
+                    ratios.append({"server": f"tcpchat / {peer}", "N": n,
+                                   "cpu": row["cpu_ms_per_1k"] / other["cpu_ms_per_1k"],
+                                   "p99": row["p99_ms"] / other["p99_ms"]})
+    if ratios:
+        parts.append("ratios (lower is better for tcpchat):")
+        parts.append(table(ratios, [("pair", "server", 0), ("N", "N", 0), ("CPU per 1k", "cpu", 2), ("p99", "p99", 2)]))
+    if results["idle"]:
+        for row in results["idle"]:
+            row["peak_mib"] = row.get("peak_rss_kib", 0) / 1024
+        parts.append("idle logged-in clients:")
+        parts.append(table(results["idle"], [("server", "server", 0), ("N", "N", 0), ("logged in", "logged_in", 0),
+                                             ("login s", "login_s", 2), ("KiB/client", "rss_per_client_kib", 1),
+                                             ("peak RSS MiB", "peak_mib", 1)]))
+    if results["files"]:
+        f = results["files"]
+        parts.append(
+            f"files ({f['size'] / 2**20:.0f} MiB): upload {fmt(f.get('upload_MBps'), 0)} MB/s "
+            f"({fmt(f.get('upload_ratio'), 2)} of raw TCP {fmt(f.get('raw_up_MBps'), 0)}), download "
+            f"{fmt(f.get('download_MBps'), 0)} MB/s ({fmt(f.get('download_ratio'), 2)} of raw TCP "
+            f"{fmt(f.get('raw_down_MBps'), 0)}), server RSS growth {fmt(f.get('rss_growth_kib', 0) / 1024, 1)} MiB"
+            + (f", seed upload {fmt(f.get('seed_upload_MBps'), 0)} MB/s" if f.get("seed_upload_MBps") else "")
+        )
+    for kind, why in results["skipped"].items():
+        parts.append(f"skipped {kind}: {why}")
+    return "\n\n".join(parts)
+
+
+def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--servers", default="tcpchat,seed,ngircd", type=lambda s: s.split(","))
+    p.add_argument("--clients", default="10,100,500,1000", type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--idle", default=5000, type=int, help="idle logged-in clients for the memory cell (0: skip)")
+    p.add_argument("--repeat", default=3, type=int)
+    p.add_argument("--rate", default=50.0, type=float, help="messages per second for the latency measurement")
+    p.add_argument("--duration", default=4.0, type=float, help="seconds of fixed-rate sending")
+    p.add_argument("--saturation-deliveries", default=200_000, type=int)
+    p.add_argument("--saturation-timeout", default=30.0, type=float)
+    p.add_argument("--login-timeout", default=60.0, type=float)
+    p.add_argument("--idle-timeout", default=60.0, type=float)
+    p.add_argument("--cell-timeout", default=180.0, type=float)
+    p.add_argument("--file-size", default=1024**3, type=int, help="bytes for the file throughput cell (0: skip)")
+    p.add_argument("--seed-server", default=DEFAULT_SEED)
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.clients, args.idle, args.repeat = [5], 20, 1
+        args.duration, args.rate, args.saturation_deliveries = 0.5, 40.0, 500
+        args.file_size = min(args.file_size, 4 * 1024 * 1024)
+        args.cell_timeout = 60.0
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse(argv)
+    results = asyncio.run(run(args))
+    print(report(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+    bad = [r for r in results["cells"] if r["server"] == "tcpchat" and (r.get("lost") or r.get("duplicated")
+                                                                      or r.get("reordered") or "error" in r)]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
