@@ -146,11 +146,12 @@ class ProtocolError(Exception):
 @dataclass(frozen=True)
 class Chunk:
     """
-    A data frame: part of the file moving in transfer ``tid``.
+    A data frame: part of the file moving in transfer ``tid``.  ``data`` is a
+    read-only view into the frame (bytes-like: write it, hash it, ``bytes()`` it).
     """
 
     tid: int
-    data: bytes
+    data: Union[bytes, memoryview]
 
 
 Frame = Union[Dict[str, Any], Chunk]
@@ -302,7 +303,7 @@ def decode(payload: bytes, table: Mapping[str, Mapping[str, Tuple[Validator, boo
         _, tid = _DATA_HEADER.unpack_from(payload)
         if not 1 <= tid <= MAX_TRANSFER_ID:
             raise _fail("bad transfer id")
-        return Chunk(tid, payload[_DATA_HEADER.size :])
+        return Chunk(tid, memoryview(payload)[_DATA_HEADER.size :])  # no copy of the file data
     try:
         obj = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):

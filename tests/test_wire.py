@@ -227,3 +227,41 @@ def test_protocol_document_lists_every_frame_and_error_code():
     fatal = set(re.findall(r"^``([a-z-]+)``\s+yes\s", table, re.M))
     assert fatal == set(wire.FATAL_CODES)
     assert "Version: 1" in doc and wire.PROTOCOL_VERSION == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=20), st.lists(st.integers(1, 400), min_size=1, max_size=30))
+def test_frame_receiver_matches_twisted_for_any_split(frames, cuts):
+    """FrameReceiver delivers exactly the frames Int32StringReceiver would, however the bytes are split."""
+    from twisted.protocols.basic import Int32StringReceiver
+
+    from tcpchat.framing import FrameReceiver
+
+    stream = b"".join(struct.pack(">I", len(f)) + f for f in frames)
+    got = {}
+    for cls in (FrameReceiver, Int32StringReceiver):
+        received = []
+        proto = cls()
+        proto.stringReceived = received.append
+        proto.makeConnection(None) if cls is FrameReceiver else None
+        pos, i = 0, 0
+        while pos < len(stream):
+            step = cuts[i % len(cuts)]
+            proto.dataReceived(stream[pos : pos + step])
+            pos, i = pos + step, i + 1
+        got[cls] = received
+    assert got[FrameReceiver] == got[Int32StringReceiver] == frames
+
+
+def test_frame_receiver_refuses_oversized_prefix_without_buffering():
+    """A length over MAX_LENGTH calls lengthLimitExceeded at once and keeps nothing."""
+    from tcpchat.framing import FrameReceiver
+
+    seen = []
+    proto = FrameReceiver()
+    proto.makeConnection(None)
+    proto.MAX_LENGTH = 100
+    proto.stringReceived = seen.append
+    proto.lengthLimitExceeded = lambda n: seen.append(("too long", n))
+    proto.dataReceived(struct.pack(">I", 3) + b"abc" + struct.pack(">I", 2**31) + b"x" * 50)
+    assert seen == [b"abc", ("too long", 2**31)]

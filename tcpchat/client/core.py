@@ -25,10 +25,10 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.protocols.basic import Int32StringReceiver
 from zope.interface import Interface, implementer
 
 from tcpchat import wire
+from tcpchat.framing import FrameReceiver
 from tcpchat.wire import ErrorCode
 
 # connection states shown to the user
@@ -161,7 +161,7 @@ def file_digest(path: str) -> tuple:
 
 
 @implementer(IPushProducer)
-class ClientProtocol(Int32StringReceiver):
+class ClientProtocol(FrameReceiver):
     """One connection to the server; all decisions are the ChatClient's."""
 
     MAX_LENGTH = wire.MAX_FRAME

@@ -18,10 +18,10 @@ from typing import Any, Dict, Optional
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
-from twisted.protocols.basic import Int32StringReceiver
 from zope.interface import implementer
 
 from tcpchat import wire
+from tcpchat.framing import FrameReceiver
 from tcpchat.wire import ErrorCode, ProtocolError
 
 # connection states
@@ -29,7 +29,7 @@ NEW, LIVE, CLOSED = "new", "live", "closed"
 
 
 @implementer(IPushProducer)
-class ChatProtocol(Int32StringReceiver):
+class ChatProtocol(FrameReceiver):
     """
     The server side of one connection.
     """
