@@ -43,7 +43,13 @@ class IPasskeyVerifier(Interface):
     """
 
     def verify(offered: str) -> bool:
-        """True if ``offered`` is the server's passkey."""
+        """True if ``offered`` is the server's passkey (sent in ``hello.passkey``)."""
+
+    def pakeRespond(clientMessage: bytes, binding: bytes) -> tuple:
+        """
+        Answer a client's SPAKE2 message: ``(message, server_confirm,
+        expected_client_confirm)``; see :mod:`tcpchat.pake`.
+        """
 
     def rotate(passkey: str) -> None:
         """Replace the passkey; later logins need the new one."""
@@ -67,3 +73,8 @@ class PasskeyVerifier:
 
     def verify(self, offered: str) -> bool:
         return hmac.compare_digest(self._key, canonical_passkey(offered).encode("utf-8"))
+
+    def pakeRespond(self, clientMessage: bytes, binding: bytes) -> tuple:
+        from tcpchat import pake
+
+        return pake.server_respond(self.passkey, clientMessage, binding)

@@ -58,6 +58,14 @@ class Options(usage.Options):
         ["server-name", None, None, "Name shown to users (default: 'tcpchat on HOSTNAME')."],
         ["max-file-size", None, Limits.max_file_size, "Largest file a user may share, e.g. 200M or 2G (default 1G).", _size],
         ["max-storage", None, Limits.max_storage, "Total size of shared files kept, e.g. 50G (default 10G).", _size],
+        ["certificate", None, None, "TLS certificate (PEM) to use instead of the generated one; needs --private-key."],
+        ["private-key", None, None, "Private key (PEM) for --certificate."],
+        ["max-connections", None, Limits.max_connections, "Open connections allowed in all (0: no limit).", int],
+        ["max-per-address", None, Limits.max_per_address, "Open connections allowed from one address (0: no limit).", int],
+        ["message-rate", None, Limits.message_rate, "Messages per second one user may keep sending (0: no limit).", float],
+    ]
+    optFlags = [
+        ["insecure-plaintext", None, "DANGER: no TLS. Passkeys and messages cross the network readable by anyone."],
     ]
 
     def __init__(self) -> None:
@@ -85,8 +93,16 @@ class Options(usage.Options):
                 raise usage.UsageError(f"cannot read --passkey-file: {e.strerror}") from None
         if self["passkey"] is not None and not auth.canonical_passkey(self["passkey"]):
             raise usage.UsageError("the passkey must not be empty")
+        if (self["certificate"] is None) != (self["private-key"] is None):
+            raise usage.UsageError("--certificate and --private-key go together")
+        for key in ("certificate", "private-key"):
+            if self[key] is not None and not os.path.isfile(self[key]):
+                raise usage.UsageError(f"--{key}: no such file: {self[key]}")
+        for key in ("max-connections", "max-per-address", "message-rate"):
+            if self[key] < 0:
+                raise usage.UsageError(f"--{key} cannot be negative")
         if not self["listen"]:
-            self["listen"] = [f"tcp:{self['port']}"]
+            self["listen"] = [f"tcp:{self['port']}:backlog=1024"]  # a classroom logging in at once
         data_dir = os.path.abspath(self["data-dir"])
         try:
             os.makedirs(data_dir, exist_ok=True)
@@ -106,8 +122,11 @@ class ChatService(service.Service):
 
     log = Logger()
 
-    def __init__(self, factory: ChatFactory, endpoints: List[Any], passkey: str, runner: Optional[ThreadRunner] = None):
+    def __init__(self, factory: ChatFactory, endpoints: List[Any], passkey: str, runner: Optional[ThreadRunner] = None,
+                 tls_options: Any = None, fingerprint: Optional[str] = None):
         self.factory = factory
+        self.tls_options = tls_options
+        self.fingerprint = fingerprint
         self.endpoints = endpoints
         self.passkey = passkey
         self.runner = runner
@@ -139,8 +158,14 @@ class ChatService(service.Service):
 
     async def _start(self) -> None:
         await self.factory.start()
+        listening: Any = self.factory
+        if self.tls_options is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            listening = TLSMemoryBIOFactory(self.tls_options, False, self.factory)
+            listening.noisy = False
         for endpoint in self.endpoints:
-            self.ports.append(await endpoint.listen(self.factory))
+            self.ports.append(await endpoint.listen(listening))
         self.announce()
         self.ready.callback(self.ports)
 
@@ -156,14 +181,22 @@ class ChatService(service.Service):
             host = port.getHost()
             addresses.extend(client_addresses(host.host, host.port))
         bar = "=" * 64
+        if self.fingerprint:
+            security = f"TLS, certificate {self.fingerprint}"
+        else:
+            security = "NONE - plaintext (--insecure-plaintext): anyone on the network can read everything"
         self.log.info(
-            "\n{bar}\n  tcpchat server {name!r} is ready\n  Passkey:     {passkey}\n  Join at:     {addresses}\n{bar}",
+            "\n{bar}\n  tcpchat server {name!r} is ready\n  Passkey:     {passkey}\n  Join at:     {addresses}\n"
+            "  Security:    {security}\n{bar}",
             bar=bar,
             name=self.factory.server_name,
             passkey=self.passkey,
             addresses=", ".join(addresses),
+            security=security,
             listening=[p.getHost().port for p in self.ports],
         )
+        if not self.fingerprint:
+            self.log.warn("TLS is OFF (--insecure-plaintext): passkeys and messages travel in clear text")
 
     async def _stop(self) -> None:
         await defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in self.ports])
@@ -221,7 +254,9 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
     runner = ThreadRunner(reactor)
     store = Store(os.path.join(config["data-dir"], "tcpchat.sqlite3"), runner)
     limits = Limits(
-        history=config["history"], max_file_size=config["max-file-size"], max_storage=config["max-storage"]
+        history=config["history"], max_file_size=config["max-file-size"], max_storage=config["max-storage"],
+        max_connections=config["max-connections"], max_per_address=config["max-per-address"],
+        message_rate=config["message-rate"],
     )
     factory = ChatFactory(store, auth.PasskeyVerifier(passkey), reactor, config["server-name"], limits)
     from tcpchat.server.files import FileService
@@ -231,4 +266,15 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
 
     factory.files = FileService(factory, os.path.join(config["data-dir"], "files"), in_thread)
     endpoints = [serverFromString(reactor, description) for description in config["listen"]]
-    return ChatService(factory, endpoints, passkey, runner)
+    tls_options = fingerprint = None
+    if not config["insecure-plaintext"]:
+        from tcpchat import tls
+
+        if config["certificate"]:
+            cert_path, key_path = config["certificate"], config["private-key"]
+        else:
+            cert_path, key_path = tls.ensure_certificate(config["data-dir"], socket.gethostname())
+        tls_options = tls.server_options(cert_path, key_path)
+        with open(cert_path, "rb") as f:
+            fingerprint = tls.fingerprint_pem(f.read())
+    return ChatService(factory, endpoints, passkey, runner, tls_options, fingerprint)

@@ -202,6 +202,17 @@ def _sha256(value: Any) -> str:
     return value
 
 
+def _hex(nbytes: int) -> Validator:
+    """Exactly ``nbytes`` bytes written as lowercase hex."""
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{%d}" % (2 * nbytes), value):
+            raise _fail(f"expected {2 * nbytes} lowercase hex digits")
+        return value
+
+    return check
+
+
 def _any(value: Any) -> Any:
     return value
 
@@ -217,11 +228,13 @@ CLIENT_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
     "hello": {
         "version": (_int(0, 2**31), True),
         "name": (_str(256), True),
-        "passkey": (_str(256), True),
+        "passkey": (_str(256), False),
+        "pake": (_hex(33), False),
         "after": (_ID, False),
         "session": (_str(64), False),
         "client": (_str(100), False),
     },
+    "pake-confirm": {"confirm": (_hex(32), True)},
     "say": {"text": (_text, True), "cid": (_str(MAX_CID_CHARS, 1), False)},
     "history": {"before": (_ID, False), "limit": (_int(1, MAX_HISTORY_PAGE), False)},
     "who": {},
@@ -261,6 +274,7 @@ SERVER_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
         "reason": (_any, False),
         "replay": (_any, False),
     },
+    "pake": {"msg": (_hex(33), True), "confirm": (_hex(32), True)},
     "synced": {"last": (_ID, True)},
     "ack": {"id": (_ID, True), "ts": (_any, True), "cid": (_any, False)},
     "history-page": {"events": (_any, True), "more": (_any, True)},

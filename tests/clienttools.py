@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any, Callable, Dict, List
 
 from twisted.internet import defer, reactor
@@ -80,15 +82,28 @@ def fast_retry(attempt: int) -> float:
 class InProcessServer:
     """A ChatFactory listening on 127.0.0.1 in this reactor, with a synchronous store."""
 
-    def __init__(self, path: str, **limits: Any) -> None:
+    def __init__(self, path: str, tls: bool = True, **limits: Any) -> None:
         self.store = Store(str(path) + "/chat.sqlite3")
+        self.tls = tls
+        self.path = str(path)
+        limits.setdefault("message_rate", 0)
         self.factory = ChatFactory(self.store, PasskeyVerifier(PASSKEY), reactor, "test server", Limits(**limits))
         self.factory.files = FileService(self.factory, str(path) + "/files")
         self.port: Any = None
 
     async def start(self, port: int = 0) -> int:
         await self.factory.start()
-        self.port = reactor.listenTCP(port, self.factory, interface="127.0.0.1")
+        listening: Any = self.factory
+        if self.tls:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            from tcpchat import tls
+
+            cert, key = tls.ensure_certificate(self.path, "localhost")
+            with open(cert, "rb") as f:
+                self.fingerprint = tls.fingerprint_pem(f.read())
+            listening = TLSMemoryBIOFactory(tls.server_options(cert, key), False, self.factory)
+        self.port = reactor.listenTCP(port, listening, interface="127.0.0.1")
         return self.port.getHost().port
 
     async def stop(self) -> None:
@@ -110,8 +125,12 @@ async def turns(predicate: Callable[[], bool], limit: int = 2000) -> None:
     raise AssertionError("condition never held")
 
 
+KNOWN = os.path.join(tempfile.mkdtemp(prefix="tcpchat-known-"), "known_servers.json")
+
+
 def make_client(port: int, name: str, passkey: str = PASSKEY, **kw: Any) -> tuple:
     recorder = Recorder()
     kw.setdefault("retry", fast_retry)
+    kw.setdefault("known_servers", KNOWN)
     client = ChatClient("127.0.0.1", port, name, passkey, recorder, reactor, **kw)
     return client, recorder

@@ -23,6 +23,7 @@ def make_factory(tmp_path: Any, files: bool = False, store: Optional[Store] = No
     clock = task.Clock()
     clock.advance(1_700_000_000)
     store = store or Store(str(tmp_path / "chat.sqlite3"))
+    limits.setdefault("message_rate", 0)  # tests send bursts; the rate limit has tests of its own
     factory = ChatFactory(store, PasskeyVerifier(PASSKEY), clock, "test server", Limits(**limits))
     if files:
         factory.files = FileService(factory, str(tmp_path / "files"))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -25,55 +25,74 @@ STARTUP_TIMEOUT = 30.0
 class ServerProcess:
     """The installed ``twistd -n tcpchat``, run as a subprocess on 127.0.0.1."""
 
-    def __init__(self, data_dir: str, port: int = 0, passkey: str = PASSKEY, extra: Optional[List[str]] = None):
+    def __init__(self, data_dir: str, port: int = 0, passkey: str = PASSKEY, extra: Optional[List[str]] = None,
+                 tls: bool = False):
+        self.tls = tls
         self.data_dir = str(data_dir)
         self.port = port
         self.passkey = passkey
         self.extra = extra or []
         self.output: List[str] = []
         self._partial = b""
+        self._searched = 0
+        self._eof = False
+        self._cond = threading.Condition()
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self) -> "ServerProcess":
-        args = [TWISTD, "-n", "--pidfile=", "tcpchat", "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+        args = [TWISTD, "-n", "--pidfile=", "tcpchat", "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
                 "--data-dir", self.data_dir, *self.extra]
         if self.passkey is not None:
             args += ["--passkey", self.passkey]
+        if not self.tls:  # these tests speak the protocol with plain sockets
+            args += ["--insecure-plaintext", "--message-rate", "0"]
         # run from the data directory, so only the *installed* plugin can be found
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(args, cwd=self.data_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        threading.Thread(target=self._reader, daemon=True).start()
         match = self.wait_for(r"Join at:\s+127\.0\.0\.1:(\d+)")
         self.port = int(match.group(1))
         if self.passkey is None:
             self.passkey = self.wait_for(r"Passkey:\s+(\S+)", start=0).group(1)
         return self
 
-    def wait_for(self, pattern: str, timeout: float = STARTUP_TIMEOUT, start: Optional[int] = None) -> "re.Match":
-        """Read the server's log until a line matches ``pattern``."""
+    def _reader(self) -> None:
+        """Read the server's output all the time, so its logging never blocks on a full pipe."""
         assert self.proc is not None and self.proc.stdout is not None
-        regex = re.compile(pattern)
-        if start is not None:  # look at what was already read first
-            for line in self.output[start:]:
-                m = regex.search(line)
-                if m:
-                    return m
-        deadline = time.monotonic() + timeout
         fd = self.proc.stdout.fileno()
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            data = os.read(fd, 65536)
-            if not data:
-                break
-            self._partial += data
-            *lines, self._partial = self._partial.split(b"\n")
-            for raw in lines:
-                line = raw.decode("utf-8", "replace") + "\n"
-                self.output.append(line)
-                m = regex.search(line)
-                if m:
-                    return m
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                data = b""
+            with self._cond:
+                if not data:
+                    self._eof = True
+                    self._cond.notify_all()
+                    return
+                self._partial += data
+                *lines, self._partial = self._partial.split(b"\n")
+                self.output.extend(raw.decode("utf-8", "replace") + "\n" for raw in lines)
+                self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = STARTUP_TIMEOUT, start: Optional[int] = None) -> "re.Match":
+        """Wait until a log line (from line ``start`` on, default: lines not yet searched) matches ``pattern``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            index = self._searched if start is None else start
+            while True:
+                while index < len(self.output):
+                    m = regex.search(self.output[index])
+                    index += 1
+                    if m:
+                        self._searched = max(self._searched, index)
+                        return m
+                self._searched = max(self._searched, index)
+                left = deadline - time.monotonic()
+                if left <= 0 or self._eof:
+                    break
+                self._cond.wait(left)
         raise AssertionError(f"server never logged {pattern!r}; output:\n" + "".join(self.output))
 
     def kill(self) -> None:
@@ -86,23 +105,25 @@ class ServerProcess:
         """SIGTERM, then the exit status."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        finally:
-            if self.proc.stdout:
-                rest = self._partial + self.proc.stdout.read()
-                self.output.append(rest.decode("utf-8", "replace"))
+        self.proc.wait(20)
+        with self._cond:
+            self._cond.wait_for(lambda: self._eof, timeout=10)
+            if self._partial:
+                self.output.append(self._partial.decode("utf-8", "replace"))
+                self._partial = b""
         return self.proc.returncode
 
     def log(self) -> str:
-        return "".join(self.output)
+        with self._cond:
+            return "".join(self.output)
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
         if self.proc is not None and self.proc.stdout:
-            self.proc.stdout.close()
+            with self._cond:
+                self._cond.wait_for(lambda: self._eof, timeout=10)
 
 
 class RawClient:
@@ -184,7 +205,8 @@ class TwistdProtocol(protocol.ProcessProtocol):
         self.ended.callback(reason.value.exitCode)
 
 
-async def spawn_twistd(reactor, data_dir: str, port: int = 0, passkey: str = PASSKEY, extra=()):
+async def spawn_twistd(reactor, data_dir: str, port: int = 0, passkey: str = PASSKEY,
+                       extra=("--insecure-plaintext", "--message-rate", "0")):
     """Start the installed twistd; returns (process protocol, port)."""
     proto = TwistdProtocol()
     data_dir = os.path.abspath(data_dir)

@@ -41,7 +41,7 @@ def test_terminal_session_chat_share_fetch_quit(server, tmp_path):
     transcript = tmp_path / "transcript.txt"
     downloads = tmp_path / "downloads"
     env = dict(os.environ, TERM="xterm", LANG="C.UTF-8", HOME=str(tmp_path))
-    child = pexpect.spawn(CLI, ["--host", "127.0.0.1", "--port", str(server.port), "--name", "alice",
+    child = pexpect.spawn(CLI, ["--host", "127.0.0.1", "--port", str(server.port), "--name", "alice", "--insecure-plaintext",
                                 "--download-dir", str(downloads)],
                           env=env, encoding="utf-8", timeout=20, dimensions=(30, 100))
     with open(transcript, "w", encoding="utf-8") as log:
@@ -90,7 +90,7 @@ def test_terminal_session_chat_share_fetch_quit(server, tmp_path):
 
 def test_wrong_passkey_says_so_and_exits_1(server, tmp_path):
     """A wrong passkey is shown in plain words and the client exits with status 1."""
-    result = subprocess.run([CLI, "--host", "127.0.0.1", "--port", str(server.port), "--name", "alice",
+    result = subprocess.run([CLI, "--host", "127.0.0.1", "--port", str(server.port), "--name", "alice", "--insecure-plaintext",
                              "--passkey", "not-it"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert result.returncode == 1
     assert "Wrong passkey." in result.stdout
@@ -103,7 +103,7 @@ def test_unreachable_server_is_explained(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    result = subprocess.run([CLI, "--host", "127.0.0.1", "--port", str(port), "--name", "a", "--passkey", "x"],
+    result = subprocess.run([CLI, "--host", "127.0.0.1", "--port", str(port), "--name", "a", "--passkey", "x", "--insecure-plaintext"],
                             capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert result.returncode == 1
     assert f"Unable to connect to 127.0.0.1:{port}: connection refused" in result.stdout
@@ -113,7 +113,7 @@ def test_without_a_terminal_output_is_plain(server, tmp_path):
     """With pipes instead of a terminal there are no colour codes, and input still works."""
     bob = RawClient(server.port)
     bob.login("bob")
-    proc = subprocess.Popen([CLI, "--host", "127.0.0.1", "--port", str(server.port), "--name", "alice",
+    proc = subprocess.Popen([CLI, "--host", "127.0.0.1", "--port", str(server.port), "--name", "alice", "--insecure-plaintext",
                              "--passkey", PASSKEY], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, encoding="utf-8")
     bob.recv_until(lambda f: f.get("kind") == "join" and f.get("name") == "alice")

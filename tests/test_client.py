@@ -224,8 +224,8 @@ class RestartTests(ClientTestCase):
             raise unittest.SkipTest("twistd is not installed next to this Python")
         proc, port = await spawn_twistd(reactor, self.tmp)
         self.addCleanup(kill_twistd, proc)
-        alice, arec = self.client(port, "alice")
-        bob, brec = self.client(port, "bob")
+        alice, arec = self.client(port, "alice", tls=False)
+        bob, brec = self.client(port, "bob", tls=False)
         await alice.start()
         await bob.start()
         for i in range(20):

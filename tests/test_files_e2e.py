@@ -24,7 +24,7 @@ class LargeFileTests(unittest.TestCase):
         self.addCleanup(kill_twistd, proc)
         clients = {}
         for name in ("alice", "bob", "carol", "dave"):
-            client, rec = make_client(port, name)
+            client, rec = make_client(port, name, tls=False)
             await client.start()
             self.addCleanup(client.stop)
             clients[name] = (client, rec)
@@ -56,7 +56,7 @@ class LargeFileTests(unittest.TestCase):
             rec.eventReceived = hook
 
         ticker = task.LoopingCall(chat)
-        ticker.start(0.01)
+        ticker.start(0.005)
         self.addCleanup(lambda: ticker.stop() if ticker.running else None)
 
         upload = alice.share(source)
@@ -86,8 +86,8 @@ class LargeFileTests(unittest.TestCase):
         # reached the uploader before its upload finished and the downloader before its download did
         await brec.until(lambda: set(sent_at) <= set(received["bob"]))
         await arec.until(lambda: set(sent_at) <= set(received["alice"]))
-        during_upload = [t for t, at in sent_at.items() if at < upload_done - 0.2]
-        during_download = [t for t, at in sent_at.items() if upload_done < at < bob_done - 0.2]
+        during_upload = [t for t, at in sent_at.items() if at < upload_done - 0.05]
+        during_download = [t for t, at in sent_at.items() if upload_done < at < bob_done - 0.05]
         for tick in during_upload:
             self.assertLess(received["alice"][tick], upload_done, tick)
         for tick in during_download:

@@ -468,3 +468,128 @@ def test_random_frame_sequences_never_crash_the_server(tmp_path, logged_errors, 
     witness.frames()
     witness.send({"type": "say", "text": "still fine"})
     assert kinds(witness.frames()) == ["ack"]
+
+
+# ---------------------------------------------------------------- login proof and abuse limits
+
+
+def pake_login(peer, name, passkey=PASSKEY):
+    """Log in with SPAKE2 as PROTOCOL.rst describes (plaintext: empty channel binding)."""
+    from tcpchat import pake
+
+    state, message = pake.client_start(passkey)
+    peer.send({"type": "hello", "version": 1, "name": name, "pake": message.hex()})
+    (answer,) = peer.frames()
+    if answer["type"] != "pake":
+        return [answer]
+    try:
+        confirm = pake.client_finish(state, bytes.fromhex(answer["msg"]), bytes.fromhex(answer["confirm"]), b"")
+    except pake.PakeError:
+        return ["client-rejected-server"]
+    peer.send({"type": "pake-confirm", "confirm": confirm.hex()})
+    return peer.frames()
+
+
+def test_pake_login_never_sends_the_passkey(factory):
+    """A SPAKE2 login succeeds and the passkey never crosses the wire."""
+    peer = Peer(factory)
+    frames = pake_login(peer, "alice")
+    assert kinds(frames)[0] == "welcome"
+    assert b"abcde" not in peer.transport.value() and PASSKEY.encode() not in peer.transport.value()
+
+
+def test_pake_with_wrong_passkey_fails_on_both_sides(factory):
+    """With a wrong passkey the client rejects the server's proof, and a forced confirm gets bad-passkey."""
+    from tcpchat import pake
+
+    assert pake_login(Peer(factory), "alice", passkey="wrong-key") == ["client-rejected-server"]
+    peer = Peer(factory)
+    state, message = pake.client_start("wrong-key")
+    peer.send({"type": "hello", "version": 1, "name": "alice", "pake": message.hex()})
+    peer.frames()
+    peer.send({"type": "pake-confirm", "confirm": "00" * 32})
+    assert peer.frames()[0]["code"] == "bad-passkey"
+    assert factory.users == {}
+
+
+def test_pake_confirm_without_hello_is_refused(factory):
+    """A confirmation with no proof in progress is a bad frame."""
+    peer = Peer(factory)
+    peer.send({"type": "pake-confirm", "confirm": "00" * 32})
+    assert peer.frames()[0]["code"] == "bad-frame"
+
+
+def test_invalid_pake_message_is_a_bad_frame(factory):
+    """Garbage in hello.pake is refused without a traceback."""
+    peer = Peer(factory)
+    peer.send({"type": "hello", "version": 1, "name": "a", "pake": "ff" * 33})
+    assert peer.frames()[0]["code"] == "bad-frame"
+
+
+def test_pake_confirmation_vectors_in_protocol_document():
+    """The HMAC test vectors printed in PROTOCOL.rst are what the code computes."""
+    import pathlib
+
+    from tcpchat import pake
+
+    doc = (pathlib.Path(__file__).parent.parent / "PROTOCOL.rst").read_text(encoding="utf-8")
+    key, cb = bytes(range(32)), b" " * 32
+    assert pake.confirm(key, pake.SERVER_LABEL, cb).hex() in doc
+    assert pake.confirm(key, pake.CLIENT_LABEL, cb).hex() in doc
+
+
+def test_repeated_wrong_passkeys_lock_the_address_out(factory):
+    """Ten wrong passkeys from one address lock it out, even for the right passkey, until the lockout ends."""
+    codes = []
+    for i in range(12):
+        peer = Peer(factory, host="198.51.100.7")
+        codes.append(peer.login("mallory", passkey=f"guess-{i}")[0]["code"])
+    assert codes[:9] == ["bad-passkey"] * 9
+    assert codes[9:] == ["too-many-attempts"] * 3
+    locked = Peer(factory, host="198.51.100.7")
+    assert locked.login("mallory")[0]["code"] == "too-many-attempts"
+    assert kinds(Peer(factory, host="198.51.100.8").login("someone"))[0] == "welcome"  # others unaffected
+    factory.clock.advance(61)
+    assert kinds(Peer(factory, host="198.51.100.7").login("mallory"))[0] == "welcome"
+
+
+def test_unconfirmed_proofs_count_as_failures(factory):
+    """Clients that start SPAKE2 and walk away (offline checking of one guess) are locked out too."""
+    from tcpchat import pake
+
+    answers = []
+    for i in range(11):
+        peer = Peer(factory, host="198.51.100.9")
+        state, message = pake.client_start(f"guess-{i}")
+        peer.send({"type": "hello", "version": 1, "name": "eve", "pake": message.hex()})
+        answers.append(peer.frames()[0]["type"])
+    assert answers[:9] == ["pake"] * 9 and answers[-1] == "error"
+
+
+def test_message_rate_limit_says_slow_down(tmp_path):
+    """Past the burst, say gets slow-down (nothing stored); after a pause it works again."""
+    factory = make_factory(tmp_path, message_rate=10, message_burst=30)
+    peer = Peer(factory)
+    peer.login("alice")
+    peer.frames()
+    for i in range(31):
+        peer.send({"type": "say", "text": f"spam {i}", "cid": f"c{i}"})
+    frames = peer.frames()
+    assert kinds(frames).count("ack") == 30
+    assert frames[-1] == {"type": "error", "code": "slow-down", "message": wire.ERROR_TEXT["slow-down"],
+                          "ref": "say", "cid": "c30"}
+    last = factory.last_id
+    factory.clock.advance(1)
+    peer.send({"type": "say", "text": "calm now", "cid": "c31"})
+    assert kinds(peer.frames()) == ["ack"] and factory.last_id == last + 1
+
+
+def test_connections_over_the_per_address_cap_are_refused(tmp_path):
+    """The 4th connection from one address (cap 3) gets server-busy and is closed; others are fine."""
+    factory = make_factory(tmp_path, max_per_address=3)
+    peers = [Peer(factory, host="203.0.113.5") for _ in range(4)]
+    assert [p.connected for p in peers] == [True, True, True, False]
+    assert peers[3].frames()[0]["code"] == "server-busy"
+    peers[0].transport.loseConnection()
+    assert Peer(factory, host="203.0.113.5").connected
+    assert Peer(factory, host="203.0.113.6").connected

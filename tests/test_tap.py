@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
 from tcpchat import tap
@@ -22,7 +22,7 @@ def test_defaults(tmp_path, monkeypatch):
     options = parse()
     assert {k: options[k] for k in options.keys()} == {
         "port": 12345,
-        "listen": ["tcp:12345"],
+        "listen": ["tcp:12345:backlog=1024"],
         "data-dir": str(tmp_path / "tcpchat-data"),
         "passkey": None,
         "passkey-file": None,
@@ -30,6 +30,12 @@ def test_defaults(tmp_path, monkeypatch):
         "server-name": options["server-name"],
         "max-file-size": 1024**3,
         "max-storage": 10 * 1024**3,
+        "certificate": None,
+        "private-key": None,
+        "max-connections": 10000,
+        "max-per-address": 64,
+        "message-rate": 10.0,
+        "insecure-plaintext": 0,
     }
     assert options["server-name"].startswith("tcpchat on ")
     assert os.path.isdir(tmp_path / "tcpchat-data")
@@ -83,11 +89,30 @@ def test_help_documents_every_option():
 def test_make_service_listens_where_told(tmp_path):
     """makeService builds listeners for every --listen endpoint once storage is open."""
     options = parse("-l", "tcp:0:interface=127.0.0.1", "-l", "tcp:5555", "-d", str(tmp_path), "--passkey", "pk")
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()
     service = tap.makeService(options, reactor)
     assert service.passkey == "pk"
+    assert service.fingerprint.startswith("SHA256:") and service.tls_options is not None
+    assert (tmp_path / "server.pem").exists() and (tmp_path / "server.key").stat().st_mode & 0o077 == 0
     assert [type(e).__name__ for e in service.endpoints] == ["TCP4ServerEndpoint", "TCP4ServerEndpoint"]
     service.runner.stop()
+
+
+def test_plaintext_only_when_asked_loudly(tmp_path):
+    """Without --insecure-plaintext the service wraps every listener in TLS; with it, none."""
+    options = parse("-l", "tcp:0", "-d", str(tmp_path), "--insecure-plaintext")
+    service = tap.makeService(options, MemoryReactorClock())
+    assert service.tls_options is None and service.fingerprint is None
+    service.runner.stop()
+    assert "DANGER" in str(tap.Options())
+
+
+def test_certificate_options(tmp_path):
+    """A user-supplied certificate needs its key, and both must exist."""
+    with pytest.raises(usage.UsageError, match="go together"):
+        parse("--certificate", "x.pem", "-d", str(tmp_path))
+    with pytest.raises(usage.UsageError, match="no such file"):
+        parse("--certificate", "x.pem", "--private-key", "x.key", "-d", str(tmp_path))
 
 
 def test_generated_passkeys_are_readable_and_strong():

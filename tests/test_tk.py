@@ -4,7 +4,7 @@ import os
 import shutil
 import tempfile
 
-from twisted.internet import reactor, task
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 from tcpchat.client.core import CONNECTED
@@ -32,21 +32,22 @@ class TkTestCase(unittest.TestCase):
         os.makedirs(self.tmp)
         self.server = InProcessServer(self.tmp, **limits)
         self.port = await self.server.start()
-        self.addCleanup(lambda: __import__("twisted.internet.defer").internet.defer.Deferred.fromCoroutine(self.server.stop()))
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(self.server.stop()))
         self.root = tk.Tk()
-        self.settings = Settings(os.path.join(self.tmp, "client.json"))
+        self.settings = Settings(os.path.join(self.tmp, "client.json"), os.path.join(self.tmp, "known.json"))
         self.settings.values.update(host="127.0.0.1", port=self.port)
         self.app = App(self.root, reactor, self.settings)
         tksupport.install(self.root)
 
         def close():
-            if self.app.client is not None:
-                d = self.app.client.stop()
-            else:
-                d = None
-            tksupport.uninstall()
-            self.root.destroy()
-            return d
+            self.app.closing = True  # what still arrives is ignored, as when the user closes the window
+            d = self.app.client.stop() if self.app.client is not None else defer.succeed(None)
+
+            def destroy(_):
+                tksupport.uninstall()
+                self.root.destroy()
+
+            return d.addBoth(destroy)
 
         self.addCleanup(close)
         await turns(lambda: self.root.winfo_viewable())

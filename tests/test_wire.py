@@ -21,6 +21,8 @@ def test_every_client_frame_round_trips():
     """Each documented client frame survives encode then decode unchanged."""
     samples = [
         {"type": "hello", "version": 1, "name": "alice", "passkey": "abcde-fghjk", "after": 7, "client": "x"},
+        {"type": "hello", "version": 1, "name": "bob", "pake": "ab" * 33},
+        {"type": "pake-confirm", "confirm": "cd" * 32},
         {"type": "say", "text": "hi 👋", "cid": "c-1"},
         {"type": "history", "before": 10, "limit": 20},
         {"type": "who"},

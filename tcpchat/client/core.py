@@ -12,6 +12,7 @@ it never imports a UI toolkit, and UIs never touch a socket.
 from __future__ import annotations
 
 import hashlib
+import json
 import mimetypes
 import os
 import uuid
@@ -21,7 +22,7 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError, TimeoutError
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -160,7 +161,7 @@ def file_digest(path: str) -> tuple:
     return size, digest.hexdigest()
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IHandshakeListener)
 class ClientProtocol(FrameReceiver):
     """One connection to the server; all decisions are the ChatClient's."""
 
@@ -170,6 +171,11 @@ class ClientProtocol(FrameReceiver):
     def connectionMade(self) -> None:
         self.writePaused = False
         self.transport.registerProducer(self, True)
+        if not self.client.tls:
+            self.client._connected(self)
+
+    def handshakeCompleted(self) -> None:
+        """TLS is up (IHandshakeListener): now we can see the server's certificate."""
         self.client._connected(self)
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -224,6 +230,9 @@ class ChatClient:
         ping_interval: float = 15.0,
         ping_timeout: float = 15.0,
         endpoint: Any = None,
+        tls: bool = True,
+        known_servers: Optional[str] = None,
+        trust_new_certificate: bool = False,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -238,7 +247,18 @@ class ChatClient:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self._retry = retry or backoffPolicy(initialDelay=0.5, maxDelay=30.0, factor=2.0)
+        self.tls = tls
+        self.knownServers = KnownServers(known_servers)
+        self.trustNewCertificate = trust_new_certificate
+        self.fingerprint: Optional[str] = None
+        self._pake: Any = None
         self.endpoint = endpoint or HostnameEndpoint(reactor, host, port, timeout=10)
+        if tls:
+            from twisted.internet.endpoints import wrapClientTLS
+
+            from tcpchat import tls as _tls
+
+            self.endpoint = wrapClientTLS(_tls.client_options(), self.endpoint)
         self.state = DISCONNECTED
         self.proto: Optional[ClientProtocol] = None
         self.loggedIn = False
@@ -299,6 +319,9 @@ class ChatClient:
         Stop reconnecting, on a later turn of the reactor: we may be inside
         one of ClientService's own callbacks, and it is not reentrant.
         """
+        if self.proto is not None:
+            # a TLS transport only closes once no producer is registered on it
+            self.proto.transport.unregisterProducer()
         service = self._service
         if service is None or not service.running:
             return succeed(None)
@@ -426,9 +449,31 @@ class ChatClient:
             "type": "hello",
             "version": wire.PROTOCOL_VERSION,
             "name": self.name,
-            "passkey": self.passkey,
             "client": "tcpchat-python",
         }
+        pinned = None
+        if self.tls:
+            from tcpchat import tls as _tls
+
+            self.fingerprint = _tls.peer_fingerprint(proto.transport)
+            pinned = self.knownServers.get(self.host, self.port)
+            if pinned is not None and pinned != self.fingerprint and not self.trustNewCertificate:
+                message = (
+                    f"WARNING: the server at {self.host}:{self.port} shows a different certificate than before "
+                    f"({self.fingerprint}; it was {pinned}). Someone may be intercepting the connection. If the "
+                    "server was reinstalled, ask its operator, then forget the old certificate and connect again."
+                )
+                proto.transport.abortConnection()
+                self._giveUp(IdentityChanged(message), message)
+                return
+        if pinned is not None and pinned == self.fingerprint:
+            hello["passkey"] = self.passkey  # a pinned, already-proved server: the cheap way
+        else:
+            # first contact (or no TLS): prove the passkey without sending it
+            from tcpchat import pake
+
+            self._pake, message = pake.client_start(self.passkey)
+            hello["pake"] = message.hex()
         if self.everLoggedIn:
             hello["after"] = self.lastEventId
             hello["session"] = self.info.get("session")
@@ -486,7 +531,28 @@ class ChatClient:
                 # a bug in a listener (the UI) must not break the connection
                 self.log.failure("Error handling a {type} frame", type=frame["type"])
 
+    def _on_pake(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
+        from tcpchat import pake
+        from tcpchat import tls as _tls
+
+        state, self._pake = self._pake, None
+        if state is None:
+            return
+        try:
+            reply = pake.client_finish(state, bytes.fromhex(frame["msg"]), bytes.fromhex(frame["confirm"]),
+                                       _tls.channel_binding(proto.transport))
+        except pake.PakeError:
+            proto.transport.abortConnection()
+            # the server could not prove it knows the passkey: almost always a typo; on a first
+            # contact it could also be an impostor, and the two cannot be told apart (by design)
+            message = "Wrong passkey."
+            self._giveUp(LoginRefused(ErrorCode.BAD_PASSKEY, message), message)
+            return
+        proto.sendFrame({"type": "pake-confirm", "confirm": reply.hex()})
+
     def _on_welcome(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
+        if self.tls and self.fingerprint and self.knownServers.get(self.host, self.port) != self.fingerprint:
+            self.knownServers.pin(self.host, self.port, self.fingerprint)  # proved by the login: trust it from now on
         self.loggedIn = True
         self.everLoggedIn = True
         self.info = frame
@@ -757,6 +823,59 @@ class _ClientFactory(Factory):
         proto.client = self.client
         proto.factory = self
         return proto
+
+
+class KnownServers:
+    """
+    Certificate fingerprints of servers this user has logged in to (trust on
+    first use, like SSH's known_hosts), in a small JSON file.
+    """
+
+    def __init__(self, path: Optional[str] = None) -> None:
+        if path is None:
+            try:
+                from platformdirs import user_data_dir
+
+                path = os.path.join(user_data_dir("tcpchat"), "known_servers.json")
+            except ImportError:  # pragma: no cover
+                path = os.path.join(os.path.expanduser("~"), ".tcpchat_known_servers.json")
+        self.path = path
+
+    def _load(self) -> Dict[str, str]:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def get(self, host: str, port: int) -> Optional[str]:
+        return self._load().get(f"{host}:{port}")
+
+    def pin(self, host: str, port: int, fingerprint: str) -> None:
+        data = self._load()
+        data[f"{host}:{port}"] = fingerprint
+        self._save(data)
+
+    def forget(self, host: str, port: int) -> bool:
+        data = self._load()
+        found = data.pop(f"{host}:{port}", None) is not None
+        self._save(data)
+        return found
+
+    def _save(self, data: Dict[str, str]) -> None:
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            tmp = self.path + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+
+class IdentityChanged(Exception):
+    """The server's certificate is not the one pinned for it."""
 
 
 class ConnectFailed(Exception):

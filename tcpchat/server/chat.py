@@ -21,6 +21,7 @@ from twisted.logger import Logger
 
 from tcpchat import wire
 from tcpchat.auth import IPasskeyVerifier
+from tcpchat.server.guard import LoginGuard, TokenBucket
 from tcpchat.store.sqlite import Event, Store
 
 
@@ -44,6 +45,11 @@ class Limits:
     max_storage = 10 * 1024**3  #: bytes of distinct file contents
     max_uploads = 4  #: concurrent uploads per connection
     upload_timeout = 60.0  #: seconds an upload may stall
+    max_connections = 10000  #: open connections in all (0: no limit)
+    max_per_address = 64  #: open connections from one address (0: no limit)
+    message_rate = 10.0  #: messages per second a user may keep sending (0: no limit)
+    message_burst = 30.0  #: ... with bursts of this many
+    pake_rate = 200.0  #: SPAKE2 logins started per second, server-wide
 
     def __init__(self, **overrides: Any) -> None:
         for key, value in overrides.items():
@@ -100,6 +106,10 @@ class ChatFactory(Factory):
         self._flushing = False
         self._drained: List[Deferred] = []
         self._sweeper: Optional[task.LoopingCall] = None
+        self.perHost: Dict[str, int] = {}
+        self.guard = LoginGuard(clock)
+        #: SPAKE2 costs milliseconds of CPU: a global budget keeps a login flood from starving the chat
+        self.pakeBudget = TokenBucket(clock, self.limits.pake_rate, self.limits.pake_rate)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -137,7 +147,7 @@ class ChatFactory(Factory):
                 await DeferredList(leaving, consumeErrors=True)
             await self.drained()
             for proto in list(self.connections):
-                proto.transport.loseConnection()
+                proto.close()
             await self.store.close()
 
         return Deferred.fromCoroutine(stop())
@@ -250,20 +260,15 @@ class ChatFactory(Factory):
 
     # ------------------------------------------------------------ rules
 
-    def login(self, proto: Any, hello: Dict[str, Any]) -> str:
+    def register(self, proto: Any, name: str, session: Optional[str]) -> str:
         """
-        Check a ``hello``; on success register ``proto`` and return the
-        canonical name.  Raises :class:`wire.ProtocolError` otherwise.
+        Give ``name`` to ``proto`` (whose passkey is proved), or raise
+        ``name-taken``.  A reconnecting client that shows the session token of
+        a connection we have not yet seen die takes that name over.
         """
-        if hello["version"] != wire.PROTOCOL_VERSION:
-            raise wire.ProtocolError(wire.ErrorCode.BAD_VERSION)
-        if not self.verifier.verify(hello["passkey"]):
-            raise wire.ProtocolError(wire.ErrorCode.BAD_PASSKEY)
-        name = wire.normalize_name(hello["name"])
         key = wire.name_key(name)
         holder = self.users.get(key)
         if holder is not None:
-            session = hello.get("session")
             if session is None or not hmac.compare_digest(session, holder.session):
                 raise wire.ProtocolError(wire.ErrorCode.NAME_TAKEN)
             # the same client is back before we noticed its old connection die
@@ -273,6 +278,24 @@ class ChatFactory(Factory):
             holder.transport.abortConnection()
         self.users[key] = proto
         return name
+
+    def admit(self, proto: Any) -> Optional[str]:
+        """Count a new connection; a sentence if it is over a cap (then it is closed)."""
+        count = self.perHost.get(proto.host, 0) + 1
+        self.perHost[proto.host] = count
+        limits = self.limits
+        if limits.max_connections and len(self.connections) > limits.max_connections:
+            return "The server has too many connections; try again later."
+        if limits.max_per_address and count > limits.max_per_address:
+            return "Too many connections from your address."
+        return None
+
+    def release(self, proto: Any) -> None:
+        count = self.perHost.get(proto.host, 1) - 1
+        if count > 0:
+            self.perHost[proto.host] = count
+        else:
+            self.perHost.pop(proto.host, None)
 
     def logout(self, proto: Any, reason: str) -> None:
         """``proto`` (logged in) went away: forget it and record its leaving once."""
@@ -298,3 +321,4 @@ class ChatFactory(Factory):
             proto.checkTimeouts(now)
         if self.files is not None:
             self.files.sweep(now)
+        self.guard.prune()

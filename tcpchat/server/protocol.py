@@ -12,6 +12,7 @@ what it missed from memory or storage, in order, exactly once).
 
 from __future__ import annotations
 
+import hmac
 import secrets
 from typing import Any, Dict, Optional
 
@@ -20,8 +21,9 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tcpchat import wire
+from tcpchat import pake, tls, wire
 from tcpchat.framing import FrameReceiver
+from tcpchat.server.guard import TokenBucket
 from tcpchat.wire import ErrorCode, ProtocolError
 
 # connection states
@@ -42,7 +44,10 @@ class ChatProtocol(FrameReceiver):
 
     def connectionMade(self) -> None:
         self.state = NEW
-        self.peer = _describe(self.transport.getPeer())
+        address = self.transport.getPeer()
+        self.peer = _describe(address)
+        self.host = str(getattr(address, "host", address))
+        self.pending: Optional[tuple] = None
         self.attempts = 0
         now = self.factory.clock.seconds()
         self.connectedAt = now
@@ -63,6 +68,10 @@ class ChatProtocol(FrameReceiver):
         self.downloads: Dict[int, Any] = {}
         self.factory.connections.add(self)
         self.transport.registerProducer(self, True)
+        refusal = self.factory.admit(self)
+        if refusal is not None:
+            self.log.warn("Refused a connection from {peer}: {why}", peer=self.peer, why=refusal)
+            self.sendError(ErrorCode.SERVER_BUSY, refusal)
 
     def connectionLost(self, reason: Any = None) -> None:
         if self.state == CLOSED:
@@ -70,6 +79,7 @@ class ChatProtocol(FrameReceiver):
         wasLive = self.state == LIVE
         self.state = CLOSED
         self.factory.connections.discard(self)
+        self.factory.release(self)
         if self.factory.files is not None:
             self.factory.files.connectionClosed(self)
         if wasLive:
@@ -97,13 +107,14 @@ class ChatProtocol(FrameReceiver):
     def close(self) -> None:
         """Close after what is queued has been written; ignore further input."""
         self.paused = True  # stop dataReceived from handing over more frames
+        # a TLS transport only closes once no producer is registered on it
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     def lengthLimitExceeded(self, length: int) -> None:
         self.log.warn("Frame of {length} bytes from {peer} refused", length=length, peer=self.peer)
         self.sendFrame(wire.error(ErrorCode.FRAME_TOO_LARGE))
-        self.paused = True
-        self.transport.loseConnection()
+        self.close()
         self._unprocessed = b""
 
     # ------------------------------------------------------------ receiving
@@ -137,24 +148,83 @@ class ChatProtocol(FrameReceiver):
     def frame_hello(self, frame: Dict[str, Any]) -> None:
         if self.state == LIVE:
             raise ProtocolError(ErrorCode.ALREADY_LOGGED_IN)
-        if self.factory.stopping:
+        factory = self.factory
+        if factory.stopping:
             self.sendError(ErrorCode.SERVER_BUSY, "The server is shutting down.")
             return
-        try:
-            name = self.factory.login(self, frame)
-        except ProtocolError as e:
-            self.attempts += 1
-            self.log.info(
-                "Failed login from {peer}: {code} (attempt {attempt})", peer=self.peer, code=e.code, attempt=self.attempts
-            )
-            if e.code != ErrorCode.BAD_VERSION and self.attempts >= self.factory.limits.login_attempts:
-                self.sendError(ErrorCode.TOO_MANY_ATTEMPTS)
-            else:
-                self.sendError(e.code, e.message, ref="hello")
+        locked = factory.guard.locked(self.host)
+        if locked is not None:
+            self.log.info("Login from locked-out address {peer} refused", peer=self.peer)
+            self.sendError(ErrorCode.TOO_MANY_ATTEMPTS,
+                           f"Too many failed logins from your address; try again in {int(locked) + 1} s.")
             return
+        self.pending = None
+        try:
+            if frame["version"] != wire.PROTOCOL_VERSION:
+                raise ProtocolError(ErrorCode.BAD_VERSION)
+            name = wire.normalize_name(frame["name"])
+            if "pake" in frame:
+                if not factory.pakeBudget.take():
+                    self.sendError(ErrorCode.SERVER_BUSY, "The server is busy with logins; try again shortly.")
+                    return
+                # a client that learns from our answer that its guess was wrong just goes
+                # away without confirming: count every proof as a failure until it succeeds
+                if factory.guard.failed(self.host):
+                    self.log.warn("Address {host} locked out after repeated failed logins", host=self.host)
+                    self.sendError(ErrorCode.TOO_MANY_ATTEMPTS)
+                    return
+                binding = tls.channel_binding(self.transport)
+                try:
+                    reply, serverConfirm, expected = factory.verifier.pakeRespond(bytes.fromhex(frame["pake"]), binding)
+                except pake.PakeError:
+                    raise ProtocolError(ErrorCode.BAD_FRAME, "hello.pake is not a valid SPAKE2 message.") from None
+                self.pending = (frame, name, expected)
+                self.sendFrame({"type": "pake", "msg": reply.hex(), "confirm": serverConfirm.hex()})
+                return
+            if "passkey" not in frame:
+                raise ProtocolError(ErrorCode.BAD_FRAME, "hello needs a passkey or a pake message.")
+            if not factory.verifier.verify(frame["passkey"]):
+                raise ProtocolError(ErrorCode.BAD_PASSKEY)
+            self.completeLogin(frame, name)
+        except ProtocolError as e:
+            self.loginFailed(e)
+
+    def frame_pake_confirm(self, frame: Dict[str, Any]) -> None:
+        if self.state == LIVE:
+            raise ProtocolError(ErrorCode.ALREADY_LOGGED_IN)
+        if self.pending is None:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "No login is in progress; send hello first.")
+        hello, name, expected = self.pending
+        self.pending = None
+        try:
+            if not hmac.compare_digest(expected, bytes.fromhex(frame["confirm"])):
+                raise ProtocolError(ErrorCode.BAD_PASSKEY)
+            self.completeLogin(hello, name)
+        except ProtocolError as e:
+            self.loginFailed(e, viaPake=True)
+
+    def loginFailed(self, e: ProtocolError, viaPake: bool = False) -> None:
+        self.attempts += 1
+        self.log.info("Failed login from {peer}: {code} (attempt {attempt})", peer=self.peer, code=e.code,
+                      attempt=self.attempts)
+        # a failed PAKE proof was already counted when it started
+        lockedOut = e.code == ErrorCode.BAD_PASSKEY and not viaPake and self.factory.guard.failed(self.host)
+        if lockedOut:
+            self.log.warn("Address {host} locked out after repeated wrong passkeys", host=self.host)
+            self.sendError(ErrorCode.TOO_MANY_ATTEMPTS)
+        elif e.code != ErrorCode.BAD_VERSION and self.attempts >= self.factory.limits.login_attempts:
+            self.sendError(ErrorCode.TOO_MANY_ATTEMPTS)
+        else:
+            self.sendError(e.code, e.message, ref="hello")
+
+    def completeLogin(self, frame: Dict[str, Any], name: str) -> None:
+        """The passkey is proved: take the name (or refuse it) and start the session."""
+        name = self.factory.register(self, name, frame.get("session"))
+        self.factory.guard.succeeded(self.host)
         self.name = name
         self.session = secrets.token_hex(16)
         self.state = LIVE
+        self.bucket = TokenBucket(self.factory.clock, self.factory.limits.message_rate, self.factory.limits.message_burst)
         self.log.info("{name} logged in from {peer}", name=name, peer=self.peer)
         self.sendFrame(
             {
@@ -176,6 +246,9 @@ class ChatProtocol(FrameReceiver):
         cid = frame.get("cid")
         if wire.is_blank(frame["text"]):
             raise ProtocolError(ErrorCode.EMPTY_MESSAGE)
+        if not self.bucket.take():
+            self.sendError(ErrorCode.SLOW_DOWN, ref="say", cid=cid)
+            return
         event = {"kind": "message", "name": self.name, "nkey": wire.name_key(self.name or ""), "text": frame["text"]}
         if cid is not None:
             event["cid"] = cid

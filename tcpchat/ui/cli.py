@@ -273,6 +273,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--port", "-p", type=int, help=f"server port (default {DEFAULT_PORT})")
     parser.add_argument("--name", "-n", help="your user name (asked if not given)")
     parser.add_argument("--passkey", help="the server's passkey (asked, hidden, if not given; or set TCPCHAT_PASSKEY)")
+    parser.add_argument("--insecure-plaintext", action="store_true",
+                        help="connect without TLS (only to a server started with --insecure-plaintext)")
+    parser.add_argument("--forget-server", action="store_true",
+                        help="forget the certificate remembered for this server (after it was reinstalled)")
     parser.add_argument("--download-dir", default=os.path.join(os.path.expanduser("~"), "Downloads"),
                         help="where /get saves files (default ~/Downloads)")
     return parser.parse_args(argv)
@@ -300,7 +304,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     from twisted.internet import reactor
 
     tty = sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and "NO_COLOR" not in os.environ
-    client = ChatClient(host, port, name, passkey, reactor=reactor)
+    client = ChatClient(host, port, name, passkey, reactor=reactor, tls=not args.insecure_plaintext)
+    if args.forget_server and client.knownServers.forget(host, port):
+        print(f"Forgot the certificate remembered for {host}:{port}.")
     view = TerminalView(client, Screen(sys.stdout, tty), args.download_dir, reactor)
     client.listener = view
 

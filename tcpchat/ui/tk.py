@@ -54,8 +54,10 @@ class Settings:
 
     KEYS = ("host", "port", "name")
 
-    def __init__(self, path: Optional[str] = None) -> None:
+    def __init__(self, path: Optional[str] = None, known_servers: Optional[str] = None) -> None:
         self.path = path or config_path()
+        #: where pinned server certificates are kept (None: the client's default)
+        self.known_servers = known_servers
         self.values: Dict[str, Any] = {"host": "127.0.0.1", "port": DEFAULT_PORT, "name": ""}
         try:
             with open(self.path, encoding="utf-8") as f:
@@ -393,6 +395,7 @@ class App(ChatListener):
 
     def start(self, host: str, port: int, name: str, passkey: str) -> None:
         self.client = self.make_client(host, port, name, passkey, self, self.reactor)
+        self.client.knownServers.path = self.settings.known_servers or self.client.knownServers.path
         d = self.client.start()
         d.addCallbacks(lambda info: self.settings.save(host=host, port=port, name=self.client.name),
                        lambda f: self.connect.error(str(f.value)))
@@ -458,6 +461,8 @@ class App(ChatListener):
     # ------------------------------------------------------------ what the core reports
 
     def stateChanged(self, state: str, detail: str) -> None:
+        if self.closing:
+            return  # the window is going away
         if self.chat is not None:
             self.chat.status.configure(text=("● " if state == CONNECTED else "○ ") + detail)
             if state in (RECONNECTING, FAILED):
@@ -466,16 +471,22 @@ class App(ChatListener):
             self.connect.error(detail)
 
     def welcomed(self, info: Dict[str, Any]) -> None:
+        if self.closing:
+            return  # the window is going away
         self.serverName = str(info.get("server", ""))
         self._title()
         self.showChat()
 
     def synced(self) -> None:
+        if self.closing:
+            return  # the window is going away
         if self.chat is not None and not getattr(self, "_historyMarked", False):
             self._historyMarked = True
             self.chat.notice("— end of history —", "history")
 
     def eventReceived(self, event: Dict[str, Any], replay: bool) -> None:
+        if self.closing:
+            return  # the window is going away
         if self.chat is None:
             return
         style, _ = text.describe(event, self.client.name)
@@ -487,17 +498,25 @@ class App(ChatListener):
                 self.root.bell()
 
     def messageAcked(self, cid: str, event: Dict[str, Any]) -> None:
+        if self.closing:
+            return  # the window is going away
         if self.chat is not None:
             self.chat.add(event, "mine")
 
     def historyPage(self, events: List[Dict[str, Any]], more: bool) -> None:
+        if self.closing:
+            return  # the window is going away
         pass
 
     def usersChanged(self, users: List[str]) -> None:
+        if self.closing:
+            return  # the window is going away
         if self.chat is not None:
             self.chat.setUsers(users)
 
     def transferChanged(self, transfer: Transfer) -> None:
+        if self.closing:
+            return  # the window is going away
         if self.chat is not None:
             self.chat.showTransfer(transfer)
             if transfer.state == "failed":
@@ -506,6 +525,8 @@ class App(ChatListener):
                 self.chat.notice(f"Saved {transfer.name} to {transfer.path}")
 
     def errorReceived(self, code: str, message: str) -> None:
+        if self.closing:
+            return  # the window is going away
         if self.chat is not None:
             self.chat.notice(message, "error")
 
