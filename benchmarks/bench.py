@@ -121,7 +121,10 @@ class TcpchatServer(Server):
         data = self.data = tempfile.mkdtemp(dir=self.workdir, prefix="tcpchat-")
         self.proc = subprocess.Popen(
             [twistd, "-n", "--pidfile=", "tcpchat", "--listen", "tcp:0:interface=127.0.0.1:backlog=4096",
-             "--data-dir", data, "--passkey", PASSKEY, "--history", "0", "--max-file-size", "8G", "--max-storage", "64G"],
+             "--data-dir", data, "--passkey", PASSKEY, "--history", "0", "--max-file-size", "8G", "--max-storage", "64G",
+             # parity with the peers: no TLS (ngircd runs plaintext), no per-user rate limit
+             # (the ngircd sender is an operator with +F), no per-address cap (all load comes from 127.0.0.1)
+             "--insecure-plaintext", "--message-rate", "0", "--max-per-address", "0", "--max-connections", "0"],
             cwd=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
         self.port = int(self._wait_line(r"Join at:\s+127\.0\.0\.1:(\d+)").group(1))

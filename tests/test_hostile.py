@@ -181,8 +181,12 @@ def test_slow_reader_gets_everything_later_and_hurts_nobody(server, witness):
     """One client stops reading while 20 chat at full speed: memory bounded, others prompt, then all delivered once, in order."""
 
     async def scenario():
-        async def connect(name):
-            reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=1 << 22)
+        async def connect(name, rcvbuf=None):
+            sock = socket.socket()
+            if rcvbuf:  # a small window, so the kernel cannot hide the sleeper's backlog
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.connect(("127.0.0.1", server.port))
+            reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 22)
             payload = wire.encode({"type": "hello", "version": 1, "name": name, "passkey": PASSKEY})
             writer.write(struct.pack(">I", len(payload)) + payload)
             frames = []
@@ -193,10 +197,10 @@ def test_slow_reader_gets_everything_later_and_hurts_nobody(server, witness):
                 if frame["type"] == "synced":
                     return reader, writer, frame["last"]
 
-        slow_reader, slow_writer, slow_last = await connect("sleepy")
+        slow_reader, slow_writer, slow_last = await connect("sleepy", rcvbuf=4096)
         slow_writer.transport.pause_reading()  # the user's laptop froze
         chatters = [await connect(f"chatter{i}") for i in range(20)]
-        per_sender = 150
+        per_sender = 200
         sent_at = {}
         latencies = []
         done = asyncio.Event()
@@ -224,7 +228,7 @@ def test_slow_reader_gets_everything_later_and_hurts_nobody(server, witness):
         peak = rss_kib(server)
         for round_ in range(per_sender):
             for i, (_, writer, _) in enumerate(chatters):
-                text = f"m{i}-{round_}-" + "x" * 1500
+                text = f"m{i}-{round_}-" + "x" * 2000
                 sent_at[text] = time.monotonic()
                 payload = wire.encode({"type": "say", "text": text})
                 writer.write(struct.pack(">I", len(payload)) + payload)

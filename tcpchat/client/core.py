@@ -650,9 +650,20 @@ class ChatClient:
                 self._fail(transfer, message)
                 return
         cid = frame.get("cid")
-        if cid in self.outbox and code != ErrorCode.INTERNAL:
-            del self.outbox[cid]  # refused for good; retrying cannot help
+        if cid in self.outbox:
+            if code in (ErrorCode.SLOW_DOWN, ErrorCode.INTERNAL):
+                # not stored: try again in a moment (the server de-duplicates by cid)
+                self.reactor.callLater(1.0, self._resend, cid)
+                if code == ErrorCode.SLOW_DOWN:
+                    return  # nothing for the user to do
+            else:
+                del self.outbox[cid]  # refused for good; retrying cannot help
+                self._outboxChanged()
         self.listener.errorReceived(code, message)
+
+    def _resend(self, cid: str) -> None:
+        if cid in self.outbox and self.loggedIn and self.proto is not None:
+            self.proto.sendFrame({"type": "say", "text": self.outbox[cid], "cid": cid})
 
     def _outboxChanged(self) -> None:
         if not self.outbox and self._outboxWaiters:

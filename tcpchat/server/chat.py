@@ -11,6 +11,7 @@ through :meth:`ChatProtocol.offer` and friends.
 from __future__ import annotations
 
 import collections
+import struct
 import hmac
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
@@ -23,6 +24,11 @@ from tcpchat import wire
 from tcpchat.auth import IPasskeyVerifier
 from tcpchat.server.guard import LoginGuard, TokenBucket
 from tcpchat.store.sqlite import Event, Store
+
+
+def _framed(payload: bytes) -> bytes:
+    """A payload with its length prefix: the bytes that go on the wire."""
+    return struct.pack(">I", len(payload)) + payload
 
 
 class Limits:
@@ -107,6 +113,7 @@ class ChatFactory(Factory):
         self._drained: List[Deferred] = []
         self._sweeper: Optional[task.LoopingCall] = None
         self.perHost: Dict[str, int] = {}
+        self._names: Optional[List[str]] = None
         self.guard = LoginGuard(clock)
         #: SPAKE2 costs milliseconds of CPU: a global budget keeps a login flood from starving the chat
         self.pakeBudget = TokenBucket(clock, self.limits.pake_rate, self.limits.pake_rate)
@@ -189,8 +196,7 @@ class ChatFactory(Factory):
         if fresh:
             self.recent.extend(fresh)
             self.last_id = fresh[-1]["id"]
-            for stored in fresh:
-                self.broadcast(stored)
+            self.broadcast(fresh)
         for (_, d), result in zip(batch, results):
             d.callback(result)
         self._afterFlush()
@@ -212,11 +218,15 @@ class ChatFactory(Factory):
 
     # ------------------------------------------------------------ delivery
 
-    def broadcast(self, event: Event) -> None:
-        """Offer a committed event to every logged-in connection."""
-        payload = wire.encode({"type": "event", **event})
+    def broadcast(self, events: List[Event]) -> None:
+        """
+        Offer committed events (one group commit's worth) to every logged-in
+        connection.  Each frame is encoded once; a connection gets the whole
+        batch in one write.
+        """
+        framed = [_framed(wire.encode({"type": "event", **event})) for event in events]
         for proto in list(self.users.values()):
-            proto.offer(event, payload)
+            proto.offer(events, framed)
 
     def recent_after(self, after: int, limit: int) -> Optional[List[Event]]:
         """
@@ -277,6 +287,7 @@ class ChatFactory(Factory):
             self.logout(holder, "lost")
             holder.transport.abortConnection()
         self.users[key] = proto
+        self._names = None
         return name
 
     def admit(self, proto: Any) -> Optional[str]:
@@ -302,6 +313,7 @@ class ChatFactory(Factory):
         key = wire.name_key(proto.name)
         if self.users.get(key) is proto:
             del self.users[key]
+            self._names = None
             if not self.stopping:
                 self.submit(self.leave_event(proto, reason)).addErrback(lambda f: None)
 
@@ -312,7 +324,9 @@ class ChatFactory(Factory):
         return {"kind": "leave", "name": proto.name, "reason": reason}
 
     def user_names(self) -> List[str]:
-        return sorted((p.name for p in self.users.values()), key=wire.name_key)
+        if self._names is None:  # cached: a login storm would otherwise sort N names N times
+            self._names = sorted((p.name for p in self.users.values()), key=wire.name_key)
+        return self._names
 
     def sweep(self) -> None:
         """Apply every time limit to every connection (runs periodically)."""

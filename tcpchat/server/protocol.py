@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
@@ -327,21 +327,34 @@ class ChatProtocol(FrameReceiver):
 
     # ------------------------------------------------------------ delivery
 
-    def offer(self, event: Dict[str, Any], payload: bytes) -> None:
+    def offer(self, events: List[Dict[str, Any]], framed: List[bytes]) -> None:
         """
-        The factory offers a committed event.  Deliver it now if this
-        connection is live and in step; otherwise catch-up will.
+        The factory offers committed events (ascending ids) with their framed
+        bytes.  Deliver them in one write if this connection is live and in
+        step; otherwise catch-up will.
         """
-        if not self.live or event["id"] != self.sentUpTo + 1:
+        if not self.live or events[0]["id"] != self.sentUpTo + 1:
             self.live = False
             return
         if self.writePaused and self.queuedWhilePaused > self.factory.limits.sendq:
             self.fallBehind()
             return
-        self.sentUpTo = event["id"]
-        if event.get("kind") == "message" and event.get("name") == self.name:
-            return  # the sender has its ack
-        self.sendPayload(payload)
+        self.sentUpTo = events[-1]["id"]
+        name = self.name
+        if len(events) == 1:
+            event = events[0]
+            if event["kind"] == "message" and event.get("name") == name:
+                return  # the sender has its ack
+            data = framed[0]
+        else:
+            data = b"".join(
+                f for e, f in zip(events, framed) if not (e["kind"] == "message" and e.get("name") == name)
+            )
+            if not data:
+                return
+        if self.writePaused:
+            self.queuedWhilePaused += len(data)
+        self.transport.write(data)
 
     def fallBehind(self) -> None:
         """Too much is queued for this peer: stop live delivery and reading."""
