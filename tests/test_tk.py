@@ -4,7 +4,7 @@ import os
 import shutil
 import tempfile
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from tcpchat.client.core import CONNECTED
