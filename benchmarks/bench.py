@@ -628,7 +628,6 @@ async def seed_upload(server: SeedServer, size: int, block: bytes) -> Optional[f
     writer.write(b"[FILE_END]")
     await writer.drain()
     # it says nothing back to the sender; wait until its file has all the bytes
-    path = os.path.join(server.proc.args and os.path.dirname(server.path) or ".", "received_bench.bin")
     deadline = time.monotonic() + 120
     cwd = os.readlink(f"/proc/{server.proc.pid}/cwd")
     path = os.path.join(cwd, "received_bench.bin")
