@@ -253,6 +253,7 @@ def test_slow_reader_gets_everything_later_and_hurts_nobody(server, witness):
         return peak, latencies, ids, slow_last
 
     peak, latencies, ids, slow_last = asyncio.run(scenario())
+    print(f"peak RSS growth {(peak - witness.base_rss) / 1024:.1f} MiB")
     server.wait_for(r"sleepy is reading slowly; switching to catch-up", start=0)  # the slow path really ran
     assert peak - witness.base_rss < MEMORY_BOUND_KIB
     latencies.sort()

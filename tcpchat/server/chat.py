@@ -46,6 +46,7 @@ class Limits:
     sweep_interval = 5.0  #: how often timeouts are checked
     sendq = 256 * 1024  #: bytes queued to a slow reader before it falls back to catch-up
     batch_max = 1000  #: events written per group commit at most
+    batch_bytes = 64 * 1024  #: ... and about this many bytes of text at most
     catchup_page = 200  #: events read from storage per catch-up step
     max_file_size = 1024**3  #: bytes
     max_storage = 10 * 1024**3  #: bytes of distinct file contents
@@ -185,8 +186,17 @@ class ChatFactory(Factory):
         return d
 
     def _flush(self) -> None:
-        batch = self._pending[: self.limits.batch_max]
-        del self._pending[: len(batch)]
+        # a batch is written with one commit and broadcast with one write per
+        # connection, so it is bounded in bytes too: that write is buffered once
+        # per connection until the socket takes it
+        count, size = 0, 0
+        for event, _ in self._pending[: self.limits.batch_max]:
+            count += 1
+            size += len(event.get("text") or "") + 100
+            if size >= self.limits.batch_bytes:
+                break
+        batch = self._pending[:count]
+        del self._pending[:count]
         self._flushing = True
         d = self.store.append([event for event, _ in batch])
         d.addCallbacks(self._committed, self._commitFailed, callbackArgs=(batch,), errbackArgs=(batch,))
