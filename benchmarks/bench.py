@@ -100,6 +100,13 @@ class Server:
         seen.append(buf.decode("utf-8", "replace"))
         raise RuntimeError(f"{self.name} did not start:\n" + "".join(seen)[-2000:])
 
+    def _launch(self, args: List[str], ready: str, **popen: Any) -> "re.Match":
+        """Start the server, wait for the log line ``ready``, then keep draining its output."""
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+        match = self._wait_line(ready)
+        threading_drain(self.proc)
+        return match
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -119,31 +126,28 @@ class TcpchatServer(Server):
     def start(self) -> None:
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         data = self.data = tempfile.mkdtemp(dir=self.workdir, prefix="tcpchat-")
-        self.proc = subprocess.Popen(
+        self.port = int(self._launch(
             [twistd, "-n", "--pidfile=", "tcpchat", "--listen", "tcp:0:interface=127.0.0.1:backlog=4096",
              "--data-dir", data, "--passkey", PASSKEY, "--history", "0", "--max-file-size", "8G", "--max-storage", "64G",
              # parity with the peers: no TLS (ngircd runs plaintext), no per-user rate limit
              # (the ngircd sender is an operator with +F), no per-address cap (all load comes from 127.0.0.1)
              "--insecure-plaintext", "--message-rate", "0", "--max-per-address", "0", "--max-connections", "0"],
-            cwd=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        self.port = int(self._wait_line(r"Join at:\s+127\.0\.0\.1:(\d+)").group(1))
-        threading_drain(self.proc)
+            r"Join at:\s+127\.0\.0\.1:(\d+)", cwd=data, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        ).group(1))
 
 
 class SeedServer(Server):
     name = "seed"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, workdir: str) -> None:
         self.path = path
+        self.workdir = workdir
 
     def start(self) -> None:
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-u", self.path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, SEED_PORT=str(self.port), SEED_HOST="127.0.0.1"),
-                                     cwd=tempfile.mkdtemp(prefix="seed-"))
-        self.passkey = self._wait_line(r"Server passkey: (\w+)").group(1).decode()
-        threading_drain(self.proc)
+        self.passkey = self._launch([sys.executable, "-u", self.path], r"Server passkey: (\w+)",
+                                    env=dict(os.environ, SEED_PORT=str(self.port), SEED_HOST="127.0.0.1"),
+                                    cwd=tempfile.mkdtemp(dir=self.workdir, prefix="seed-")).group(1).decode()
 
 
 class NgircdServer(Server):
@@ -182,10 +186,7 @@ Password = benchpw
 [Channel]
 Name = #chat
 """)
-        binary = shutil.which("ngircd") or "/usr/sbin/ngircd"
-        self.proc = subprocess.Popen([binary, "-n", "-f", conf], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self._wait_line(r"ready")
-        threading_drain(self.proc)
+        self._launch([shutil.which("ngircd") or "/usr/sbin/ngircd", "-n", "-f", conf], r"ready")
 
 
 def threading_drain(proc: subprocess.Popen) -> None:
@@ -651,7 +652,7 @@ def make(kind: str, args: argparse.Namespace, workdir: str) -> Tuple[Server, Any
         server = TcpchatServer(workdir)
         return server, TcpchatAdapter(server)
     if kind == "seed":
-        seed = SeedServer(args.seed_server)
+        seed = SeedServer(args.seed_server, workdir)
         return seed, SeedAdapter(seed)
     if kind == "ngircd":
         irc = NgircdServer(workdir)
@@ -758,7 +759,7 @@ async def run(args: argparse.Namespace) -> Dict[str, Any]:
                 got.update(raw_up_MBps=raw_up, raw_down_MBps=raw_down,
                            upload_ratio=got["upload_MBps"] / raw_up, download_ratio=got["download_MBps"] / raw_down)
                 if "seed" in args.servers and not available("seed", args):
-                    seed = SeedServer(args.seed_server)
+                    seed = SeedServer(args.seed_server, workdir)
                     seed.start()
                     try:
                         got["seed_upload_MBps"] = await seed_upload(seed, min(size, 200 * 1024 * 1024), block)

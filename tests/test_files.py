@@ -292,3 +292,24 @@ def test_chat_continues_while_a_download_is_paused(factory):
     frames = bob.frames()
     assert "download-start" in kinds(frames)
     assert [f["text"] for f in frames if f.get("kind") == "message"] == ["can you see this?"]
+
+
+def test_full_disk_is_reported_as_quota_exceeded(factory, tmp_path, monkeypatch):
+    """When the disk cannot hold the upload, the uploader is told plainly and nothing is left behind."""
+    import errno
+
+    from tcpchat.server import files
+
+    def no_space(f, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "_preallocate", no_space)
+    alice = logged_in(factory, "alice")
+    alice.frames()
+    offer(alice, b"x" * 1000)
+    send_data(alice, b"x" * 1000)  # already on its way: dropped silently
+    frames = alice.frames()
+    assert [f.get("code") for f in frames] == [None, "quota-exceeded"]
+    assert frames[1]["message"] == "The server's disk is full."
+    assert all_files(tmp_path / "files") == []
+    assert factory.files.reserved == 0

@@ -123,22 +123,17 @@ class FileService:
             return
         self._dropped.get(proto, set()).discard(tid)
         fd, path = tempfile.mkstemp(dir=self.tmp, prefix="up-")
-        if frame["size"]:
-            try:
-                # reserve the space now: fails fast when the disk is full, and writes go faster
-                os.posix_fallocate(fd, 0, frame["size"])
-            except OSError as e:
-                if e.errno == errno.ENOSPC:
-                    os.close(fd)
-                    _remove(path)
-                    self._dropped.setdefault(proto, set()).add(tid)
-                    proto.sendError(ErrorCode.QUOTA_EXCEEDED, "The server's disk is full.", ref="upload", tid=tid)
-                    return
         upload = Upload(tid, frame, fd, path, self.factory.clock.seconds())
         proto.uploads[tid] = upload
         self.reserved += upload.size
         proto.sendFrame({"type": "upload-ready", "tid": tid})
         self.log.info("{name} is uploading {file!r} ({size} bytes)", name=proto.name, file=upload.name, size=upload.size)
+        if upload.size:
+            # reserve the space first, in the worker (where the C library has to
+            # emulate fallocate it writes zeros): a full disk fails fast, writes go faster
+            upload.writing = True
+            d = self._run(_preallocate, upload.file, upload.size)
+            d.addCallbacks(self._written, self._writeFailed, callbackArgs=(proto, upload), errbackArgs=(proto, upload))
         if upload.size == 0:
             self._finish(proto, upload)
 
@@ -184,10 +179,16 @@ class FileService:
 
     def _writeFailed(self, failure: Any, proto: Any, upload: Upload) -> None:
         upload.writing = False
-        self.log.failure("Could not write the upload {file!r}", failure, file=upload.name)
+        if getattr(failure.value, "errno", None) == errno.ENOSPC:
+            self.log.warn("Disk full: the upload {file!r} was refused", file=upload.name)
+        else:
+            self.log.failure("Could not write the upload {file!r}", failure, file=upload.name)
         if not upload.aborted:
             self._abort(proto, upload)
-            proto.sendError(ErrorCode.INTERNAL, "The server could not write the file.", ref="data", tid=upload.tid)
+            if getattr(failure.value, "errno", None) == errno.ENOSPC:
+                proto.sendError(ErrorCode.QUOTA_EXCEEDED, "The server's disk is full.", ref="upload", tid=upload.tid)
+            else:
+                proto.sendError(ErrorCode.INTERNAL, "The server could not write the file.", ref="data", tid=upload.tid)
         else:
             self._discard(upload)
 
@@ -333,6 +334,16 @@ class FileService:
                 if not upload.finishing and now - upload.lastActivity > timeout:
                     self._abort(proto, upload)
                     proto.sendError(ErrorCode.UPLOAD_TIMEOUT, ref="upload", tid=upload.tid)
+
+
+def _preallocate(f: Any, size: int) -> int:
+    """Reserve ``size`` bytes for an upload (blocking); filesystems without support are fine."""
+    try:
+        os.posix_fallocate(f.fileno(), 0, size)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise
+    return 0
 
 
 def _write_chunks(f: Any, hasher: Any, chunks: List[bytes]) -> int:
