@@ -13,7 +13,11 @@ from .clienttools import InProcessServer, make_client, turns
 from .helpers import PASSKEY
 from .xvfb import ensure_display, screenshot, xdotool
 
-DOCS = os.path.join(os.path.dirname(__file__), "..", "docs")
+DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs")
+
+
+def write_docs():
+    return bool(os.environ.get("TCPCHAT_WRITE_DOCS"))
 
 
 class TkTestCase(unittest.TestCase):
@@ -114,6 +118,25 @@ class ConversationTests(TkTestCase):
         self.assertEqual(app.connect.name.get(), "alice")
         self.assertEqual(str(app.connect.button.cget("state")), "normal")
         self.assertIsNone(app.chat)
+
+    async def test_changed_certificate_warns_and_can_be_trusted(self):
+        """A server whose certificate changed is refused with a warning; the user may then trust it."""
+        app = await self.setUpApp()
+        from tcpchat.client.core import KnownServers
+
+        KnownServers(self.settings.known_servers).pin("127.0.0.1", self.port, "SHA256:00:11:22")
+        app.connect.name.set("alice")
+        app.connect.passkey.set(PASSKEY)
+        app.connect.button.invoke()
+        await turns(lambda: "different certificate" in app.connect.message.cget("text"))
+        self.assertIn("SHA256:00:11:22", app.connect.message.cget("text"))
+        self.assertTrue(app.connect.trust.winfo_ismapped() or app.connect.trust.grid_info())
+        if write_docs():
+            self.root.update()
+            screenshot(os.path.join(DOCS, "tk-certificate-changed.png"), self.window())
+        app.connect.trust.invoke()
+        await turns(lambda: app.client is not None and app.client.state == CONNECTED)
+        self.assertEqual(KnownServers(self.settings.known_servers).get("127.0.0.1", self.port), self.server.fingerprint)
 
     async def test_unread_marker_when_scrolled_up(self):
         """Scrolled up to read, new messages do not yank the view; a marker counts them."""

@@ -20,7 +20,7 @@ from tkinter import filedialog, ttk
 from typing import Any, Callable, Dict, List, Optional
 
 from tcpchat import wire
-from tcpchat.client.core import CONNECTED, FAILED, RECONNECTING, ChatClient, ChatListener, Transfer
+from tcpchat.client.core import CONNECTED, FAILED, RECONNECTING, ChatClient, ChatListener, IdentityChanged, Transfer
 from tcpchat.ui import text
 
 DEFAULT_PORT = 12345
@@ -104,8 +104,10 @@ class ConnectScreen(ttk.Frame):
         ttk.Checkbutton(self, text="Show", variable=self.show, command=self._toggle).grid(row=4, column=2, padx=(8, 0))
         self.button = ttk.Button(self, text="Connect", command=self.submit, style="Accent.TButton")
         self.button.grid(row=5, column=1, sticky="e", pady=(16, 0))
-        self.message = ttk.Label(self, text="", style="Error.TLabel", wraplength=360, justify="left")
+        self.message = ttk.Label(self, text="", style="Error.TLabel", wraplength=420, justify="left")
         self.message.grid(row=6, column=0, columnspan=3, sticky="w", pady=(12, 0))
+        # shown only when the server's certificate changed since the last login
+        self.trust = ttk.Button(self, text="The server was reinstalled: trust its new certificate")
         self.columnconfigure(1, weight=1)
 
     def _toggle(self) -> None:
@@ -142,9 +144,14 @@ class ConnectScreen(ttk.Frame):
     def busy(self, busy: bool) -> None:
         self.button.configure(state="disabled" if busy else "normal")
 
-    def error(self, message: str) -> None:
+    def error(self, message: str, trust: Optional[Callable[[], None]] = None) -> None:
         self.busy(False)
         self.message.configure(text=message, style="Error.TLabel")
+        if trust is None:
+            self.trust.grid_forget()
+        else:
+            self.trust.configure(command=trust)
+            self.trust.grid(row=7, column=0, columnspan=3, sticky="w", pady=(8, 0))
 
 
 class TransferRow(ttk.Frame):
@@ -397,8 +404,17 @@ class App(ChatListener):
         self.client = self.make_client(host, port, name, passkey, self, self.reactor)
         self.client.knownServers.path = self.settings.known_servers or self.client.knownServers.path
         d = self.client.start()
-        d.addCallbacks(lambda info: self.settings.save(host=host, port=port, name=self.client.name),
-                       lambda f: self.connect.error(str(f.value)))
+
+        def failed(failure: Any) -> None:
+            trust = None
+            if failure.check(IdentityChanged):
+                def trust() -> None:  # the user checked with whoever runs the server
+                    self.client.knownServers.forget(host, port)
+                    self.connect.error("")
+                    self.connect.submit()
+            self.connect.error(str(failure.value), trust)
+
+        d.addCallbacks(lambda info: self.settings.save(host=host, port=port, name=self.client.name), failed)
 
     def showChat(self) -> None:
         if self.chat is None:
