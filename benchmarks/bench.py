@@ -221,13 +221,37 @@ class Conn:
         self.writer.transport.abort()
 
 
+async def scan(conn: Conn, ping: Optional[bytes] = None, pong: bytes = b"") -> None:
+    """
+    Read a receiver's stream in bulk and pick out the numbered markers, the
+    same way for every server: no per-frame parsing, so the generator stays
+    cheap (markers appear only inside chat messages). Answers keep-alive pings.
+    """
+    tail = b""
+    try:
+        while True:
+            data = await conn.reader.read(1 << 18)
+            if not data:
+                return
+            buf = tail + data
+            last = 0
+            for m in MARK.finditer(buf):
+                conn.on_text(m.group(0))
+                last = m.end()
+            if ping is not None and ping in buf:
+                conn.writer.write(pong)
+            tail = buf[max(last, len(buf) - 64):]
+    except (ConnectionError, asyncio.CancelledError):
+        return
+
+
 class TcpchatAdapter:
     name = "tcpchat"
 
     def __init__(self, server: Server) -> None:
         self.server = server
 
-    async def connect(self, name: str, sender: bool = False) -> Conn:
+    async def connect(self, name: str, sender: bool = False, idle: bool = False) -> Conn:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port, limit=1 << 20)
         conn = Conn(reader, writer)
         self.send_frame(conn, {"type": "hello", "version": 1, "name": name, "passkey": PASSKEY})
@@ -237,7 +261,7 @@ class TcpchatAdapter:
                 break
             if frame.get("type") == "error":
                 raise RuntimeError(frame)
-        conn.task = asyncio.ensure_future(self.pump(conn))
+        conn.task = asyncio.ensure_future(discard(conn) if idle else self.pump(conn))
         return conn
 
     def send_frame(self, conn: Conn, frame: Dict[str, Any]) -> None:
@@ -250,17 +274,7 @@ class TcpchatAdapter:
         return json.loads(payload) if payload[:1] == b"{" else {"type": "data", "size": len(payload)}
 
     async def pump(self, conn: Conn) -> None:
-        reader = conn.reader
-        try:
-            while True:
-                (n,) = struct.unpack(">I", await reader.readexactly(4))
-                payload = await reader.readexactly(n)
-                if b'"kind":"message"' in payload:
-                    m = MARK.search(payload)
-                    if m:
-                        conn.on_text(m.group(0))
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            return
+        await scan(conn, b'"type":"ping"', struct.pack(">I", 15) + b'{"type":"pong"}')
 
     def say(self, conn: Conn, text: str, seq: int) -> None:
         self.send_frame(conn, {"type": "say", "text": text, "cid": f"c{seq}"})
@@ -272,7 +286,7 @@ class SeedAdapter:
     def __init__(self, server: SeedServer) -> None:
         self.server = server
 
-    async def connect(self, name: str, sender: bool = False) -> Conn:
+    async def connect(self, name: str, sender: bool = False, idle: bool = False) -> Conn:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port, limit=1 << 20)
         conn = Conn(reader, writer)
         writer.write(f"{name} {self.server.passkey}".encode())
@@ -280,24 +294,11 @@ class SeedAdapter:
         # the seed has no login answer and no framing: anything sent right after the
         # credentials lands in the same recv() and breaks its login, so wait a little
         await asyncio.sleep(0.1)
-        conn.task = asyncio.ensure_future(self.pump(conn))
+        conn.task = asyncio.ensure_future(discard(conn) if idle else self.pump(conn))
         return conn
 
     async def pump(self, conn: Conn) -> None:
-        buf = b""
-        try:
-            while True:
-                data = await conn.reader.read(1 << 16)
-                if not data:
-                    return
-                buf += data
-                last = 0
-                for m in MARK.finditer(buf):
-                    conn.on_text(m.group(0))
-                    last = m.end()
-                buf = buf[last:][-64:]
-        except (ConnectionError, asyncio.CancelledError):
-            return
+        await scan(conn)
 
     def say(self, conn: Conn, text: str, seq: int) -> None:
         conn.writer.write(text.encode())
@@ -309,7 +310,7 @@ class IrcAdapter:
     def __init__(self, server: Server) -> None:
         self.server = server
 
-    async def connect(self, name: str, sender: bool = False) -> Conn:
+    async def connect(self, name: str, sender: bool = False, idle: bool = False) -> Conn:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port, limit=1 << 20)
         conn = Conn(reader, writer)
         nick = name[:20]
@@ -325,23 +326,11 @@ class IrcAdapter:
                 break
             if line.startswith(b"PING"):
                 writer.write(b"PONG" + line[4:])
-        conn.task = asyncio.ensure_future(self.pump(conn))
+        conn.task = asyncio.ensure_future(discard(conn) if idle else self.pump(conn))
         return conn
 
     async def pump(self, conn: Conn) -> None:
-        try:
-            while True:
-                line = await conn.reader.readline()
-                if not line:
-                    return
-                if b" PRIVMSG " in line:
-                    m = MARK.search(line)
-                    if m:
-                        conn.on_text(m.group(0))
-                elif line.startswith(b"PING"):
-                    conn.writer.write(b"PONG" + line[4:])
-        except (ConnectionError, asyncio.CancelledError, ValueError):
-            return
+        await scan(conn, b"PING :", b"PONG :bench\r\n")
 
     def say(self, conn: Conn, text: str, seq: int) -> None:
         conn.writer.write(f"PRIVMSG #chat :{text}\r\n".encode())
@@ -401,13 +390,34 @@ def percentile(values: List[float], p: float) -> float:
     return values[k]
 
 
-async def connect_all(adapter: Any, n: int, prefix: str, timeout: float) -> Tuple[List[Conn], float]:
+async def quiesce(server: Server, limit: float = 60.0) -> None:
+    """Wait (bounded) until the server has used almost no CPU for half a second."""
+    deadline = time.monotonic() + limit
+    last = server.cpu_seconds()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        now = server.cpu_seconds()
+        if now - last < 0.03:
+            return
+        last = now
+
+
+async def discard(conn: Conn) -> None:
+    """An idle client still reads (others' joins), but the generator does not parse it."""
+    try:
+        while await conn.reader.read(1 << 16):
+            pass
+    except (ConnectionError, asyncio.CancelledError):
+        return
+
+
+async def connect_all(adapter: Any, n: int, prefix: str, timeout: float, idle: bool = False) -> Tuple[List[Conn], float]:
     start = time.perf_counter()
     sem = asyncio.Semaphore(1000)
 
     async def one(i: int) -> Conn:
         async with sem:
-            return await adapter.connect(f"{prefix}{i}")
+            return await adapter.connect(f"{prefix}{i}", idle=idle)
 
     tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
     done, pending = await asyncio.wait(tasks, timeout=timeout)
@@ -482,9 +492,12 @@ async def measure_cell(adapter: Any, server: Server, n: int, args: argparse.Name
 
 async def measure_idle(adapter: Any, server: Server, n: int, args: argparse.Namespace) -> Dict[str, Any]:
     rss_before = server.rss_kib()
-    conns, login_s = await connect_all(adapter, n, "idle", args.idle_timeout)
-    await asyncio.sleep(1.0)
+    cpu_gen0 = time.process_time()
+    conns, login_s = await connect_all(adapter, n, "idle", args.idle_timeout, idle=True)
+    generator_share = (time.process_time() - cpu_gen0) / max(1e-9, login_s)
+    await quiesce(server)  # the joins may still be on their way to everyone: measure memory at rest
     result = {"server": server.name, "N": n, "logged_in": len(conns), "login_s": login_s,
+              "generator_cpu_share": generator_share,
               "rss_per_client_kib": (server.rss_kib() - rss_before) / max(1, len(conns)),
               "peak_rss_kib": server.peak_kib()}
     for conn in conns:
@@ -833,7 +846,7 @@ def report(results: Dict[str, Any]) -> str:
         parts.append("idle logged-in clients:")
         parts.append(table(results["idle"], [("server", "server", 0), ("N", "N", 0), ("logged in", "logged_in", 0),
                                              ("login s", "login_s", 2), ("KiB/client", "rss_per_client_kib", 1),
-                                             ("peak RSS MiB", "peak_mib", 1)]))
+                                             ("peak RSS MiB", "peak_mib", 1), ("gen CPU", "generator_cpu_share", 2)]))
     if results["files"]:
         f = results["files"]
         parts.append(

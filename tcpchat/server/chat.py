@@ -235,8 +235,11 @@ class ChatFactory(Factory):
         batch in one write.
         """
         framed = [_framed(wire.encode({"type": "event", **event})) for event in events]
+        # most connections get exactly the same bytes: build them once and share them
+        together = framed[0] if len(framed) == 1 else b"".join(framed)
+        senders = {event.get("name") for event in events if event["kind"] == "message"}
         for proto in list(self.users.values()):
-            proto.offer(events, framed)
+            proto.offer(events, framed, together, senders)
 
     def recent_after(self, after: int, limit: int) -> Optional[List[Event]]:
         """

@@ -327,11 +327,12 @@ class ChatProtocol(FrameReceiver):
 
     # ------------------------------------------------------------ delivery
 
-    def offer(self, events: List[Dict[str, Any]], framed: List[bytes]) -> None:
+    def offer(self, events: List[Dict[str, Any]], framed: List[bytes], together: bytes, senders: set) -> None:
         """
         The factory offers committed events (ascending ids) with their framed
-        bytes.  Deliver them in one write if this connection is live and in
-        step; otherwise catch-up will.
+        bytes, all of them joined (``together``), and the names of those who
+        sent messages among them.  Deliver them in one write if this connection
+        is live and in step; otherwise catch-up will.
         """
         if not self.live or events[0]["id"] != self.sentUpTo + 1:
             self.live = False
@@ -341,7 +342,9 @@ class ChatProtocol(FrameReceiver):
             return
         self.sentUpTo = events[-1]["id"]
         name = self.name
-        if len(events) == 1:
+        if name not in senders:
+            data = together  # the shared bytes: nothing of ours to leave out
+        elif len(events) == 1:
             event = events[0]
             if event["kind"] == "message" and event.get("name") == name:
                 return  # the sender has its ack
