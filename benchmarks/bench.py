@@ -245,24 +245,43 @@ async def scan(conn: Conn, ping: Optional[bytes] = None, pong: bytes = b"") -> N
         return
 
 
-class TcpchatAdapter:
-    name = "tcpchat"
+class Adapter:
+    """How the load generator speaks to one kind of server: log in, say, receive."""
 
-    def __init__(self, server: Server) -> None:
+    name = "?"
+    ping: Optional[bytes] = None  # what a keep-alive request looks like in the stream
+    pong: bytes = b""  # and the answer
+
+    def __init__(self, server: Any) -> None:
         self.server = server
 
     async def connect(self, name: str, sender: bool = False, idle: bool = False) -> Conn:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port, limit=1 << 20)
         conn = Conn(reader, writer)
+        await self.login(conn, name, sender)
+        conn.task = asyncio.ensure_future(discard(conn) if idle else scan(conn, self.ping, self.pong))
+        return conn
+
+    async def login(self, conn: Conn, name: str, sender: bool) -> None:
+        raise NotImplementedError
+
+    def say(self, conn: Conn, text: str, seq: int) -> None:
+        raise NotImplementedError
+
+
+class TcpchatAdapter(Adapter):
+    name = "tcpchat"
+    ping = b'"type":"ping"'
+    pong = struct.pack(">I", 15) + b'{"type":"pong"}'
+
+    async def login(self, conn: Conn, name: str, sender: bool) -> None:
         self.send_frame(conn, {"type": "hello", "version": 1, "name": name, "passkey": PASSKEY})
         while True:
             frame = await self.read_frame(conn)
             if frame.get("type") == "synced":
-                break
+                return
             if frame.get("type") == "error":
                 raise RuntimeError(frame)
-        conn.task = asyncio.ensure_future(discard(conn) if idle else self.pump(conn))
-        return conn
 
     def send_frame(self, conn: Conn, frame: Dict[str, Any]) -> None:
         payload = json.dumps(frame, separators=(",", ":")).encode()
@@ -273,64 +292,44 @@ class TcpchatAdapter:
         payload = await conn.reader.readexactly(n)
         return json.loads(payload) if payload[:1] == b"{" else {"type": "data", "size": len(payload)}
 
-    async def pump(self, conn: Conn) -> None:
-        await scan(conn, b'"type":"ping"', struct.pack(">I", 15) + b'{"type":"pong"}')
-
     def say(self, conn: Conn, text: str, seq: int) -> None:
         self.send_frame(conn, {"type": "say", "text": text, "cid": f"c{seq}"})
 
 
-class SeedAdapter:
+class SeedAdapter(Adapter):
     name = "seed"
 
-    def __init__(self, server: SeedServer) -> None:
-        self.server = server
-
-    async def connect(self, name: str, sender: bool = False, idle: bool = False) -> Conn:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port, limit=1 << 20)
-        conn = Conn(reader, writer)
-        writer.write(f"{name} {self.server.passkey}".encode())
-        await writer.drain()
+    async def login(self, conn: Conn, name: str, sender: bool) -> None:
+        conn.writer.write(f"{name} {self.server.passkey}".encode())
+        await conn.writer.drain()
         # the seed has no login answer and no framing: anything sent right after the
         # credentials lands in the same recv() and breaks its login, so wait a little
         await asyncio.sleep(0.1)
-        conn.task = asyncio.ensure_future(discard(conn) if idle else self.pump(conn))
-        return conn
-
-    async def pump(self, conn: Conn) -> None:
-        await scan(conn)
 
     def say(self, conn: Conn, text: str, seq: int) -> None:
         conn.writer.write(text.encode())
 
 
-class IrcAdapter:
+class IrcAdapter(Adapter):
     name = "ngircd"
+    ping = b"PING :"
+    pong = b"PONG :bench\r\n"
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
-
-    async def connect(self, name: str, sender: bool = False, idle: bool = False) -> Conn:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port, limit=1 << 20)
-        conn = Conn(reader, writer)
+    async def login(self, conn: Conn, name: str, sender: bool) -> None:
         nick = name[:20]
+        writer = conn.writer
         writer.write(f"PASS {PASSKEY}\r\nNICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n".encode())
         if sender:  # lift the compiled-in flood throttle for the sender
             writer.write(f"OPER bench benchpw\r\nMODE {nick} +F\r\n".encode())
         writer.write(b"JOIN #chat\r\n")
         while True:
-            line = await reader.readline()
+            line = await conn.reader.readline()
             if not line:
                 raise RuntimeError("ngircd closed the connection")
             if b" 366 " in line:  # end of NAMES: joined
-                break
+                return
             if line.startswith(b"PING"):
                 writer.write(b"PONG" + line[4:])
-        conn.task = asyncio.ensure_future(discard(conn) if idle else self.pump(conn))
-        return conn
-
-    async def pump(self, conn: Conn) -> None:
-        await scan(conn, b"PING :", b"PONG :bench\r\n")
 
     def say(self, conn: Conn, text: str, seq: int) -> None:
         conn.writer.write(f"PRIVMSG #chat :{text}\r\n".encode())
@@ -576,9 +575,7 @@ async def tcpchat_files(server: TcpchatServer, size: int, block: bytes) -> Dict[
     sampler = asyncio.ensure_future(sample())
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=1 << 22)
     conn = Conn(reader, writer)
-    adapter.send_frame(conn, {"type": "hello", "version": 1, "name": "filer", "passkey": PASSKEY})
-    while (await adapter.read_frame(conn)).get("type") != "synced":
-        pass
+    await adapter.login(conn, "filer", False)
     digest = hashlib.sha256()
     chunks = size // len(block)
     for _ in range(chunks):
