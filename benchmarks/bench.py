@@ -508,6 +508,16 @@ async def measure_idle(adapter: Any, server: Server, n: int, args: argparse.Name
 # ---------------------------------------------------------------- files
 
 
+async def send_blocks(writer: asyncio.StreamWriter, block: bytes, size: int) -> None:
+    """Write ``size`` bytes as repeated ``block``s, honouring backpressure, then close."""
+    sent = 0
+    while sent < size:
+        writer.write(block)
+        sent += len(block)
+        await writer.drain()
+    writer.close()
+
+
 async def raw_tcp(size: int, block: bytes) -> Tuple[float, float]:
     """Loopback TCP MB/s in each direction, moving the same bytes with the same block size."""
     got = {"n": 0}
@@ -527,22 +537,12 @@ async def raw_tcp(size: int, block: bytes) -> Tuple[float, float]:
     port = server.sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     t0 = time.perf_counter()
-    sent = 0
-    while sent < size:
-        writer.write(block)
-        sent += len(block)
-        await writer.drain()
-    writer.close()
+    await send_blocks(writer, block, size)
     await done
     up = size / (time.perf_counter() - t0) / 1e6
 
     async def source(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sent = 0
-        while sent < size:
-            writer.write(block)
-            sent += len(block)
-            await writer.drain()
-        writer.close()
+        await send_blocks(writer, block, size)
 
     server2 = await asyncio.start_server(source, "127.0.0.1", 0)
     port2 = server2.sockets[0].getsockname()[1]
