@@ -55,6 +55,8 @@ class Options(usage.Options):
         ["data-dir", "d", DEFAULT_DATA_DIR, "Directory for the database and shared files (created if missing)."],
         ["passkey", None, None, "Use this passkey instead of generating one at start-up."],
         ["passkey-file", None, None, "Read the passkey from the first line of this file."],
+        ["admin-passkey", None, None, "Operator passkey (for /oper); default: a fresh one, printed at start-up and "
+         "written to DATA-DIR/admin-passkey (readable by this account only)."],
         ["history", None, Limits.history, "How many recent events a user is shown on joining (0-1000).", int],
         ["server-name", None, None, "Name shown to users (default: 'tcpchat on HOSTNAME')."],
         ["max-file-size", None, Limits.max_file_size, "Largest file a user may share, e.g. 200M or 2G (default 1G).", _size],
@@ -94,6 +96,8 @@ class Options(usage.Options):
                 raise usage.UsageError(f"cannot read --passkey-file: {e.strerror}") from None
         if self["passkey"] is not None and not auth.canonical_passkey(self["passkey"]):
             raise usage.UsageError("the passkey must not be empty")
+        if self["admin-passkey"] is not None and not auth.canonical_passkey(self["admin-passkey"]):
+            raise usage.UsageError("the admin passkey must not be empty")
         if (self["certificate"] is None) != (self["private-key"] is None):
             raise usage.UsageError("--certificate and --private-key go together")
         for key in ("certificate", "private-key"):
@@ -124,8 +128,10 @@ class ChatService(service.Service):
     log = Logger()
 
     def __init__(self, factory: ChatFactory, endpoints: List[Any], passkey: str, runner: Optional[ThreadRunner] = None,
-                 tls_options: Any = None, fingerprint: Optional[str] = None):
+                 tls_options: Any = None, fingerprint: Optional[str] = None, admin_passkey: Optional[str] = None):
         self.factory = factory
+        self.admin_passkey = admin_passkey
+        factory.passkeyListeners.append(self._rotated)
         self.tls_options = tls_options
         self.fingerprint = fingerprint
         self.endpoints = endpoints
@@ -170,6 +176,9 @@ class ChatService(service.Service):
         self.announce()
         self.ready.callback(self.ports)
 
+    def _rotated(self, passkey: str) -> None:
+        self.passkey = passkey
+
     def _failed(self, failure: Any) -> None:
         self.log.failure("tcpchat could not start", failure)
         from twisted.internet import reactor
@@ -188,7 +197,8 @@ class ChatService(service.Service):
             security = "NONE - plaintext (--insecure-plaintext): anyone on the network can read everything"
         self.log.info(
             "\n{bar}\n  tcpchat server {name!r} is ready\n  Passkey:     {passkey}\n  Join at:     {addresses}\n"
-            "  Security:    {security}\n{bar}",
+            "  Security:    {security}\n  Admin key:   {admin}  (type /oper KEY in a client to moderate)\n{bar}",
+            admin=self.admin_passkey or "(none)",
             bar=bar,
             name=self.factory.server_name,
             passkey=self.passkey,
@@ -256,6 +266,8 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
     # behind the reactor thread's Python work (measured: p50 latency 4.8 -> see PERFORMANCE.rst).
     sys.setswitchinterval(0.0005)
     passkey = config["passkey"] or auth.generate_passkey()
+    admin_passkey = config["admin-passkey"] or auth.generate_passkey()
+    _write_private(os.path.join(config["data-dir"], "admin-passkey"), admin_passkey + "\n")
     runner = ThreadRunner(reactor)
     store = Store(os.path.join(config["data-dir"], "tcpchat.sqlite3"), runner)
     limits = Limits(
@@ -263,7 +275,8 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
         max_connections=config["max-connections"], max_per_address=config["max-per-address"],
         message_rate=config["message-rate"],
     )
-    factory = ChatFactory(store, auth.PasskeyVerifier(passkey), reactor, config["server-name"], limits)
+    factory = ChatFactory(store, auth.PasskeyVerifier(passkey), reactor, config["server-name"], limits,
+                          admin_passkey=admin_passkey)
     from tcpchat.server.files import FileService
 
     def in_thread(f: Any, *args: Any) -> defer.Deferred:
@@ -282,4 +295,14 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
         tls_options = tls.server_options(cert_path, key_path)
         with open(cert_path, "rb") as f:
             fingerprint = tls.fingerprint_pem(f.read())
-    return ChatService(factory, endpoints, passkey, runner, tls_options, fingerprint)
+    return ChatService(factory, endpoints, passkey, runner, tls_options, fingerprint, admin_passkey)
+
+
+def _write_private(path: str, text: str) -> None:
+    """Write a secret file only this account can read."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError:
+        pass  # the banner shows it anyway

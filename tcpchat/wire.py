@@ -29,6 +29,20 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 #: Protocol version spoken by this implementation (``hello.version``).
 PROTOCOL_VERSION = 1
+#: Revision of version 1 documented in PROTOCOL.rst (additions only).
+PROTOCOL_REVISION = "1.1"
+#: Optional features a client may ask for in ``hello.features``.
+FEATURES = ("rooms",)
+#: The room everyone is in; the only room of clients without the ``rooms`` feature.
+DEFAULT_ROOM = "general"
+#: Longest room name, in characters.
+MAX_ROOM_CHARS = 32
+#: Longest status line, in characters.
+MAX_STATUS_CHARS = 100
+#: Longest search query, in characters.
+MAX_QUERY_CHARS = 200
+#: Largest ``limit`` of a ``search`` request.
+MAX_SEARCH_PAGE = 100
 
 #: Largest file data carried by one data frame.
 MAX_CHUNK = 256 * 1024
@@ -87,6 +101,18 @@ class ErrorCode:
     NO_SUCH_FILE = "no-such-file"
     BAD_OFFSET = "bad-offset"
     UPLOAD_TIMEOUT = "upload-timeout"
+    # rooms, direct messages, moderation, search
+    BAD_ROOM_NAME = "bad-room-name"
+    NO_SUCH_ROOM = "no-such-room"
+    NOT_A_MEMBER = "not-a-member"
+    CANNOT_LEAVE = "cannot-leave"
+    NO_SUCH_USER = "no-such-user"
+    NO_SUCH_MESSAGE = "no-such-message"
+    NOT_ALLOWED = "not-allowed"
+    NOT_OPERATOR = "not-operator"
+    BANNED = "banned"
+    MUTED = "muted"
+    BAD_QUERY = "bad-query"
 
 
 #: A plain sentence for every error code, for people.
@@ -118,6 +144,17 @@ ERROR_TEXT: Dict[str, str] = {
     ErrorCode.NO_SUCH_FILE: "No such file.",
     ErrorCode.BAD_OFFSET: "That offset is past the end of the file.",
     ErrorCode.UPLOAD_TIMEOUT: "The upload stalled and was abandoned.",
+    ErrorCode.BAD_ROOM_NAME: "That room name is not allowed: use 1-32 letters, digits or - _ . without spaces.",
+    ErrorCode.NO_SUCH_ROOM: "No such room.",
+    ErrorCode.NOT_A_MEMBER: "You are not in that room; join it first.",
+    ErrorCode.CANNOT_LEAVE: "Everyone stays in the default room.",
+    ErrorCode.NO_SUCH_USER: "Nobody of that name has ever logged in here.",
+    ErrorCode.NO_SUCH_MESSAGE: "No such message.",
+    ErrorCode.NOT_ALLOWED: "Only the sender or an operator may do that.",
+    ErrorCode.NOT_OPERATOR: "Only a server operator may do that.",
+    ErrorCode.BANNED: "You are banned from this server.",
+    ErrorCode.MUTED: "You are muted; your messages are not sent.",
+    ErrorCode.BAD_QUERY: "That search could not be understood; search for words.",
 }
 
 #: Codes after which the server closes the connection.
@@ -128,6 +165,7 @@ FATAL_CODES = frozenset(
         ErrorCode.LOGIN_TIMEOUT,
         ErrorCode.FRAME_TOO_LARGE,
         ErrorCode.SERVER_BUSY,
+        ErrorCode.BANNED,
     }
 )
 
@@ -217,6 +255,29 @@ def _any(value: Any) -> Any:
     return value
 
 
+def _bool(value: Any) -> bool:
+    if type(value) is not bool:
+        raise _fail("expected true or false")
+    return value
+
+
+def _room(value: Any) -> str:
+    return normalize_room(value)
+
+
+def _features(value: Any) -> list:
+    if not isinstance(value, list) or len(value) > 32 or not all(isinstance(v, str) and len(v) <= 32 for v in value):
+        raise _fail("expected a list of up to 32 short strings")
+    return value
+
+
+def _address(value: Any) -> Any:
+    """``true`` (the address the named user is connected from) or an IP address."""
+    if value is True or (isinstance(value, str) and 1 <= len(value) <= 64):
+        return value
+    raise _fail("expected true or an address")
+
+
 _ID = _int(0, 2**53)
 _TID = _int(1, MAX_TRANSFER_ID)
 _SIZE = _int(0, 2**53)
@@ -233,11 +294,33 @@ CLIENT_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
         "after": (_ID, False),
         "session": (_str(64), False),
         "client": (_str(100), False),
+        "features": (_features, False),
     },
     "pake-confirm": {"confirm": (_hex(32), True)},
-    "say": {"text": (_text, True), "cid": (_str(MAX_CID_CHARS, 1), False)},
-    "history": {"before": (_ID, False), "limit": (_int(1, MAX_HISTORY_PAGE), False)},
+    "say": {"text": (_text, True), "cid": (_str(MAX_CID_CHARS, 1), False), "room": (_room, False),
+            "to": (_str(256), False)},
+    "history": {"before": (_ID, False), "limit": (_int(1, MAX_HISTORY_PAGE), False), "room": (_room, False),
+                "to": (_str(256), False)},
     "who": {},
+    "join": {"room": (_room, True)},
+    "leave": {"room": (_room, True)},
+    "rooms": {},
+    "typing": {"room": (_room, False), "to": (_str(256), False)},
+    "read": {"id": (_ID, True), "room": (_room, False), "to": (_str(256), False)},
+    "presence": {"away": (_bool, False), "status": (_str(MAX_STATUS_CHARS), False)},
+    "search": {"q": (_str(MAX_QUERY_CHARS, 1), True), "room": (_room, False), "to": (_str(256), False),
+               "before": (_ID, False), "limit": (_int(1, MAX_SEARCH_PAGE), False)},
+    "delete": {"id": (_ID, True)},
+    "oper": {"passkey": (_str(256), True)},
+    "mod": {
+        "action": (_str(16, 1), True),
+        "name": (_str(256), False),
+        "address": (_address, False),
+        "duration": (_int(0, 10 * 365 * 86400), False),
+        "reason": (_str(500), False),
+        "text": (_text, False),
+        "passkey": (_str(256), False),
+    },
     "ping": {"n": (_any, False)},
     "pong": {"n": (_any, False)},
     "bye": {},
@@ -247,6 +330,8 @@ CLIENT_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
         "size": (_SIZE, True),
         "sha256": (_sha256, True),
         "mime": (_str(255), False),
+        "room": (_room, False),
+        "to": (_str(256), False),
     },
     "upload-cancel": {"tid": (_TID, True)},
     "download": {"tid": (_TID, True), "file": (_ID, True), "offset": (_SIZE, False)},
@@ -262,6 +347,9 @@ SERVER_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
         "users": (_any, True),
         "session": (_str(64), False),
         "limits": (_any, False),
+        "features": (_any, False),
+        "presence": (_any, False),
+        "operator": (_any, False),
     },
     "event": {
         "id": (_ID, True),
@@ -273,12 +361,24 @@ SERVER_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
         "file": (_any, False),
         "reason": (_any, False),
         "replay": (_any, False),
+        "room": (_any, False),
+        "to": (_any, False),
+        "target": (_any, False),
+        "by": (_any, False),
     },
     "pake": {"msg": (_hex(33), True), "confirm": (_hex(32), True)},
     "synced": {"last": (_ID, True)},
     "ack": {"id": (_ID, True), "ts": (_any, True), "cid": (_any, False)},
-    "history-page": {"events": (_any, True), "more": (_any, True)},
-    "users": {"users": (_any, True)},
+    "history-page": {"events": (_any, True), "more": (_any, True), "room": (_any, False), "to": (_any, False)},
+    "users": {"users": (_any, True), "presence": (_any, False)},
+    "room": {"room": (_any, True), "members": (_any, True), "seen": (_any, False)},
+    "room-list": {"rooms": (_any, True)},
+    "typing": {"name": (_any, True), "room": (_any, False), "to": (_any, False)},
+    "seen": {"name": (_any, True), "id": (_ID, True), "room": (_any, False), "to": (_any, False)},
+    "presence": {"name": (_any, True), "away": (_any, True), "status": (_any, False)},
+    "search-results": {"q": (_any, True), "events": (_any, True), "more": (_any, True)},
+    "oper": {"actions": (_any, False)},
+    "mod-done": {"action": (_any, True), "message": (_any, False), "passkey": (_any, False), "bans": (_any, False)},
     "error": {
         "code": (_str(64, 1), True),
         "message": (_str(2048), False),
@@ -395,6 +495,26 @@ def normalize_name(raw: str) -> str:
     if name != name.strip() or any(unicodedata.category(c) in _BAD_NAME_CATEGORIES for c in name):
         raise ProtocolError(ErrorCode.BAD_NAME)
     return name
+
+
+_ROOM_CHARS = re.compile(r"[\w.\-]+")
+
+
+def normalize_room(raw: Any) -> str:
+    """
+    The canonical form of a room name (an optional leading ``#`` is dropped),
+    or raise ``bad-room-name``.  Room names are 1..MAX_ROOM_CHARS letters,
+    digits, ``-``, ``_`` or ``.``, NFC-normalised; they compare like user
+    names (case-insensitively, see :func:`name_key`).
+    """
+    if not isinstance(raw, str):
+        raise ProtocolError(ErrorCode.BAD_ROOM_NAME)
+    room = unicodedata.normalize("NFC", raw)
+    if room.startswith("#"):
+        room = room[1:]
+    if not 1 <= len(room) <= MAX_ROOM_CHARS or not _ROOM_CHARS.fullmatch(room):
+        raise ProtocolError(ErrorCode.BAD_ROOM_NAME)
+    return room
 
 
 def name_key(name: str) -> str:

@@ -18,13 +18,15 @@ from tcpchat.store.sqlite import Store
 PASSKEY = "abcde-fghjk"
 
 
-def make_factory(tmp_path: Any, files: bool = False, store: Optional[Store] = None, **limits: Any) -> ChatFactory:
+def make_factory(tmp_path: Any, files: bool = False, store: Optional[Store] = None, admin_passkey: Optional[str] = None,
+                 **limits: Any) -> ChatFactory:
     """A started server with a synchronous SQLite store and a fake clock."""
     clock = task.Clock()
     clock.advance(1_700_000_000)
     store = store or Store(str(tmp_path / "chat.sqlite3"))
     limits.setdefault("message_rate", 0)  # tests send bursts; the rate limit has tests of its own
-    factory = ChatFactory(store, PasskeyVerifier(PASSKEY), clock, "test server", Limits(**limits))
+    factory = ChatFactory(store, PasskeyVerifier(PASSKEY), clock, "test server", Limits(**limits),
+                          admin_passkey=admin_passkey)
     if files:
         factory.files = FileService(factory, str(tmp_path / "files"))
     factory.start()

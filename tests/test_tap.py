@@ -26,6 +26,7 @@ def test_defaults(tmp_path, monkeypatch):
         "data-dir": str(tmp_path / "tcpchat-data"),
         "passkey": None,
         "passkey-file": None,
+        "admin-passkey": None,
         "history": 50,
         "server-name": options["server-name"],
         "max-file-size": 1024**3,

@@ -33,36 +33,36 @@ def test_three_users_chat_and_one_leaves(server):
     """Three users log in, chat and one leaves; each sees exactly the right frames in order."""
     alice, bob, carol = RawClient(server.port), RawClient(server.port), RawClient(server.port)
     assert strip(alice.login("alice")) == [{"type": "welcome", "name": "alice", "users": ["alice"]}, {"type": "synced"}]
-    assert strip(alice.recv_until(lambda f: f["type"] == "event")) == [{"type": "event", "kind": "join", "name": "alice"}]
+    assert strip(alice.recv_until(lambda f: f["type"] == "event")) == [{"type": "event", "kind": "join", "room": "general", "name": "alice"}]
     assert strip(bob.login("bob")) == [
         {"type": "welcome", "name": "bob", "users": ["alice", "bob"]},
-        {"type": "event", "kind": "join", "name": "alice", "replay": True},
+        {"type": "event", "kind": "join", "room": "general", "name": "alice", "replay": True},
         {"type": "synced"},
     ]
-    assert strip([bob.recv()]) == [{"type": "event", "kind": "join", "name": "bob"}]
-    assert strip([alice.recv()]) == [{"type": "event", "kind": "join", "name": "bob"}]
+    assert strip([bob.recv()]) == [{"type": "event", "kind": "join", "room": "general", "name": "bob"}]
+    assert strip([alice.recv()]) == [{"type": "event", "kind": "join", "room": "general", "name": "bob"}]
     carol.login("carol")
     carol.recv()
     for peer in (alice, bob):
-        assert strip([peer.recv()]) == [{"type": "event", "kind": "join", "name": "carol"}]
+        assert strip([peer.recv()]) == [{"type": "event", "kind": "join", "room": "general", "name": "carol"}]
 
     alice.send({"type": "say", "text": "hello everyone 👋", "cid": "a1"})
     (ack,) = alice.recv_until(lambda f: True)
     assert ack["type"] == "ack" and ack["cid"] == "a1"
     for peer in (bob, carol):
         event = peer.recv()
-        assert strip([event]) == [{"type": "event", "kind": "message", "name": "alice", "text": "hello everyone 👋", "cid": "a1"}]
+        assert strip([event]) == [{"type": "event", "kind": "message", "room": "general", "name": "alice", "text": "hello everyone 👋", "cid": "a1"}]
         assert event["id"] == ack["id"]
 
     bob.send({"type": "say", "text": "hi alice", "cid": "b1"})
     assert bob.recv()["type"] == "ack"
     for peer in (alice, carol):
-        assert strip([peer.recv()]) == [{"type": "event", "kind": "message", "name": "bob", "text": "hi alice", "cid": "b1"}]
+        assert strip([peer.recv()]) == [{"type": "event", "kind": "message", "room": "general", "name": "bob", "text": "hi alice", "cid": "b1"}]
 
     carol.send({"type": "bye"})
     assert carol.closed_by_server()
     for peer in (alice, bob):
-        assert strip([peer.recv()]) == [{"type": "event", "kind": "leave", "name": "carol", "reason": "quit"}]
+        assert strip([peer.recv()]) == [{"type": "event", "kind": "leave", "room": "general", "name": "carol", "reason": "quit"}]
     alice.send({"type": "who"})
     assert alice.recv() == {"type": "users", "users": ["alice", "bob"]}
     for peer in (alice, bob, carol):

@@ -33,6 +33,17 @@ def test_every_client_frame_round_trips():
         {"type": "upload-cancel", "tid": 1},
         {"type": "download", "tid": 2, "file": 5, "offset": 3},
         {"type": "download-cancel", "tid": 2},
+        {"type": "say", "text": "psst", "to": "bob"},
+        {"type": "join", "room": "lab-2"},
+        {"type": "leave", "room": "lab-2"},
+        {"type": "rooms"},
+        {"type": "typing", "room": "lab-2"},
+        {"type": "read", "id": 9, "to": "bob"},
+        {"type": "presence", "away": True, "status": "at lunch"},
+        {"type": "search", "q": "exam date", "room": "general", "before": 99, "limit": 5},
+        {"type": "delete", "id": 4},
+        {"type": "oper", "passkey": "x"},
+        {"type": "mod", "action": "ban", "name": "eve", "address": True, "duration": 600, "reason": "spam"},
     ]
     assert {s["type"] for s in samples} == set(wire.CLIENT_FRAMES)
     for sample in samples:
@@ -41,8 +52,20 @@ def test_every_client_frame_round_trips():
 
 def test_unknown_fields_are_ignored():
     """A newer client's extra fields do not break an older server."""
-    frame = wire.decode(b'{"type":"who","room":"x"}')
+    frame = wire.decode(b'{"type":"who","colour":"x"}')
     assert frame == {"type": "who"}
+
+
+@pytest.mark.parametrize("raw, room", [("general", "general"), ("#Lab-2", "Lab-2"), ("café.1", "café.1")])
+def test_room_names_are_normalized(raw, room):
+    assert wire.normalize_room(raw) == room
+
+
+@pytest.mark.parametrize("raw", ["", "#", "two words", "a/b", "x" * 33, "#@", 7, "tab\t", "new\nline"])
+def test_bad_room_names_are_refused(raw):
+    with pytest.raises(ProtocolError) as e:
+        wire.normalize_room(raw)
+    assert e.value.code == ErrorCode.BAD_ROOM_NAME
 
 
 def test_data_frame_round_trips():

@@ -23,7 +23,13 @@ from twisted.logger import Logger
 from tcpchat import wire
 from tcpchat.auth import IPasskeyVerifier
 from tcpchat.server.guard import LoginGuard, TokenBucket
+from tcpchat.server.moderation import Moderation
+from tcpchat.server.social import DEFAULT_CONV, DEFAULT_KEY, Directory, audience, can_see
 from tcpchat.store.sqlite import Event, Store
+
+
+#: The audience of events everyone may read (the default room).
+_EVERYONE = ("room", DEFAULT_KEY)
 
 
 def _framed(payload: bytes) -> bytes:
@@ -57,6 +63,10 @@ class Limits:
     message_rate = 10.0  #: messages per second a user may keep sending (0: no limit)
     message_burst = 30.0  #: ... with bursts of this many
     pake_rate = 200.0  #: SPAKE2 logins started per second, server-wide
+    away_after = 600.0  #: seconds without sending anything before a user is shown as away
+    typing_interval = 2.0  #: a user's typing notices in one conversation are relayed at most this often
+    action_rate = 20.0  #: other requests (search, join, read markers, ...) per second a user may keep sending
+    action_burst = 60.0  #: ... with bursts of this many
 
     def __init__(self, **overrides: Any) -> None:
         for key, value in overrides.items():
@@ -73,6 +83,8 @@ class Limits:
             "max_file_size": self.max_file_size,
             "ping_interval": self.ping_interval,
             "ping_timeout": self.ping_timeout,
+            "away_after": self.away_after,
+            "typing_interval": self.typing_interval,
         }
 
 
@@ -92,6 +104,7 @@ class ChatFactory(Factory):
         server_name: str = "tcpchat",
         limits: Optional[Limits] = None,
         files: Any = None,
+        admin_passkey: Optional[str] = None,
     ) -> None:
         from tcpchat.server.protocol import ChatProtocol
 
@@ -118,6 +131,10 @@ class ChatFactory(Factory):
         self.guard = LoginGuard(clock)
         #: SPAKE2 costs milliseconds of CPU: a global budget keeps a login flood from starving the chat
         self.pakeBudget = TokenBucket(clock, self.limits.pake_rate, self.limits.pake_rate)
+        self.directory = Directory()
+        self.moderation = Moderation(self, admin_passkey)
+        #: called with the new passkey after an operator rotated it
+        self.passkeyListeners: List[Any] = []
 
     # ------------------------------------------------------------ lifecycle
 
@@ -126,6 +143,9 @@ class ChatFactory(Factory):
 
         async def start() -> None:
             self.last_id = await self.store.open()
+            social = await self.store.load_social()
+            self.directory.load(social)
+            self.moderation.load(social["bans"])
             for event in await self.store.events_before(None, self.recent.maxlen or 0):
                 self.recent.append(event)
             if self.files is not None:
@@ -154,6 +174,7 @@ class ChatFactory(Factory):
             if leaving:
                 await DeferredList(leaving, consumeErrors=True)
             await self.drained()
+            await self.saveReads()
             for proto in list(self.connections):
                 proto.close()
             await self.store.close()
@@ -203,6 +224,9 @@ class ChatFactory(Factory):
 
     def _committed(self, results: List[Tuple[Event, bool]], batch: List[Tuple[Dict[str, Any], Deferred]]) -> None:
         fresh = [stored for stored, duplicate in results if not duplicate]
+        for event in fresh:
+            if event["kind"] == "delete":
+                self._forget(event["target"])
         if fresh:
             self.recent.extend(fresh)
             self.last_id = fresh[-1]["id"]
@@ -235,11 +259,45 @@ class ChatFactory(Factory):
         batch in one write.
         """
         framed = [_framed(wire.encode({"type": "event", **event})) for event in events]
-        # most connections get exactly the same bytes: build them once and share them
-        together = framed[0] if len(framed) == 1 else b"".join(framed)
         senders = {event.get("name") for event in events if event["kind"] == "message"}
+        audiences = [audience(event) for event in events]
+        if all(aud == _EVERYONE for aud in audiences):
+            # the usual case: everyone may read all of it, and most connections get exactly
+            # the same bytes: build them once and share them
+            together = framed[0] if len(framed) == 1 else b"".join(framed)
+            for proto in list(self.users.values()):
+                proto.offer(events, framed, together, senders)
+            return
         for proto in list(self.users.values()):
-            proto.offer(events, framed, together, senders)
+            proto.offer(events, framed, None, senders, audiences)
+
+    def _forget(self, event_id: int) -> None:
+        """A deleted message leaves the in-memory conversation too."""
+        i = self._recent_index(event_id)
+        if i < len(self.recent) and self.recent[i]["id"] == event_id:
+            old = self.recent[i]
+            tomb = {k: old[k] for k in ("id", "ts", "room", "to", "name") if k in old}
+            tomb["kind"] = "deleted"
+            self.recent[i] = tomb
+
+    def _recent_index(self, event_id: int) -> int:
+        """Index in ``recent`` of the first event with an id of at least ``event_id``."""
+        recent = self.recent
+        lo, hi = 0, len(recent)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if recent[mid]["id"] < event_id:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def find_event(self, event_id: int) -> Deferred:
+        """Fires with a stored event (from memory when it is there) or None."""
+        i = self._recent_index(event_id)
+        if i < len(self.recent) and self.recent[i]["id"] == event_id:
+            return succeed(self.recent[i])
+        return self.store.get_event(event_id).addCallback(lambda row: None if row is None else row[0])
 
     def recent_after(self, after: int, limit: int) -> Optional[List[Event]]:
         """
@@ -251,14 +309,7 @@ class ChatFactory(Factory):
             return []
         if not recent or recent[0]["id"] > after + 1:
             return None
-        # ids in ``recent`` ascend; find the first above ``after``
-        lo, hi = 0, len(recent)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if recent[mid]["id"] <= after:
-                lo = mid + 1
-            else:
-                hi = mid
+        lo = self._recent_index(after + 1)
         out = []
         for i in range(lo, min(lo + limit, len(recent))):
             out.append(recent[i])
@@ -271,15 +322,24 @@ class ChatFactory(Factory):
             return succeed(cached)
         return self.store.events_after(after, limit)
 
-    def replay_start(self, after: Optional[int]) -> int:
-        """The id after which a freshly logged-in connection's replay starts."""
+    def replay_start(self, proto: Any, after: Optional[int]) -> int:
+        """
+        The id after which a freshly logged-in connection's replay starts:
+        ``after`` if it asked, else just before the latest ``Limits.history``
+        events it may read (looked for among the events held in memory).
+        """
         if after is not None:
             return min(after, self.last_id)
         history = self.limits.history
         if history <= 0 or not self.recent:
             return self.last_id
-        tail = list(self.recent)[-history:]
-        return tail[0]["id"] - 1
+        count = 0
+        for event in reversed(self.recent):
+            if event["kind"] != "deleted" and can_see(proto, audience(event)):
+                count += 1
+                if count == history:
+                    return event["id"] - 1
+        return self.recent[0]["id"] - 1
 
     # ------------------------------------------------------------ rules
 
@@ -303,15 +363,18 @@ class ChatFactory(Factory):
         self._names = None
         return name
 
-    def admit(self, proto: Any) -> Optional[str]:
-        """Count a new connection; a sentence if it is over a cap (then it is closed)."""
+    def admit(self, proto: Any) -> Optional[Tuple[str, str]]:
+        """Count a new connection; ``(error code, sentence)`` if it may not stay (then it is closed)."""
         count = self.perHost.get(proto.host, 0) + 1
         self.perHost[proto.host] = count
         limits = self.limits
+        banned = self.moderation.refusal("address", proto.host)
+        if banned is not None:
+            return wire.ErrorCode.BANNED, banned
         if limits.max_connections and len(self.connections) > limits.max_connections:
-            return "The server has too many connections; try again later."
+            return wire.ErrorCode.SERVER_BUSY, "The server has too many connections; try again later."
         if limits.max_per_address and count > limits.max_per_address:
-            return "Too many connections from your address."
+            return wire.ErrorCode.SERVER_BUSY, "Too many connections from your address."
         return None
 
     def release(self, proto: Any) -> None:
@@ -331,10 +394,41 @@ class ChatFactory(Factory):
                 self.submit(self.leave_event(proto, reason)).addErrback(lambda f: None)
 
     def join_event(self, proto: Any) -> Dict[str, Any]:
-        return {"kind": "join", "name": proto.name}
+        return {"kind": "join", "name": proto.name, "nkey": proto.nkey, **self._lobby()}
 
     def leave_event(self, proto: Any, reason: str) -> Dict[str, Any]:
-        return {"kind": "leave", "name": proto.name, "reason": reason}
+        return {"kind": "leave", "name": proto.name, "reason": reason, **self._lobby()}
+
+    def _lobby(self) -> Dict[str, str]:
+        return {"room": self.directory.rooms[DEFAULT_KEY], "conv": DEFAULT_CONV}
+
+    def presence(self) -> Dict[str, Dict[str, Any]]:
+        """Who is away or has a status line: name -> {"away", "status"}."""
+        out = {}
+        for proto in self.users.values():
+            if proto.away or proto.status:
+                out[proto.name] = {"away": proto.away, "status": proto.status}
+        return out
+
+    def tell(self, frame: Dict[str, Any], protos: Any, exclude: Any = None) -> None:
+        """Send one frame (not an event: nothing stored) to these connections."""
+        data = _framed(wire.encode(frame))
+        for proto in protos:
+            if proto is not exclude and proto.live:
+                proto.transport.write(data)
+
+    def saveReads(self) -> Deferred:
+        """Store read markers that moved (they are hints: a crash may lose the last few seconds)."""
+        dirty = self.directory.take_dirty()
+        if not dirty:
+            return succeed(None)
+        return self.store.save_reads(dirty).addErrback(
+            lambda f: self.log.failure("Could not store read markers", f))
+
+    def onPasskeyRotated(self, passkey: str) -> None:
+        self.log.info("The passkey was changed by an operator; new logins need the new one")
+        for listener in self.passkeyListeners:
+            listener(passkey)
 
     def user_names(self) -> List[str]:
         if self._names is None:  # cached: a login storm would otherwise sort N names N times
@@ -346,6 +440,7 @@ class ChatFactory(Factory):
         now = self.clock.seconds()
         for proto in list(self.connections):
             proto.checkTimeouts(now)
+        self.saveReads()
         if self.files is not None:
             self.files.sweep(now)
         self.guard.prune()

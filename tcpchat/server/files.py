@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
 from tcpchat import wire
+from tcpchat.server import social
 from tcpchat.wire import ErrorCode, ProtocolError
 
 Runner = Callable[..., Deferred]
@@ -53,6 +54,9 @@ class Upload:
         self.buffered = 0
         self.writing = False
         self.aborted = False
+        #: the conversation it is shared in (its audience) and the event fields naming it
+        self.aud: Any = None
+        self.where: Dict[str, str] = {}
 
 
 class Download:
@@ -117,6 +121,11 @@ class FileService:
                 raise ProtocolError(ErrorCode.BAD_FILE_NAME)
             if self.storedBytes + self.reserved + frame["size"] > limits.max_storage:
                 raise ProtocolError(ErrorCode.QUOTA_EXCEEDED)
+            # where it is shared: only that room's members (or the two people) may download it
+            aud, where = self.factory.directory.resolve(proto, frame)
+            muted = self.factory.moderation.refusal("mute", proto.nkey)
+            if muted is not None:
+                raise ProtocolError(ErrorCode.MUTED, muted)
         except ProtocolError as e:
             self._dropped.setdefault(proto, set()).add(tid)
             proto.sendError(e.code, e.message, ref="upload", tid=tid)
@@ -124,6 +133,7 @@ class FileService:
         self._dropped.get(proto, set()).discard(tid)
         fd, path = tempfile.mkstemp(dir=self.tmp, prefix="up-")
         upload = Upload(tid, frame, fd, path, self.factory.clock.seconds())
+        upload.aud, upload.where = aud, where
         proto.uploads[tid] = upload
         self.reserved += upload.size
         proto.sendFrame({"type": "upload-ready", "tid": tid})
@@ -239,11 +249,16 @@ class FileService:
             "mime": upload.mime,
             "uploader": proto.name,
             "ts": ts,
+            "conv": social.conv_of(upload.aud),
         }
         fileId = await self.factory.store.add_file(record)
-        info = {k: v for k, v in record.items() if k not in ("uploader", "ts") and v is not None}
+        info = {k: v for k, v in record.items() if k not in ("uploader", "ts", "conv") and v is not None}
         info["id"] = fileId
-        stored, _ = await self.factory.submit({"kind": "file", "name": proto.name, "file": info, "ts": ts})
+        event = {"kind": "file", "name": proto.name, "nkey": proto.nkey, "file": info, "ts": ts, **upload.where,
+                 "conv": record["conv"]}
+        if upload.aud[0] == "dm":
+            event["tkey"] = upload.aud[2]
+        stored, _ = await self.factory.submit(event)
         proto.uploads.pop(upload.tid, None)
         self.log.info("{name} shared {file!r} as file {id}", name=proto.name, file=upload.name, id=fileId)
         proto.sendFrame({"type": "upload-done", "tid": upload.tid, "id": stored["id"], "file": info})
@@ -268,7 +283,8 @@ class FileService:
         def found(record: Optional[Dict[str, Any]]) -> None:
             if proto.downloads.get(tid, False) is not None:
                 return  # cancelled or disconnected meanwhile
-            if record is None:
+            if record is None or not social.may_read(proto, record.get("conv")):
+                # a file shared where this user cannot read is, for them, no file at all
                 del proto.downloads[tid]
                 proto.sendError(ErrorCode.NO_SUCH_FILE, ref="download", tid=tid)
                 return

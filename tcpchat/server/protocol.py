@@ -23,7 +23,9 @@ from zope.interface import implementer
 
 from tcpchat import pake, tls, wire
 from tcpchat.framing import FrameReceiver
+from tcpchat.server import moderation, social
 from tcpchat.server.guard import TokenBucket
+from tcpchat.store.sqlite import fts_query
 from tcpchat.wire import ErrorCode, ProtocolError
 
 # connection states
@@ -41,6 +43,14 @@ class ChatProtocol(FrameReceiver):
 
     factory: Any
     name: Optional[str] = None
+    nkey: Optional[str] = None
+    #: asked for the "rooms" feature: sees rooms and direct messages
+    rich = False
+    #: keys of the rooms this user is in (a client without the feature: the default room only)
+    rooms: frozenset = frozenset()
+    operator = False
+    away = False
+    status = ""
 
     def connectionMade(self) -> None:
         self.state = NEW
@@ -70,8 +80,8 @@ class ChatProtocol(FrameReceiver):
         self.transport.registerProducer(self, True)
         refusal = self.factory.admit(self)
         if refusal is not None:
-            self.log.warn("Refused a connection from {peer}: {why}", peer=self.peer, why=refusal)
-            self.sendError(ErrorCode.SERVER_BUSY, refusal)
+            self.log.warn("Refused a connection from {peer}: {why}", peer=self.peer, why=refusal[1])
+            self.sendError(*refusal)
 
     def connectionLost(self, reason: Any = None) -> None:
         if self.state == CLOSED:
@@ -103,6 +113,12 @@ class ChatProtocol(FrameReceiver):
         self.sendFrame(wire.error(code, message, **extra))
         if code in wire.FATAL_CODES:
             self.close()
+
+    def kick(self, reason: str, message: str) -> None:
+        """The operator removes this user: say why, then close."""
+        self.leaveReason = reason
+        self.sendFrame({"type": "bye", "reason": reason, "message": message})
+        self.close()
 
     def close(self) -> None:
         """Close after what is queued has been written; ignore further input."""
@@ -219,37 +235,94 @@ class ChatProtocol(FrameReceiver):
 
     def completeLogin(self, frame: Dict[str, Any], name: str) -> None:
         """The passkey is proved: take the name (or refuse it) and start the session."""
-        name = self.factory.register(self, name, frame.get("session"))
-        self.factory.guard.succeeded(self.host)
+        factory = self.factory
+        banned = factory.moderation.refusal("name", wire.name_key(name))
+        if banned is not None:
+            self.log.info("Banned name {name} refused from {peer}", name=name, peer=self.peer)
+            self.sendError(ErrorCode.BANNED, banned)
+            return
+        name = factory.register(self, name, frame.get("session"))
+        factory.guard.succeeded(self.host)
         self.name = name
+        self.nkey = key = wire.name_key(name)
         self.session = secrets.token_hex(16)
         self.state = LIVE
-        self.bucket = TokenBucket(self.factory.clock, self.factory.limits.message_rate, self.factory.limits.message_burst)
+        limits = factory.limits
+        self.bucket = TokenBucket(factory.clock, limits.message_rate, limits.message_burst)
+        self.actions = TokenBucket(factory.clock, limits.action_rate, limits.action_burst)
+        self.lastActive = factory.clock.seconds()
+        self.autoAway = False
+        self.typingSent: Dict[str, float] = {}
+        self.rich = "rooms" in frame.get("features", ())
+        directory = factory.directory
+        self.rooms = directory.rooms_of(key) if self.rich else {social.DEFAULT_KEY}
+        directory.known[key] = name
         self.log.info("{name} logged in from {peer}", name=name, peer=self.peer)
-        self.sendFrame(
-            {
-                "type": "welcome",
-                "version": wire.PROTOCOL_VERSION,
-                "name": name,
-                "server": self.factory.server_name,
-                "users": self.factory.user_names(),
-                "session": self.session,
-                "limits": self.factory.limits.advertised(),
-            }
-        )
-        self.sentUpTo = self.factory.replay_start(frame.get("after"))
+        welcome = {
+            "type": "welcome",
+            "version": wire.PROTOCOL_VERSION,
+            "name": name,
+            "server": factory.server_name,
+            "users": factory.user_names(),
+            "session": self.session,
+            "limits": limits.advertised(),
+        }
+        if self.rich:
+            welcome["features"] = list(wire.FEATURES)
+            welcome["presence"] = factory.presence()
+        self.sendFrame(welcome)
+        if self.rich:
+            for room in sorted(self.rooms):
+                self.sendRoom(room)
+            for conv, reader, last, other in directory.dm_markers(key):
+                self.sendFrame({"type": "seen", "name": reader, "id": last,
+                                "to": name if wire.name_key(reader) != key else directory.known.get(other, other)})
+        self.sentUpTo = factory.replay_start(self, frame.get("after"))
         self.pump()
-        self.factory.submit(self.factory.join_event(self)).addErrback(lambda f: None)
+        factory.submit(factory.join_event(self)).addErrback(lambda f: None)
+
+    def sendRoom(self, room_key: str) -> None:
+        """Tell this user about a room it is in: its members and read markers."""
+        directory = self.factory.directory
+        self.sendFrame({"type": "room", "room": directory.rooms[room_key], "members": directory.member_names(room_key),
+                        "seen": directory.seen(social.room_conv(room_key))})
+
+    def active(self) -> None:
+        """The user did something: note it, and bring them back if they were away by themselves."""
+        self.lastActive = self.factory.clock.seconds()
+        if self.autoAway:
+            self.autoAway = False
+            self.setPresence(False, self.status)
+
+    def setPresence(self, away: bool, status: str) -> None:
+        if away == self.away and status == self.status:
+            return
+        self.away, self.status = away, status
+        factory = self.factory
+        factory.tell({"type": "presence", "name": self.name, "away": away, "status": status},
+                     [p for p in factory.users.values() if p.rich])
+
+    def take(self) -> None:
+        """Spend one unit of the request budget, or refuse with slow-down."""
+        if not self.actions.take():
+            raise ProtocolError(ErrorCode.SLOW_DOWN)
 
     def frame_say(self, frame: Dict[str, Any]) -> None:
         self.requireLogin()
         cid = frame.get("cid")
         if wire.is_blank(frame["text"]):
             raise ProtocolError(ErrorCode.EMPTY_MESSAGE)
+        aud, where = self.factory.directory.resolve(self, frame)
+        muted = self.factory.moderation.refusal("mute", self.nkey)
+        if muted is not None:
+            self.sendError(ErrorCode.MUTED, muted, ref="say", cid=cid)
+            return
         if not self.bucket.take():
             self.sendError(ErrorCode.SLOW_DOWN, ref="say", cid=cid)
             return
-        event = {"kind": "message", "name": self.name, "nkey": wire.name_key(self.name or ""), "text": frame["text"]}
+        self.active()
+        event = {"kind": "message", "name": self.name, "nkey": self.nkey, "text": frame["text"], **where,
+                 **_placement(aud)}
         if cid is not None:
             event["cid"] = cid
         d = self.factory.submit(event)
@@ -268,19 +341,177 @@ class ChatProtocol(FrameReceiver):
 
     def frame_history(self, frame: Dict[str, Any]) -> None:
         self.requireLogin()
+        aud, where = self.factory.directory.resolve(self, frame)
         limit = frame.get("limit", self.factory.limits.history or 50)
-        d = self.factory.store.events_before(frame.get("before"), limit + 1)
+        d = self.factory.store.events_before(frame.get("before"), limit + 1, social.conv_of(aud))
 
         def send(events: Any) -> None:
             more = len(events) > limit
-            self.sendFrame({"type": "history-page", "events": events[-limit:], "more": more})
+            events = [e for e in events[-limit:] if e["kind"] != "delete"]
+            reply = {"type": "history-page", "events": events, "more": more}
+            if self.rich:
+                reply.update(where)
+            self.sendFrame(reply)
 
         d.addCallback(send)
         d.addErrback(self._internal, "history")
 
+    # ------------------------------------------------------------ rooms and direct messages
+
+    def frame_join(self, frame: Dict[str, Any]) -> None:
+        self.requireRich()
+        self.take()
+        room, fresh = self.factory.directory.join(frame["room"], self.nkey, self.name)
+        key = wire.name_key(room)
+        self.rooms.add(key)
+        if fresh:
+            self.log.info("{name} joined room {room}", name=self.name, room=room)
+            event = {"kind": "room-join", "name": self.name, "nkey": self.nkey, "room": room,
+                     "conv": social.room_conv(key)}
+            self.factory.submit(event).addErrback(lambda f: None)
+        self.sendRoom(key)
+
+    def frame_leave(self, frame: Dict[str, Any]) -> None:
+        self.requireRich()
+        self.take()
+        room = self.factory.directory.leave(frame["room"], self.nkey)
+        key = wire.name_key(room)
+        self.log.info("{name} left room {room}", name=self.name, room=room)
+        event = {"kind": "room-leave", "name": self.name, "nkey": self.nkey, "room": room,
+                 "conv": social.room_conv(key)}
+        # the leaver sees its own leaving, then nothing more of the room
+        d = self.factory.submit(event)
+        d.addBoth(lambda _: self.rooms.discard(key))
+
+    def frame_rooms(self, frame: Dict[str, Any]) -> None:
+        self.requireLogin()
+        self.take()
+        self.sendFrame({"type": "room-list", "rooms": self.factory.directory.listing(self)})
+
+    def frame_typing(self, frame: Dict[str, Any]) -> None:
+        self.requireRich()
+        aud, where = self.factory.directory.resolve(self, frame)
+        conv = social.conv_of(aud)
+        now = self.factory.clock.seconds()
+        if now - self.typingSent.get(conv, -1e9) < self.factory.limits.typing_interval:
+            return  # relayed recently: typing notices are hints, extra ones are dropped
+        if self.factory.moderation.active("mute", self.nkey) is not None:
+            return
+        self.typingSent[conv] = now
+        self.active()
+        notice = {"type": "typing", "name": self.name, **where}
+        self.factory.tell(notice, self.factory.directory.audience_of(aud, self.factory.users.values()), exclude=self)
+
+    def frame_read(self, frame: Dict[str, Any]) -> None:
+        self.requireRich()
+        self.take()
+        aud, where = self.factory.directory.resolve(self, frame)
+        last = min(frame["id"], self.factory.last_id)
+        conv = social.conv_of(aud)
+        if self.factory.directory.mark_read(conv, self.nkey, self.name, last):
+            notice = {"type": "seen", "name": self.name, "id": last, **where}
+            self.factory.tell(notice, self.factory.directory.audience_of(aud, self.factory.users.values()), exclude=self)
+
+    def frame_presence(self, frame: Dict[str, Any]) -> None:
+        self.requireLogin()
+        self.take()
+        away = frame.get("away", self.away)
+        self.autoAway = False
+        if not away:
+            self.lastActive = self.factory.clock.seconds()
+        status = frame.get("status", self.status).strip()
+        self.setPresence(away, status)
+
+    def frame_search(self, frame: Dict[str, Any]) -> None:
+        self.requireLogin()
+        self.take()
+        try:
+            query = fts_query(frame["q"])
+        except ValueError:
+            raise ProtocolError(ErrorCode.BAD_QUERY) from None
+        conv = None
+        if "room" in frame or "to" in frame:
+            aud, _ = self.factory.directory.resolve(self, frame)
+            conv = social.conv_of(aud)
+        limit = frame.get("limit", 20)
+        rooms = [social.room_conv(k) for k in self.rooms]
+        me = self.nkey if self.rich else "\n"  # a key no one has: no direct messages
+        d = self.factory.store.search(query, rooms, me, conv, frame.get("before"), limit + 1)
+
+        def send(events: Any) -> None:
+            self.sendFrame({"type": "search-results", "q": frame["q"], "events": events[:limit],
+                            "more": len(events) > limit})
+
+        d.addCallbacks(send, self._internal, errbackArgs=("search",))
+
+    def frame_delete(self, frame: Dict[str, Any]) -> None:
+        self.requireLogin()
+        self.take()
+
+        async def delete() -> None:
+            event = await self.factory.find_event(frame["id"])
+            if event is None or event["kind"] not in ("message", "file") or not social.can_see(self, social.audience(event)):
+                raise ProtocolError(ErrorCode.NO_SUCH_MESSAGE)
+            if not self.operator and wire.name_key(event.get("name", "")) != self.nkey:
+                raise ProtocolError(ErrorCode.NOT_ALLOWED)
+            aud = social.audience(event)
+            tomb = {"kind": "delete", "name": event.get("name"), "target": event["id"], "by": self.name,
+                    **_placement(aud)}
+            tomb.update({k: event[k] for k in ("room", "to") if k in event})
+            await self.factory.submit(tomb)
+            self.log.info("{actor} deleted message {id} by {name}", actor=self.name, id=event["id"], name=event.get("name"))
+            if self.operator:
+                await self.factory.store.audit(self.factory.clock.seconds(), self.name, "delete",
+                                               {"id": event["id"], "name": event.get("name")})
+
+        self._run(delete(), "delete")
+
+    # ------------------------------------------------------------ moderation
+
+    def frame_oper(self, frame: Dict[str, Any]) -> None:
+        self.requireLogin()
+        if self.factory.guard.locked(self.host) is not None:
+            raise ProtocolError(ErrorCode.TOO_MANY_ATTEMPTS, "Too many failed attempts from your address; wait a while.")
+        if not self.factory.moderation.check_oper(frame["passkey"]):
+            self.factory.guard.failed(self.host)
+            self.log.warn("{name} from {peer} gave a wrong admin passkey", name=self.name, peer=self.peer)
+            raise ProtocolError(ErrorCode.BAD_PASSKEY, "Wrong admin passkey.")
+        self.operator = True
+        self.log.info("{name} from {peer} is now an operator", name=self.name, peer=self.peer)
+        self.sendFrame({"type": "oper", "actions": ["delete", *moderation.ACTIONS]})
+
+    def frame_mod(self, frame: Dict[str, Any]) -> None:
+        self.requireLogin()
+        if not self.operator:
+            raise ProtocolError(ErrorCode.NOT_OPERATOR)
+
+        async def act() -> None:
+            self.sendFrame(await self.factory.moderation.act(self, frame))
+
+        self._run(act(), "mod")
+
+    def _run(self, coroutine: Any, ref: str) -> None:
+        """Run a handler coroutine; its ProtocolError becomes an error frame."""
+
+        def failed(failure: Any) -> None:
+            if failure.check(ProtocolError):
+                self.sendError(failure.value.code, failure.value.message, ref=ref)
+            else:
+                self._internal(failure, ref)
+
+        Deferred.fromCoroutine(coroutine).addErrback(failed)
+
+    def requireRich(self) -> None:
+        self.requireLogin()
+        if not self.rich:
+            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "This needs the 'rooms' feature (hello.features).")
+
     def frame_who(self, frame: Dict[str, Any]) -> None:
         self.requireLogin()
-        self.sendFrame({"type": "users", "users": self.factory.user_names()})
+        reply = {"type": "users", "users": self.factory.user_names()}
+        if self.rich:
+            reply["presence"] = self.factory.presence()
+        self.sendFrame(reply)
 
     def frame_ping(self, frame: Dict[str, Any]) -> None:
         reply: Dict[str, Any] = {"type": "pong"}
@@ -327,12 +558,14 @@ class ChatProtocol(FrameReceiver):
 
     # ------------------------------------------------------------ delivery
 
-    def offer(self, events: List[Dict[str, Any]], framed: List[bytes], together: bytes, senders: set) -> None:
+    def offer(self, events: List[Dict[str, Any]], framed: List[bytes], together: Optional[bytes], senders: set,
+              audiences: Optional[List[Any]] = None) -> None:
         """
         The factory offers committed events (ascending ids) with their framed
-        bytes, all of them joined (``together``), and the names of those who
-        sent messages among them.  Deliver them in one write if this connection
-        is live and in step; otherwise catch-up will.
+        bytes, all of them joined (``together``, when everyone may read them
+        all; else ``audiences`` says who may read each), and the names of those
+        who sent messages among them.  Deliver them in one write if this
+        connection is live and in step; otherwise catch-up will.
         """
         if not self.live or events[0]["id"] != self.sentUpTo + 1:
             self.live = False
@@ -342,7 +575,14 @@ class ChatProtocol(FrameReceiver):
             return
         self.sentUpTo = events[-1]["id"]
         name = self.name
-        if name not in senders:
+        if audiences is not None:
+            data = b"".join(
+                f for e, f, aud in zip(events, framed, audiences)
+                if social.can_see(self, aud) and not (e["kind"] == "message" and e.get("name") == name)
+            )
+            if not data:
+                return
+        elif name not in senders:
             data = together  # the shared bytes: nothing of ours to leave out
         elif len(events) == 1:
             event = events[0]
@@ -405,10 +645,12 @@ class ChatProtocol(FrameReceiver):
                     for event in events:
                         if event["id"] <= self.sentUpTo:
                             continue
+                        self.sentUpTo = event["id"]
+                        if event["kind"] == "deleted" or not social.can_see(self, social.audience(event)):
+                            continue
                         frame = {"type": "event", **event}
                         if not self.synced:
                             frame["replay"] = True
-                        self.sentUpTo = event["id"]
                         self.sendFrame(frame)
                     if not events:
                         return  # nothing readable yet; a later offer retries
@@ -455,12 +697,22 @@ class ChatProtocol(FrameReceiver):
         elif self.state == LIVE and self.pingSentAt is None and now - self.lastHeard > limits.ping_interval:
             self.pingSentAt = now
             self.sendFrame({"type": "ping"})
+        if self.state == LIVE and not self.away and now - self.lastActive > limits.away_after:
+            self.autoAway = True
+            self.setPresence(True, self.status)
 
 
 def _describe(address: Any) -> str:
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
     return f"{host}:{port}" if host is not None else str(address)
+
+
+def _placement(aud: Any) -> Dict[str, Any]:
+    """Storage fields of an event in conversation ``aud`` (not sent on the wire)."""
+    if aud[0] == "dm":
+        return {"conv": social.conv_of(aud), "tkey": aud[2]}
+    return {"conv": social.room_conv(aud[1])}
 
 
 def _ref(frame: Any) -> Optional[str]:

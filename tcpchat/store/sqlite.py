@@ -14,11 +14,15 @@ import json
 import sqlite3
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from tcpchat.wire import DEFAULT_ROOM
+
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 Event = Dict[str, Any]
+#: Fields the server passes to storage that are not part of the event on the wire.
+_PRIVATE = frozenset({"nkey", "conv", "tkey"})
 Runner = Callable[..., Deferred]
 
 SCHEMA = """
@@ -44,11 +48,26 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_sha ON files (sha256);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS rooms (key TEXT PRIMARY KEY, name TEXT NOT NULL, creator TEXT, ts REAL);
+CREATE TABLE IF NOT EXISTS members (
+    room TEXT NOT NULL, nkey TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (room, nkey)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS known (nkey TEXT PRIMARY KEY, name TEXT NOT NULL, last_seen REAL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reads (
+    conv TEXT NOT NULL, nkey TEXT NOT NULL, name TEXT NOT NULL, last_id INTEGER NOT NULL, PRIMARY KEY (conv, nkey)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bans (
+    kind TEXT NOT NULL, value TEXT NOT NULL, until REAL, reason TEXT, actor TEXT, ts REAL, PRIMARY KEY (kind, value)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, ts REAL NOT NULL, actor TEXT, action TEXT, detail TEXT);
 """
-SCHEMA_VERSION = "1"
+#: Version 2 added conversations (rooms, direct messages), search, moderation.
+SCHEMA_VERSION = "2"
 
 #: Event fields kept in the ``extra`` JSON column.
-_EXTRA_FIELDS = ("file", "reason")
+_EXTRA_FIELDS = ("file", "reason", "room", "to", "target", "by")
+#: Event kinds whose text is indexed for search.
+SEARCHABLE = ("message", "announce")
 
 
 def run_now(f: Callable[..., Any], *args: Any) -> Deferred:
@@ -90,6 +109,21 @@ def _row_to_event(row: Sequence[Any]) -> Event:
 
 
 _SELECT = "SELECT id, ts, kind, name, text, cid, extra FROM events"
+_SELECT_E = "SELECT e.id, e.ts, e.kind, e.name, e.text, e.cid, e.extra FROM events e"
+
+
+def fts_query(text: str) -> str:
+    """
+    An FTS5 query for what a person typed: every word must appear (in any
+    order); the last word may be the start of a word.  Raises ValueError
+    when there is no word to look for.
+    """
+    words = [w for w in text.split() if any(c.isalnum() for c in w)]
+    if not words:
+        raise ValueError("no words")
+    quoted = ['"' + w.replace('"', '""') + '"' for w in words[:16]]
+    quoted[-1] += "*"
+    return " ".join(quoted)
 
 
 class Store:
@@ -130,9 +164,47 @@ class Store:
         """Fires with up to ``limit`` events with ids above ``after``, oldest first."""
         return self._run(self._do_after, after, limit)
 
-    def events_before(self, before: Optional[int], limit: int) -> Deferred:
-        """Fires with the ``limit`` latest events below ``before``, oldest first."""
-        return self._run(self._do_before, before, limit)
+    def events_before(self, before: Optional[int], limit: int, conv: Optional[str] = None) -> Deferred:
+        """
+        Fires with the ``limit`` latest events below ``before``, oldest first:
+        of one conversation (``conv``) without deleted messages, or of all.
+        """
+        return self._run(self._do_before, before, limit, conv)
+
+    def get_event(self, event_id: int) -> Deferred:
+        """Fires with ``(event, conv, sender key)`` or None."""
+        return self._run(self._do_get_event, event_id)
+
+    def search(self, query: str, rooms: Sequence[str], me: str, conv: Optional[str], before: Optional[int],
+               limit: int) -> Deferred:
+        """
+        Fires with up to ``limit`` messages matching ``query`` (an FTS5
+        query, see :func:`fts_query`), newest first, below ``before``: only in
+        the room conversations ``rooms`` and the direct conversations of the
+        user whose name key is ``me``, or only in ``conv`` (which the caller
+        has checked ``me`` may read).
+        """
+        return self._run(self._do_search, query, list(rooms), me, conv, before, limit)
+
+    def load_social(self) -> Deferred:
+        """Fires with the rooms, memberships, known names, read markers and bans."""
+        return self._run(self._do_load_social)
+
+    def save_reads(self, markers: Sequence[Tuple[str, str, str, int]]) -> Deferred:
+        """Store read markers ``(conv, name key, name, last id)``."""
+        return self._run(self._do_save_reads, list(markers))
+
+    def put_ban(self, kind: str, value: str, until: Optional[float], reason: Optional[str], actor: str,
+                ts: float) -> Deferred:
+        return self._run(self._do_put_ban, (kind, value, until, reason, actor, ts))
+
+    def remove_ban(self, kind: str, value: str) -> Deferred:
+        """Fires with True if there was such a ban."""
+        return self._run(self._do_remove_ban, kind, value)
+
+    def audit(self, ts: float, actor: str, action: str, detail: Dict[str, Any]) -> Deferred:
+        """Record an operator's action."""
+        return self._run(self._do_audit, ts, actor, action, json.dumps(detail, ensure_ascii=False))
 
     def add_file(self, record: Dict[str, Any]) -> Deferred:
         """Record a stored file; fires with its id."""
@@ -153,10 +225,45 @@ class Store:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self._synchronous}")
         db.executescript(SCHEMA)
-        db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        self._migrate(db)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         self._db = db
         (last,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
         return int(last)
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        """Bring a database of an older version up to this one (in one transaction)."""
+        columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if "conv" not in columns:
+                # version 1 had one conversation: it becomes the default room
+                db.execute("ALTER TABLE events ADD COLUMN conv TEXT")
+                db.execute("ALTER TABLE events ADD COLUMN tkey TEXT")
+                db.execute("ALTER TABLE files ADD COLUMN conv TEXT")
+                db.execute(
+                    "UPDATE events SET conv = ?, extra = json_set(COALESCE(extra, '{}'), '$.room', ?)",
+                    ("#" + DEFAULT_ROOM, DEFAULT_ROOM),
+                )
+                db.execute("UPDATE files SET conv = ?", ("#" + DEFAULT_ROOM,))
+            db.execute("CREATE INDEX IF NOT EXISTS events_conv ON events (conv, id)")
+            db.execute("CREATE INDEX IF NOT EXISTS events_dm ON events (tkey, id) WHERE tkey IS NOT NULL")
+            exists = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_fts'").fetchone()
+            if not exists:
+                db.execute(
+                    "CREATE VIRTUAL TABLE events_fts USING fts5(text, content='events', content_rowid='id', "
+                    "tokenize='unicode61 remove_diacritics 2')"
+                )
+                db.execute(
+                    "INSERT INTO events_fts (rowid, text) SELECT id, text FROM events "
+                    "WHERE kind IN ('message', 'announce') AND text IS NOT NULL"
+                )
+            db.execute("INSERT OR IGNORE INTO rooms VALUES (?, ?, NULL, NULL)", (DEFAULT_ROOM, DEFAULT_ROOM))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _do_close(self) -> None:
         if self._db is not None:
@@ -171,23 +278,27 @@ class Store:
         try:
             for event in events:
                 extra = {k: event[k] for k in _EXTRA_FIELDS if k in event}
+                kind = event["kind"]
                 cursor = db.execute(
-                    "INSERT INTO events (ts, kind, name, nkey, text, cid, extra) VALUES (?,?,?,?,?,?,?) "
+                    "INSERT INTO events (ts, kind, name, nkey, text, cid, extra, conv, tkey) VALUES (?,?,?,?,?,?,?,?,?) "
                     "ON CONFLICT DO NOTHING",
                     (
                         event["ts"],
-                        event["kind"],
+                        kind,
                         event.get("name"),
                         event.get("nkey"),
                         event.get("text"),
                         event.get("cid"),
                         json.dumps(extra, ensure_ascii=False) if extra else None,
+                        event.get("conv"),
+                        event.get("tkey"),
                     ),
                 )
                 if cursor.rowcount == 1:
-                    stored = {k: v for k, v in event.items() if k != "nkey"}
+                    stored = {k: v for k, v in event.items() if k not in _PRIVATE}
                     stored["id"] = cursor.lastrowid
                     out.append((stored, False))
+                    self._apply(db, stored, event)
                 else:
                     row = db.execute(
                         _SELECT + " WHERE nkey = ? AND cid = ?", (event.get("nkey"), event.get("cid"))
@@ -199,35 +310,122 @@ class Store:
             raise
         return out
 
+    @staticmethod
+    def _apply(db: sqlite3.Connection, stored: Event, event: Event) -> None:
+        """What an event changes besides the log (same transaction)."""
+        kind = stored["kind"]
+        if kind in SEARCHABLE and stored.get("text"):
+            db.execute("INSERT INTO events_fts (rowid, text) VALUES (?, ?)", (stored["id"], stored["text"]))
+        elif kind == "join":
+            db.execute("INSERT OR REPLACE INTO known VALUES (?, ?, ?)", (event["nkey"], stored["name"], stored["ts"]))
+        elif kind == "room-join":
+            key = event["conv"][1:]
+            db.execute("INSERT OR IGNORE INTO rooms VALUES (?, ?, ?, ?)", (key, stored["room"], stored["name"], stored["ts"]))
+            db.execute("INSERT OR REPLACE INTO members VALUES (?, ?, ?)", (key, event["nkey"], stored["name"]))
+        elif kind == "room-leave":
+            db.execute("DELETE FROM members WHERE room = ? AND nkey = ?", (event["conv"][1:], event["nkey"]))
+        elif kind == "delete":
+            row = db.execute("SELECT kind, text, extra FROM events WHERE id = ?", (stored["target"],)).fetchone()
+            if row is not None and row[0] != "deleted":
+                if row[0] in SEARCHABLE and row[1]:
+                    db.execute("INSERT INTO events_fts (events_fts, rowid, text) VALUES ('delete', ?, ?)",
+                               (stored["target"], row[1]))
+                old = json.loads(row[2]) if row[2] else {}
+                keep = {k: old[k] for k in ("room", "to") if k in old}
+                db.execute("UPDATE events SET kind = 'deleted', text = NULL, extra = ? WHERE id = ?",
+                           (json.dumps(keep, ensure_ascii=False), stored["target"]))
+
     def _do_after(self, after: int, limit: int) -> List[Event]:
         assert self._db is not None
         rows = self._db.execute(_SELECT + " WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
         return [_row_to_event(r) for r in rows]
 
-    def _do_before(self, before: Optional[int], limit: int) -> List[Event]:
+    def _do_before(self, before: Optional[int], limit: int, conv: Optional[str] = None) -> List[Event]:
         assert self._db is not None
-        if before is None:
-            rows = self._db.execute(_SELECT + " ORDER BY id DESC LIMIT ?", (limit,))
-        else:
-            rows = self._db.execute(_SELECT + " WHERE id < ? ORDER BY id DESC LIMIT ?", (before, limit))
+        where, args = ["id < ?"], [before if before is not None else 2**62]
+        if conv is not None:
+            where += ["conv = ?", "kind != 'deleted'"]
+            args.append(conv)
+        rows = self._db.execute(_SELECT + " WHERE " + " AND ".join(where) + " ORDER BY id DESC LIMIT ?",
+                                (*args, limit))
         return [_row_to_event(r) for r in reversed(list(rows))]
+
+    def _do_get_event(self, event_id: int) -> Optional[Tuple[Event, str, str]]:
+        assert self._db is not None
+        row = self._db.execute(
+            "SELECT id, ts, kind, name, text, cid, extra, conv, nkey FROM events WHERE id = ?", (event_id,)
+        ).fetchone()
+        return None if row is None else (_row_to_event(row[:7]), row[7], row[8])
+
+    def _do_search(self, query: str, rooms: List[str], me: str, conv: Optional[str], before: Optional[int],
+                   limit: int) -> List[Event]:
+        assert self._db is not None
+        if conv is not None:
+            scope, args = "e.conv = ?", [conv]
+        else:
+            marks = ",".join("?" * len(rooms)) or "NULL"
+            scope = f"(e.conv IN ({marks}) OR (e.tkey IS NOT NULL AND (e.tkey = ? OR e.nkey = ?)))"
+            args = [*rooms, me, me]
+        # the FTS index drives the loop and yields matches newest first (CROSS JOIN keeps
+        # SQLite from reordering); each match is then checked against what the user may read
+        sql = (
+            _SELECT_E.replace("FROM events e", "FROM events_fts f CROSS JOIN events e ON e.id = f.rowid")
+            + " WHERE events_fts MATCH ? AND f.rowid < ? AND e.kind IN ('message', 'announce') AND " + scope
+            + " ORDER BY f.rowid DESC LIMIT ?"
+        )
+        rows = self._db.execute(sql, (query, before if before is not None else 2**62, *args, limit))
+        return [_row_to_event(r) for r in rows]
+
+    def _do_load_social(self) -> Dict[str, Any]:
+        db = self._db
+        assert db is not None
+        return {
+            "rooms": db.execute("SELECT key, name FROM rooms").fetchall(),
+            "members": db.execute("SELECT room, nkey, name FROM members").fetchall(),
+            "known": db.execute("SELECT nkey, name FROM known").fetchall(),
+            "reads": db.execute("SELECT conv, nkey, name, last_id FROM reads").fetchall(),
+            "bans": db.execute("SELECT kind, value, until, reason, actor, ts FROM bans").fetchall(),
+        }
+
+    def _do_save_reads(self, markers: List[Tuple[str, str, str, int]]) -> None:
+        assert self._db is not None
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO reads VALUES (?, ?, ?, ?) ON CONFLICT (conv, nkey) DO UPDATE SET "
+                "name = excluded.name, last_id = MAX(last_id, excluded.last_id)",
+                markers,
+            )
+
+    def _do_put_ban(self, row: Tuple[Any, ...]) -> None:
+        assert self._db is not None
+        self._db.execute("INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?, ?)", row)
+
+    def _do_remove_ban(self, kind: str, value: str) -> bool:
+        assert self._db is not None
+        return self._db.execute("DELETE FROM bans WHERE kind = ? AND value = ?", (kind, value)).rowcount > 0
+
+    def _do_audit(self, ts: float, actor: str, action: str, detail: str) -> None:
+        assert self._db is not None
+        self._db.execute("INSERT INTO audit (ts, actor, action, detail) VALUES (?, ?, ?, ?)", (ts, actor, action, detail))
 
     def _do_add_file(self, record: Dict[str, Any]) -> int:
         assert self._db is not None
         cursor = self._db.execute(
-            "INSERT INTO files (sha256, size, name, mime, uploader, ts) VALUES (?,?,?,?,?,?)",
-            (record["sha256"], record["size"], record["name"], record.get("mime"), record["uploader"], record["ts"]),
+            "INSERT INTO files (sha256, size, name, mime, uploader, ts, conv) VALUES (?,?,?,?,?,?,?)",
+            (record["sha256"], record["size"], record["name"], record.get("mime"), record["uploader"], record["ts"],
+             record.get("conv")),
         )
         return int(cursor.lastrowid)
 
     def _do_get_file(self, file_id: int) -> Optional[Dict[str, Any]]:
         assert self._db is not None
         row = self._db.execute(
-            "SELECT id, sha256, size, name, mime, uploader, ts FROM files WHERE id = ?", (file_id,)
+            "SELECT id, sha256, size, name, mime, uploader, ts, conv FROM files WHERE id = ?", (file_id,)
         ).fetchone()
         if row is None:
             return None
-        keys = ("id", "sha256", "size", "name", "mime", "uploader", "ts")
+        keys = ("id", "sha256", "size", "name", "mime", "uploader", "ts", "conv")
         return {k: v for k, v in zip(keys, row) if v is not None}
 
     def _do_stored_bytes(self) -> int:
