@@ -35,6 +35,16 @@ def upload_raw(client, name, data, tid=1):
     return client.recv_until(lambda f: f["type"] == "upload-done")[-1]["file"]
 
 
+def quit_cleanly(child, transcript):
+    """Type /quit, check the client exits with status 0; the transcript as a person saw it."""
+    child.sendline("/quit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    child.logfile_read.flush()
+    return ANSI.sub("", transcript.read_text(encoding="utf-8")).replace("\r", "")
+
+
 def test_terminal_session_chat_share_fetch_quit(server, tmp_path):
     """In a real terminal: log in, chat with a second client, share and fetch a file, quit."""
     transcript = tmp_path / "transcript.txt"
@@ -74,16 +84,57 @@ def test_terminal_session_chat_share_fetch_quit(server, tmp_path):
         assert (downloads / "photo.jpg").read_bytes() == data
 
         child.sendline("/who")
-        child.expect("Online: alice, bob")
-        child.sendline("/quit")
-        child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+        child.expect(r"Online \(2\):\s+● alice \(you\)\s+● bob")
+        shown = quit_cleanly(child, transcript)
     bob.recv_until(lambda f: f.get("kind") == "leave")
-    shown = ANSI.sub("", transcript.read_text(encoding="utf-8")).replace("\r", "")
     assert PASSKEY not in shown  # the passkey was not echoed
     if os.environ.get("TCPCHAT_WRITE_DOCS"):
         with open(os.path.join(DOCS, "cli-session.txt"), "w", encoding="utf-8") as f:
+            f.write(shown)
+
+
+def test_terminal_rooms_direct_messages_typing_and_seen(server, tmp_path):
+    """In a real terminal: rooms, a direct message each way, typing, "seen by", presence, search."""
+    transcript = tmp_path / "transcript.txt"
+    env = dict(os.environ, TERM="xterm", LANG="C.UTF-8", HOME=str(tmp_path))
+    child = pexpect.spawn(CLI, ["--host", "127.0.0.1", "--port", str(server.port), "--name", "alice",
+                                "--insecure-plaintext", "--passkey", PASSKEY],
+                          env=env, encoding="utf-8", timeout=20, dimensions=(30, 100))
+    with open(transcript, "w", encoding="utf-8") as log:
+        child.logfile_read = log
+        child.expect("end of history")
+        bob = RawClient(server.port)
+        bob.login("bob", features=["rooms"])
+        child.expect("bob joined")
+        child.sendline("/join lab")
+        child.expect(r"Now talking in #lab")
+        bob.send({"type": "join", "room": "lab"})
+        child.expect("bob joined #lab")
+        child.sendline("lab meeting at 3")
+        said = bob.recv_until(lambda f: f.get("kind") == "message")[-1]
+        assert (said["room"], said["text"]) == ("lab", "lab meeting at 3")
+        child.expect(r"#lab alice: lab meeting at 3")
+        bob.send({"type": "typing", "room": "lab"})
+        child.expect("bob is typing…")
+        bob.send({"type": "read", "room": "lab", "id": said["id"]})
+        child.expect("✓ Seen by bob")
+        bob.send({"type": "say", "text": "psst, a secret", "to": "alice"})
+        child.expect("bob → alice: psst, a secret")
+        child.sendline("/msg bob ok, see you there")
+        child.expect("Now talking in @bob")
+        dm = bob.recv_until(lambda f: f.get("kind") == "message")[-1]
+        assert (dm["name"], dm["to"], dm["text"]) == ("alice", "bob", "ok, see you there")
+        bob.send({"type": "presence", "away": True, "status": "lunch"})
+        child.expect("bob is away: lunch")
+        child.sendline("/who")
+        child.expect(r"○ bob — away: lunch")
+        child.sendline("/rooms")
+        child.expect(r"#lab  \(2 members\)  — joined")
+        child.sendline("/search secret")
+        child.expect(r"Found 1 message for “secret”:\s+\[\d\d:\d\d\] @bob  bob → alice: psst, a secret")
+        shown = quit_cleanly(child, transcript)
+    if os.environ.get("TCPCHAT_WRITE_DOCS"):
+        with open(os.path.join(DOCS, "cli-rooms-session.txt"), "w", encoding="utf-8") as f:
             f.write(shown)
 
 

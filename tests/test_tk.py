@@ -67,6 +67,13 @@ class TkTestCase(unittest.TestCase):
         xdotool("type", "--delay", "5", text_)
         await turns(lambda: text_ in widget.get() if hasattr(widget, "get") and widget.__class__.__name__ != "Text" else True)
 
+    async def submit_form(self, name):
+        """Fill the connection form without typing and connect."""
+        self.app.connect.name.set(name)
+        self.app.connect.passkey.set(PASSKEY)
+        self.app.connect.button.invoke()
+        await turns(lambda: self.app.client is not None and self.app.client.state == CONNECTED)
+
     async def login(self, name="alice"):
         form = self.app.connect
         if shutil.which("xdotool"):
@@ -141,10 +148,7 @@ class ConversationTests(TkTestCase):
     async def test_unread_marker_when_scrolled_up(self):
         """Scrolled up to read, new messages do not yank the view; a marker counts them."""
         app = await self.setUpApp()
-        app.connect.name.set("alice")
-        app.connect.passkey.set(PASSKEY)
-        app.connect.button.invoke()
-        await turns(lambda: app.client is not None and app.client.state == CONNECTED)
+        await self.submit_form("alice")
         bob, brec = make_client(self.port, "bob")
         self.addCleanup(bob.stop)
         await bob.start()
@@ -169,10 +173,7 @@ class ResponsivenessTests(TkTestCase):
     async def test_ui_stays_responsive_during_a_200_mib_upload(self):
         """While 200 MiB upload, Tk timer callbacks keep running on time and progress is shown."""
         app = await self.setUpApp(max_file_size=300 * 1024 * 1024, max_storage=1024**3)
-        app.connect.name.set("alice")
-        app.connect.passkey.set(PASSKEY)
-        app.connect.button.invoke()
-        await turns(lambda: app.client is not None and app.client.state == CONNECTED)
+        await self.submit_form("alice")
         path = os.path.join(self.tmp, "big.bin")
         with open(path, "wb") as f:
             block = os.urandom(1 << 20)
@@ -254,3 +255,82 @@ class ScreenshotTests(TkTestCase):
             self.assertTrue(screenshot(os.path.join(DOCS, "tk-chat.png"), self.window()))
         await upload.finished
         priya.send("see you at 3")
+
+
+class RoomsTests(TkTestCase):
+    async def test_rooms_direct_messages_typing_seen_and_search(self):
+        """Rooms and direct conversations on the left, typing and "seen by" under the conversation, search."""
+        app = await self.setUpApp()
+        await self.submit_form("Ms. Rivera")
+        people = {}
+        for name in ("Sam", "Priya", "Jo"):
+            client, rec = make_client(self.port, name)
+            self.addCleanup(client.stop)
+            await client.start()
+            people[name] = (client, rec)
+        sam, priya, jo = people["Sam"][0], people["Priya"][0], people["Jo"][0]
+        for client in (sam, priya):
+            await client.join("science-dept")
+        sam.send("Lab results are in the shared folder", "#science-dept")
+        priya.send("Thanks! I'll grade them tonight", "#science-dept")
+        # join the room by typing its name, as a user would
+        if shutil.which("xdotool"):
+            await self.type_into(app.chat.roomEntry, "science-dept")
+            xdotool("key", "Return")
+        else:
+            app.chat.roomEntry.insert(0, "science-dept")
+            app.chat._joinTyped()
+        await turns(lambda: app.chat.current == "#science-dept")
+        await turns(lambda: "Sam: Lab results are in the shared folder" in app.chat.conversation())
+        self.assertIn("# science-dept", app.chat.header.cget("text"))
+        self.assertEqual(list(app.chat.convList.get(0, "end"))[:2], ["#  general", "#  science-dept"])
+        app.client.send("Great, the microscopes are booked for Friday", "#science-dept")
+        await turns(lambda: "Ms. Rivera: Great, the microscopes" in app.chat.conversation())
+        # Sam reads it: "seen by" appears under the conversation
+        await people["Sam"][1].until(lambda: "Great, the microscopes are booked for Friday" in people["Sam"][1].texts())
+        sam.markRead("#science-dept")
+        await turns(lambda: app.chat.seenLabel.cget("text") == "✓ Seen by Sam")
+        priya.typingNow("#science-dept")
+        await turns(lambda: app.chat.typingLabel.cget("text") == "Priya is typing…")
+        # a direct message from Jo arrives while the room is on screen: listed with its unread count
+        jo.setPresence(status="covering room 12")
+        jo.send("Could you cover my 2 pm class?", "@Ms. Rivera")
+        await turns(lambda: any(line.startswith("@  Jo") and "● 1" in line for line in app.chat.convList.get(0, "end")))
+        self.assertNotIn("cover my 2 pm", app.chat.conversation())
+        self.assertNotIn("cover my 2 pm", str(people["Sam"][1].events))  # nobody else has it
+        if write_docs():
+            self.root.update()
+            screenshot(os.path.join(DOCS, "tk-rooms.png"), self.window())
+        # open the direct conversation from the list
+        index = [i for i, c in enumerate(app.chat.convs) if c == "@Jo"][0]
+        app.chat.convList.selection_clear(0, "end")
+        app.chat.convList.selection_set(index)
+        app.chat.convList.event_generate("<<ListboxSelect>>")
+        await turns(lambda: app.chat.current == "@Jo")
+        self.assertIn("Jo: Could you cover my 2 pm class?", app.chat.conversation())
+        self.assertIn("@ Jo", app.chat.header.cget("text"))
+        self.assertIn("covering room 12", app.chat.header.cget("text"))
+        app.chat.input.insert("1.0", "Sure, I'll take it")
+        app.chat.send()
+        await people["Jo"][1].until(lambda: "Sure, I'll take it" in people["Jo"][1].texts())
+        jo.markRead("@Ms. Rivera")
+        await turns(lambda: app.chat.seenLabel.cget("text") == "✓ Seen by Jo")
+        jo.typingNow("@Ms. Rivera")
+        await turns(lambda: app.chat.typingLabel.cget("text") == "Jo is typing…")
+        if write_docs():
+            self.root.update()
+            screenshot(os.path.join(DOCS, "tk-direct.png"), self.window())
+        # search from the box on the right: results from the room and the direct conversation
+        app.chat.search.delete(0, "end")
+        app.chat.search.insert(0, "class")
+        app.chat._search()
+        await turns(lambda: "Found 1 message for “class”" in app.chat.conversation())
+        self.assertIn("@Jo  Jo → Ms. Rivera: Could you cover my 2 pm class?", app.chat.conversation())
+        # slash commands work in the window too
+        app.chat.input.insert("1.0", "/away marking papers")
+        app.chat.send()
+        await turns(lambda: (sam.presence.get("Ms. Rivera") or {}).get("away"))
+        await turns(lambda: "○ Ms. Rivera (you) — marking papers" in app.chat.online.get(0, "end"))
+        if write_docs():
+            self.root.update()
+            screenshot(os.path.join(DOCS, "tk-search.png"), self.window())

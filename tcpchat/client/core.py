@@ -41,7 +41,8 @@ FAILED = "failed"
 
 #: Login errors that retrying with the same details cannot fix.
 LOGIN_REFUSALS = frozenset(
-    {ErrorCode.BAD_PASSKEY, ErrorCode.BAD_NAME, ErrorCode.NAME_TAKEN, ErrorCode.BAD_VERSION, ErrorCode.TOO_MANY_ATTEMPTS}
+    {ErrorCode.BAD_PASSKEY, ErrorCode.BAD_NAME, ErrorCode.NAME_TAKEN, ErrorCode.BAD_VERSION, ErrorCode.TOO_MANY_ATTEMPTS,
+     ErrorCode.BANNED}
 )
 
 
@@ -75,6 +76,24 @@ class IChatListener(Interface):
     def historyPage(events: List[Dict[str, Any]], more: bool) -> None:
         """Older events asked for with :meth:`ChatClient.loadOlder`."""
 
+    def roomsChanged(rooms: List[str]) -> None:
+        """The rooms this user is in changed (names, the default room first)."""
+
+    def presenceChanged(name: str, away: bool, status: str) -> None:
+        """Someone went away, came back or changed their status line."""
+
+    def typingChanged(conv: str, names: List[str]) -> None:
+        """Who is typing in conversation ``conv`` now (see :func:`conversation_of`)."""
+
+    def seenChanged(conv: str) -> None:
+        """Someone's read marker in ``conv`` moved; ask :meth:`ChatClient.seenBy`."""
+
+    def eventRemoved(event: Dict[str, Any], conv: str) -> None:
+        """A message was deleted (by its sender or an operator): take it off the screen."""
+
+    def notice(text: str) -> None:
+        """Something to tell the user that is not part of a conversation (operator replies, …)."""
+
 
 class ChatListener:
     """A listener that ignores everything; subclass what you need."""
@@ -106,6 +125,58 @@ class ChatListener:
     def historyPage(self, events: List[Dict[str, Any]], more: bool) -> None:
         pass
 
+    def roomsChanged(self, rooms: List[str]) -> None:
+        pass
+
+    def presenceChanged(self, name: str, away: bool, status: str) -> None:
+        pass
+
+    def typingChanged(self, conv: str, names: List[str]) -> None:
+        pass
+
+    def seenChanged(self, conv: str) -> None:
+        pass
+
+    def eventRemoved(self, event: Dict[str, Any], conv: str) -> None:
+        pass
+
+    def notice(self, text: str) -> None:
+        pass
+
+
+#: The conversation everyone is in.
+LOBBY = "#" + wire.DEFAULT_ROOM
+#: Seconds a typing notice is shown without a new one.
+TYPING_SHOWN = 6.0
+
+
+def conversation_of(event: Dict[str, Any], me: str) -> str:
+    """
+    The conversation an event (or typing/seen frame) belongs to, as the user
+    ``me`` sees it: ``"#room"``, or ``"@name"`` for the direct conversation
+    with ``name``.
+    """
+    to = event.get("to")
+    if to is not None:
+        sender = event.get("name") or ""
+        other = sender if wire.name_key(to) == wire.name_key(me) else to
+        return "@" + other
+    return "#" + (event.get("room") or wire.DEFAULT_ROOM)
+
+
+def conv_fields(conv: Optional[str]) -> Dict[str, str]:
+    """The frame members naming conversation ``conv`` (``room`` or ``to``)."""
+    if not conv:
+        return {}
+    if conv.startswith("@"):
+        return {"to": conv[1:]}
+    return {"room": conv.lstrip("#")}
+
+
+def same_conv(a: str, b: str) -> bool:
+    """Conversation names compare like user and room names: case does not matter."""
+    return a[:1] == b[:1] and wire.name_key(a[1:]) == wire.name_key(b[1:])
+
 
 class Transfer:
     """One upload or download, as a UI shows it."""
@@ -123,6 +194,7 @@ class Transfer:
         self.sha256: Optional[str] = None
         self.file: Optional[Dict[str, Any]] = None  # the server's file object
         self.handle: Any = None
+        self.conv: Optional[str] = None  # where an upload is shared (default: the default room)
         self.finished: Deferred = Deferred()
 
     @property
@@ -268,8 +340,21 @@ class ChatClient:
         self.events: Dict[int, Dict[str, Any]] = {}
         self.lastEventId = 0
         self.users: List[str] = []
-        #: messages not yet acknowledged, in the order written: cid -> text
-        self.outbox: Dict[str, str] = {}
+        #: messages not yet acknowledged, in the order written: cid -> say frame
+        self.outbox: Dict[str, Dict[str, Any]] = {}
+        #: rooms this user is in: name -> {"members": [...], "seen": {name: id}}
+        self.rooms: Dict[str, Dict[str, Any]] = {}
+        #: read markers of direct conversations: "@name" -> {reader: id}
+        self.dmSeen: Dict[str, Dict[str, int]] = {}
+        #: who is away or has a status: name -> {"away", "status"}
+        self.presence: Dict[str, Dict[str, Any]] = {}
+        #: conv -> {name: delayed call hiding their typing notice}
+        self.typing: Dict[str, Dict[str, Any]] = {}
+        #: unread messages per conversation (live ones, not from this user)
+        self.unread: Dict[str, int] = {}
+        self.operator = False
+        self._typingSent: Dict[str, float] = {}
+        self._waiting: Dict[str, List[Deferred]] = {}
         self.uploads: Dict[int, Transfer] = {}
         self.downloads: Dict[int, Transfer] = {}
         self._nextTid = 1
@@ -329,45 +414,153 @@ class ChatClient:
         self.reactor.callLater(0, lambda: service.stopService().chainDeferred(d))
         return d
 
-    def send(self, text: str) -> str:
+    def send(self, text: str, conv: Optional[str] = None) -> str:
         """
-        Send a message (queued while offline).  Returns its client id; the
-        listener hears ``messageAcked`` once the server has stored it.
+        Send a message to conversation ``conv`` (``"#room"`` or ``"@name"``;
+        default: the default room), queued while offline.  Returns its client
+        id; the listener hears ``messageAcked`` once the server has stored it.
         """
         if wire.is_blank(text):
             raise ValueError("Empty messages are not sent.")
         if len(text.encode("utf-8")) > wire.MAX_TEXT_BYTES:
             raise ValueError(f"Messages are limited to {wire.MAX_TEXT_BYTES} bytes.")
         cid = uuid.uuid4().hex
-        self.outbox[cid] = text
-        if self.loggedIn and self.proto is not None:
-            self.proto.sendFrame({"type": "say", "text": text, "cid": cid})
+        frame = {"type": "say", "text": text, "cid": cid, **conv_fields(conv)}
+        self.outbox[cid] = frame
+        self._typingSent.pop(conv or LOBBY, None)
+        self._send(frame)
         return cid
 
-    def who(self) -> None:
+    def _send(self, frame: Dict[str, Any]) -> bool:
         if self.loggedIn and self.proto is not None:
-            self.proto.sendFrame({"type": "who"})
-
-    def loadOlder(self, limit: int = 50) -> None:
-        """Ask for events older than the oldest one held (answer: ``historyPage``)."""
-        if self.loggedIn and self.proto is not None:
-            before = min(self.events) if self.events else None
-            frame: Dict[str, Any] = {"type": "history", "limit": limit}
-            if before is not None:
-                frame["before"] = before
             self.proto.sendFrame(frame)
+            return True
+        return False
 
-    def messages(self) -> List[Dict[str, Any]]:
-        """The conversation held so far, in order."""
-        return [self.events[i] for i in sorted(self.events)]
+    def _request(self, frame: Dict[str, Any], answer: str) -> Deferred:
+        """Send a frame whose answer is a frame of type ``answer`` (or an error about it)."""
+        d: Deferred = Deferred()
+        if not self._send(frame):
+            d.errback(RequestFailed("not-connected", "Not connected."))
+            return d
+        self._waiting.setdefault(frame["type"], []).append(d)
+        return d
 
-    def share(self, path: str, name: Optional[str] = None) -> Transfer:
+    def _answer(self, ref: str, result: Any) -> bool:
+        waiting = self._waiting.get(ref)
+        if not waiting:
+            return False
+        d = waiting.pop(0)
+        if isinstance(result, Exception):
+            d.errback(result)
+        else:
+            d.callback(result)
+        return True
+
+    def who(self) -> None:
+        self._send({"type": "who"})
+
+    def loadOlder(self, limit: int = 50, conv: Optional[str] = None) -> None:
+        """Ask for events of ``conv`` older than the oldest one held (answer: ``historyPage``)."""
+        held = [i for i, e in self.events.items() if same_conv(conversation_of(e, self.name), conv or LOBBY)]
+        frame: Dict[str, Any] = {"type": "history", "limit": limit, **conv_fields(conv)}
+        if held:
+            frame["before"] = min(held)
+        self._send(frame)
+
+    def messages(self, conv: Optional[str] = None) -> List[Dict[str, Any]]:
+        """The conversation held so far (one of them, or all), in order."""
+        events = [self.events[i] for i in sorted(self.events)]
+        if conv is None:
+            return events
+        return [e for e in events if same_conv(conversation_of(e, self.name), conv)]
+
+    # ------------------------------------------------------------ rooms, presence, search
+
+    def join(self, room: str) -> Deferred:
+        """Join (or create) a room; fires with its name once joined."""
+        return self._request({"type": "join", "room": wire.normalize_room(room)}, "room").addCallback(
+            lambda frame: frame["room"])
+
+    def leave(self, room: str) -> None:
+        self._send({"type": "leave", "room": wire.normalize_room(room)})
+
+    def listRooms(self) -> Deferred:
+        """Fires with ``[{"room", "members", "joined"}]``."""
+        return self._request({"type": "rooms"}, "room-list").addCallback(lambda frame: frame["rooms"])
+
+    def search(self, query: str, conv: Optional[str] = None, limit: int = 20) -> Deferred:
+        """Fires with the matching messages the user may read, newest first."""
+        frame = {"type": "search", "q": query[: wire.MAX_QUERY_CHARS], "limit": limit, **conv_fields(conv)}
+        return self._request(frame, "search-results").addCallback(lambda frame: frame["events"])
+
+    def typingNow(self, conv: Optional[str] = None) -> None:
+        """The user is typing in ``conv``: tell the others (at most every 2 s)."""
+        conv = conv or LOBBY
+        now = self.reactor.seconds()
+        if now - self._typingSent.get(conv, -1e9) < float(self.info.get("limits", {}).get("typing_interval", 2.0)):
+            return
+        if self._send({"type": "typing", **conv_fields(conv)}):
+            self._typingSent[conv] = now
+
+    def markRead(self, conv: Optional[str] = None) -> None:
+        """The user has seen everything held in ``conv``."""
+        conv = conv or LOBBY
+        self.unread.pop(conv, None)
+        ids = [i for i, e in self.events.items() if same_conv(conversation_of(e, self.name), conv)]
+        if not ids:
+            return
+        last = max(ids)
+        markers = self._markers(conv)
+        if markers is not None and markers.get(self.name, 0) >= last:
+            return
+        if markers is not None:
+            markers[self.name] = last
+        self._send({"type": "read", "id": last, **conv_fields(conv)})
+
+    def seenBy(self, conv: str, event: Dict[str, Any]) -> List[str]:
+        """Who else (not its sender, not this user) has seen ``event``."""
+        markers = self._markers(conv) or {}
+        skip = {wire.name_key(self.name), wire.name_key(event.get("name") or "")}
+        return sorted((n for n, last in markers.items() if last >= event["id"] and wire.name_key(n) not in skip),
+                      key=wire.name_key)
+
+    def _markers(self, conv: str) -> Optional[Dict[str, int]]:
+        if conv.startswith("@"):
+            return self.dmSeen.setdefault(wire.name_key(conv[1:]), {})
+        for name, room in self.rooms.items():
+            if wire.name_key(name) == wire.name_key(conv[1:]):
+                return room.setdefault("seen", {})
+        return None
+
+    def setPresence(self, away: Optional[bool] = None, status: Optional[str] = None) -> None:
+        frame: Dict[str, Any] = {"type": "presence"}
+        if away is not None:
+            frame["away"] = away
+        if status is not None:
+            frame["status"] = status[: wire.MAX_STATUS_CHARS]
+        self._send(frame)
+
+    def delete(self, event_id: int) -> None:
+        self._send({"type": "delete", "id": event_id})
+
+    def oper(self, passkey: str) -> Deferred:
+        """Become an operator with the server's admin passkey."""
+        return self._request({"type": "oper", "passkey": passkey}, "oper")
+
+    def moderate(self, action: str, **members: Any) -> Deferred:
+        """An operator action (see PROTOCOL.rst, ``mod``); fires with the ``mod-done`` frame."""
+        frame = {"type": "mod", "action": action, **{k: v for k, v in members.items() if v is not None}}
+        return self._request(frame, "mod")
+
+    def share(self, path: str, name: Optional[str] = None, conv: Optional[str] = None) -> Transfer:
         """
         Upload a file.  Its size and SHA-256 are computed in a thread, so the
         UI stays responsive; progress arrives through ``transferChanged``.
         """
         name = wire.safe_file_name(name or os.path.basename(path))
         transfer = Transfer("upload", self._tid(), name, path)
+        transfer.conv = conv
         self.uploads[transfer.tid] = transfer
         self._changed(transfer)
         d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), file_digest, path)
@@ -450,6 +643,7 @@ class ChatClient:
             "version": wire.PROTOCOL_VERSION,
             "name": self.name,
             "client": "tcpchat-python",
+            "features": list(wire.FEATURES),
         }
         pinned = None
         if self.tls:
@@ -495,6 +689,13 @@ class ChatClient:
             if transfer.state == "active":
                 transfer.state = "waiting"  # an upload restarts, a download resumes, once we are back
                 self._changed(transfer)
+        waiting, self._waiting = self._waiting, {}
+        for ds in waiting.values():
+            for d in ds:
+                d.errback(RequestFailed("not-connected", "The connection was lost."))
+        for conv in list(self.typing):
+            self._clearTyping(conv)
+        self.operator = False
         if not self.stopped and self.everLoggedIn:
             self._setState(RECONNECTING, "Connection lost; reconnecting…")
 
@@ -558,14 +759,79 @@ class ChatClient:
         self.info = frame
         self.name = frame["name"]
         self.users = list(frame["users"])
+        self.presence = dict(frame.get("presence") or {})
+        self.rooms = {}
         self.listener.welcomed(frame)
         self.listener.usersChanged(self.users)
+
+    def _on_room(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
+        self.rooms[frame["room"]] = {"members": list(frame["members"]), "seen": dict(frame.get("seen") or {})}
+        self._roomsChanged()
+        self.listener.seenChanged("#" + frame["room"])
+        self._answer("join", frame)
+
+    def _roomsChanged(self) -> None:
+        names = sorted(self.rooms, key=lambda r: (wire.name_key(r) != wire.DEFAULT_ROOM, wire.name_key(r)))
+        self.listener.roomsChanged(names)
+
+    def _on_room_list(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
+        self._answer("rooms", frame)
+
+    def _on_search_results(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
+        self._answer("search", frame)
+
+    def _on_oper(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
+        self.operator = True
+        self._answer("oper", frame)
+
+    def _on_mod_done(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
+        if not self._answer("mod", frame) and frame.get("message"):
+            self.listener.notice(str(frame["message"]))
+
+    def _on_presence(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
+        name, away, status = frame["name"], bool(frame["away"]), str(frame.get("status") or "")
+        if away or status:
+            self.presence[name] = {"away": away, "status": status}
+        else:
+            self.presence.pop(name, None)
+        self.listener.presenceChanged(name, away, status)
+
+    def _on_typing(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
+        conv = conversation_of(frame, self.name)
+        who = frame["name"]
+        shown = self.typing.setdefault(conv, {})
+        old = shown.pop(who, None)
+        if old is not None and old.active():
+            old.cancel()
+        shown[who] = self.reactor.callLater(TYPING_SHOWN, self._stoppedTyping, conv, who)
+        self.listener.typingChanged(conv, sorted(shown))
+
+    def _stoppedTyping(self, conv: str, who: str) -> None:
+        shown = self.typing.get(conv, {})
+        call = shown.pop(who, None)
+        if call is not None and call.active():
+            call.cancel()
+        self.listener.typingChanged(conv, sorted(shown))
+
+    def _clearTyping(self, conv: str) -> None:
+        for who in list(self.typing.get(conv, {})):
+            self._stoppedTyping(conv, who)
+        self.typing.pop(conv, None)
+
+    def _on_seen(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
+        conv = conversation_of(frame, self.name)
+        markers = self._markers(conv)
+        if markers is None:
+            return
+        if frame["id"] > markers.get(frame["name"], 0):
+            markers[frame["name"]] = frame["id"]
+        self.listener.seenChanged(conv)
 
     def _on_synced(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
         self._setState(CONNECTED, f"Connected to {self.info.get('server', self.host)} as {self.name}.")
         self.listener.synced()
-        for cid, text in list(self.outbox.items()):  # written offline, or not acknowledged before a drop
-            proto.sendFrame({"type": "say", "text": text, "cid": cid})
+        for frame in list(self.outbox.values()):  # written offline, or not acknowledged before a drop
+            proto.sendFrame(frame)
         for transfer in list(self.uploads.values()):
             if transfer.state == "waiting":
                 self._offer(transfer)
@@ -580,14 +846,42 @@ class ChatClient:
         self.lastEventId = max(self.lastEventId, event["id"])
         if event["id"] in self.events:
             return
-        self._record(event, bool(frame.get("replay")))
+        replay = bool(frame.get("replay"))
         kind, who = event["kind"], event.get("name")
+        conv = conversation_of(event, self.name)
+        if kind == "delete":
+            target = self.events.pop(event.get("target"), None)
+            if target is not None:
+                self.listener.eventRemoved(target, conv)
+            self.events[event["id"]] = event
+            return
+        if kind in ("message", "file", "announce") and who:
+            if conv in self.typing and who in self.typing[conv]:
+                self._stoppedTyping(conv, who)
+            if not replay and who != self.name:
+                self.unread[conv] = self.unread.get(conv, 0) + 1
+        if kind in ("room-join", "room-leave"):
+            self._membership(event)
+        self._record(event, replay)
         if kind == "join" and who and who not in self.users:
             self.users.append(who)
             self.listener.usersChanged(list(self.users))
         elif kind == "leave" and who in self.users:
             self.users.remove(who)
             self.listener.usersChanged(list(self.users))
+
+    def _membership(self, event: Dict[str, Any]) -> None:
+        room = self.rooms.get(event.get("room") or "")
+        who = event.get("name")
+        if event["kind"] == "room-leave" and who == self.name:
+            self.rooms.pop(event.get("room") or "", None)
+            self._roomsChanged()
+        elif room is not None and who:
+            members = room.setdefault("members", [])
+            if event["kind"] == "room-join" and who not in members:
+                members.append(who)
+            elif event["kind"] == "room-leave" and who in members:
+                members.remove(who)
 
     def _record(self, event: Dict[str, Any], replay: bool) -> None:
         self.events[event["id"]] = event
@@ -601,14 +895,17 @@ class ChatClient:
 
     def _on_ack(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
         cid = frame.get("cid")
-        text = self.outbox.pop(cid, None) if cid else None
+        said = self.outbox.pop(cid, None) if cid else None
         self._outboxChanged()
         if frame["id"] in self.events:
             return
         event = {"id": frame["id"], "ts": frame["ts"], "kind": "message", "name": self.name}
-        if text is not None:
-            event["text"] = text
+        if said is not None:
+            event["text"] = said["text"]
             event["cid"] = cid
+            event.update({k: said[k] for k in ("room", "to") if k in said})
+            if "room" not in event and "to" not in event:
+                event["room"] = wire.DEFAULT_ROOM
             self.events[frame["id"]] = event
             self.listener.messageAcked(cid, event)
 
@@ -617,7 +914,8 @@ class ChatClient:
         self.listener.usersChanged(list(self.users))
 
     def _on_history_page(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
-        events = [e for e in frame["events"] if isinstance(e, dict) and e.get("id") not in self.events]
+        events = [e for e in frame["events"] if isinstance(e, dict) and isinstance(e.get("id"), int)
+                  and e.get("id") not in self.events]
         for event in events:
             self.events[event["id"]] = event
         self.listener.historyPage(events, bool(frame["more"]))
@@ -629,13 +927,22 @@ class ChatClient:
         proto.sendFrame(reply)
 
     def _on_bye(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
-        message = frame.get("message") or "The server closed the connection."
-        self.listener.errorReceived("bye", str(message))
+        message = str(frame.get("message") or "The server closed the connection.")
+        if frame.get("reason") in ("kicked", "banned"):
+            # the operator removed us: coming straight back would be rude (and refused)
+            self.stopped = True
+            self._stopService().addErrback(lambda f: None)
+            self._setState(DISCONNECTED, message)
+        self.listener.errorReceived("bye", message)
 
     def _on_error(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
         code = frame["code"]
         message = frame.get("message") or code
-        if frame.get("ref") == "hello" or code in LOGIN_REFUSALS:
+        ref = frame.get("ref")
+        if isinstance(ref, str) and self._waiting.get(ref):
+            self._answer(ref, RequestFailed(code, message))  # e.g. a wrong admin passkey: only that request failed
+            return
+        if ref == "hello" or code in LOGIN_REFUSALS:
             if code in LOGIN_REFUSALS or not self.everLoggedIn:
                 self._giveUp(LoginRefused(code, message), message)
             else:
@@ -662,8 +969,8 @@ class ChatClient:
         self.listener.errorReceived(code, message)
 
     def _resend(self, cid: str) -> None:
-        if cid in self.outbox and self.loggedIn and self.proto is not None:
-            self.proto.sendFrame({"type": "say", "text": self.outbox[cid], "cid": cid})
+        if cid in self.outbox:
+            self._send(self.outbox[cid])
 
     def _outboxChanged(self) -> None:
         if not self.outbox and self._outboxWaiters:
@@ -690,7 +997,7 @@ class ChatClient:
         transfer.done = 0
         transfer.state = "active"
         frame = {"type": "upload", "tid": transfer.tid, "name": transfer.name, "size": transfer.size,
-                 "sha256": transfer.sha256}
+                 "sha256": transfer.sha256, **conv_fields(transfer.conv)}
         mime = mimetypes.guess_type(transfer.name)[0]
         if mime:
             frame["mime"] = mime
@@ -904,6 +1211,15 @@ class LoginRefused(Exception):
 
 class TransferFailed(Exception):
     """An upload or download did not complete."""
+
+
+class RequestFailed(Exception):
+    """The server refused a request (``code``); ``message`` is for people."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 def _remove(path: str) -> None:

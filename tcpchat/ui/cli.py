@@ -21,8 +21,9 @@ from zope.interface import implementer
 from twisted.protocols.basic import LineReceiver
 
 from tcpchat import wire
-from tcpchat.client.core import CONNECTED, FAILED, ChatClient, ChatListener, Transfer
+from tcpchat.client.core import CONNECTED, FAILED, LOBBY, ChatClient, ChatListener, Transfer, conversation_of
 from tcpchat.ui import text
+from tcpchat.ui.commands import Commands
 
 DEFAULT_PORT = 12345
 
@@ -85,6 +86,11 @@ class TerminalView(ChatListener, LineReceiver):
         self.files: Dict[int, Dict[str, Any]] = {}
         self.historyShown = False
         self.reported: Dict[int, int] = {}
+        #: the conversation lines typed go to
+        self.current = LOBBY
+        self.commands = Commands(client, self)
+        self._readSoon: Dict[str, Any] = {}
+        self._seenShown: Dict[str, tuple] = {}
 
     # ------------------------------------------------------------ input
 
@@ -106,7 +112,7 @@ class TerminalView(ChatListener, LineReceiver):
         if entry.startswith("//"):
             entry = entry[1:]  # "//" sends a line that starts with "/"
         try:
-            self.client.send(entry)
+            self.client.send(entry, self.current)
         except ValueError as e:
             self.screen.line(str(e), "error")
             return
@@ -128,30 +134,21 @@ class TerminalView(ChatListener, LineReceiver):
             self.quit()
 
     def command(self, entry: str) -> None:
-        word, _, rest = entry.partition(" ")
-        rest = rest.strip()
-        word = word.lower()
-        if word in ("/quit", "/exit"):
-            self.quit()
-        elif word == "/help":
-            self.screen.line("Commands:\n" + text.help_text(), "system")
-        elif word == "/who":
-            self.screen.line("Online: " + ", ".join(self.client.users), "system")
-        elif word == "/history":
-            self.client.loadOlder()
-        elif word == "/file":
-            path = os.path.expanduser(rest.strip('"'))
-            if not path:
-                self.screen.line("Usage: /file PATH", "error")
-            elif not os.path.isfile(path):
-                self.screen.line(f"No such file: {path}", "error")
-            else:
-                self.screen.line(f"Sharing {wire.safe_file_name(os.path.basename(path))}…", "system")
-                self.client.share(path)
-        elif word == "/get":
-            self.get(rest)
-        else:
-            self.screen.line(f"Unknown command {word}; /help lists them.", "error")
+        self.commands.run(entry)
+
+    # the view the shared slash commands drive
+    def show(self, line: str, style: str = "system") -> None:
+        self.screen.line(line, style)
+
+    def switch(self, conv: str) -> None:
+        if conv == self.current:
+            return
+        self.current = conv
+        where = "the default room" if conv == LOBBY else conv
+        self.screen.line(f"Now talking in {where}. (/switch #{wire.DEFAULT_ROOM} to go back)", "system")
+
+    def share(self, path: str) -> None:
+        self.client.share(path, conv=self.current)
 
     def get(self, rest: str) -> None:
         ident, _, dest = rest.partition(" ")
@@ -202,16 +199,72 @@ class TerminalView(ChatListener, LineReceiver):
         if not self.historyShown:
             self.screen.line(f"Welcome to {info.get('server')}, {info.get('name')}! Type /help for commands.", "system")
 
+    def _line(self, event: Dict[str, Any]) -> str:
+        """An event as one line: time, the room when it is not the default one, and what happened."""
+        _, line = text.describe(event, self.client.name)
+        conv = conversation_of(event, self.client.name)
+        where = f"{conv} " if conv.startswith("#") and conv != LOBBY and event.get("kind") in ("message", "file") else ""
+        return f"[{text.clock(event.get('ts'))}] {where}{line}"
+
     def eventReceived(self, event: Dict[str, Any], replay: bool) -> None:
         if event.get("kind") == "file" and isinstance(event.get("file"), dict):
             self.files[event["file"].get("id")] = event["file"]
-        style, line = text.describe(event, self.client.name)
-        stamp = text.clock(event.get("ts"))
-        self.screen.line(f"[{stamp}] {line}", "history" if replay else style)
+        style, _ = text.describe(event, self.client.name)
+        self.screen.line(self._line(event), "history" if replay else style)
         if event.get("kind") == "file" and not replay:
             self.screen.line(f"        (type /get {event['file'].get('id')} to download it)", "system")
-        if not replay and event.get("kind") == "message" and text.mentions(str(event.get("text", "")), self.client.name):
-            self.screen.bell()
+        if replay or event.get("kind") not in ("message", "file", "announce"):
+            return
+        conv = conversation_of(event, self.client.name)
+        self._markReadSoon(conv)
+        if event.get("name") != self.client.name and (
+            conv.startswith("@") or text.mentions(str(event.get("text", "")), self.client.name)
+        ):
+            self.screen.bell()  # a direct message or a mention: ring, like IRC clients do
+
+    def _markReadSoon(self, conv: str) -> None:
+        """What is printed is read: tell the others, at most once a second per conversation."""
+        if conv in self._readSoon:
+            return
+
+        def mark() -> None:
+            self._readSoon.pop(conv, None)
+            self.client.markRead(conv)
+
+        self._readSoon[conv] = self.reactor.callLater(1.0, mark)
+
+    def eventRemoved(self, event: Dict[str, Any], conv: str) -> None:
+        _, line = text.describe(event, self.client.name)
+        self.screen.line(f"(deleted: {line[:60]})", "history")
+
+    def typingChanged(self, conv: str, names: List[str]) -> None:
+        if names and self.screen.tty:
+            where = "" if conv == self.current else f" ({conv})"
+            self.screen.progress(f"\033[2m{text.typing_line(names)}{where}\033[0m")
+        elif self.screen.progressShown:
+            self.screen.progress("")
+
+    def seenChanged(self, conv: str) -> None:
+        mine = [e for e in self.client.messages(conv) if e.get("kind") == "message" and e.get("name") == self.client.name]
+        if not mine:
+            return
+        seen = tuple(self.client.seenBy(conv, mine[-1]))
+        if seen and self._seenShown.get(conv) != (mine[-1]["id"], seen):
+            self._seenShown[conv] = (mine[-1]["id"], seen)
+            where = "" if conv == self.current else f" ({conv})"
+            self.screen.line(f"        {text.seen_line(list(seen))}{where}", "history")
+
+    def presenceChanged(self, name: str, away: bool, status: str) -> None:
+        if name != self.client.name:
+            self.screen.line(f"{name} is {'away' if away else 'back'}" + (f": {status}" if status else ""), "system")
+
+    def roomsChanged(self, rooms: List[str]) -> None:
+        if self.current.startswith("#") and not any(wire.name_key(r) == wire.name_key(self.current[1:]) for r in rooms):
+            if self.client.loggedIn and self.current != LOBBY:
+                self.switch(LOBBY)
+
+    def notice(self, line: str) -> None:
+        self.screen.line(line, "system")
 
     def synced(self) -> None:
         if not self.historyShown:
@@ -219,7 +272,7 @@ class TerminalView(ChatListener, LineReceiver):
             self.screen.line("─── end of history; new messages below ───", "history")
 
     def messageAcked(self, cid: str, event: Dict[str, Any]) -> None:
-        self.screen.line(f"[{text.clock(event.get('ts'))}] {self.client.name}: {event.get('text', '')}", "mine")
+        self.screen.line(self._line(event), "mine")
 
     def historyPage(self, events: List[Dict[str, Any]], more: bool) -> None:
         if not events:
@@ -229,8 +282,7 @@ class TerminalView(ChatListener, LineReceiver):
         for event in events:
             if event.get("kind") == "file" and isinstance(event.get("file"), dict):
                 self.files[event["file"].get("id")] = event["file"]
-            _, line = text.describe(event, self.client.name)
-            self.screen.line(f"[{text.clock(event.get('ts'))}] {line}", "history")
+            self.screen.line(self._line(event), "history")
         self.screen.line("─── end of older messages" + (" (/history for more)" if more else "") + " ───", "history")
 
     def usersChanged(self, users: List[str]) -> None:

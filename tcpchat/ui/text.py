@@ -8,21 +8,14 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-COMMANDS: List[Tuple[str, str]] = [
-    ("/file PATH", "share a file with everyone"),
-    ("/get ID [DEST]", "download shared file ID (to DEST or the download folder)"),
-    ("/who", "list who is online"),
-    ("/history", "show older messages"),
-    ("/help", "show this list"),
-    ("/quit", "leave the chat"),
-]
-
 LEAVE_REASONS = {
     "quit": "left",
     "lost": "lost connection",
     "timeout": "timed out",
     "not reading": "was disconnected (not reading)",
     "shutdown": "left (server shutting down)",
+    "kicked": "was removed by the operator",
+    "banned": "was banned by the operator",
 }
 
 
@@ -56,7 +49,16 @@ def describe(event: Dict[str, Any], me: Optional[str] = None) -> Tuple[str, str]
     name = str(event.get("name", "?"))
     if kind == "message":
         style = "mine" if me is not None and name == me else "message"
+        to = event.get("to")
+        if to is not None:
+            return style, f"{name} → {to}: {event.get('text', '')}"
         return style, f"{name}: {event.get('text', '')}"
+    if kind == "announce":
+        return "system", f"📢 {name}: {event.get('text', '')}"
+    if kind == "room-join":
+        return "system", f"{name} joined #{event.get('room')}"
+    if kind == "room-leave":
+        return "system", f"{name} left #{event.get('room')}"
     if kind == "join":
         return "system", f"{name} joined"
     if kind == "leave":
@@ -67,9 +69,24 @@ def describe(event: Dict[str, Any], me: Optional[str] = None) -> Tuple[str, str]
     return "system", f"({kind} event)"
 
 
-def help_text() -> str:
-    width = max(len(c) for c, _ in COMMANDS)
-    return "\n".join(f"  {c.ljust(width)}  {h}" for c, h in COMMANDS)
+def seen_line(names: List[str], shown: int = 3) -> str:
+    """'✓ Seen by alice, bob' — or a count when many have seen it."""
+    if not names:
+        return ""
+    if len(names) <= shown:
+        return "✓ Seen by " + ", ".join(names)
+    return f"✓ Seen by {len(names)}: " + ", ".join(names[:shown]) + ", …"
+
+
+def typing_line(names: List[str]) -> str:
+    """'bob is typing…', 'bob and eve are typing…', 'several people are typing…'."""
+    if not names:
+        return ""
+    if len(names) == 1:
+        return f"{names[0]} is typing…"
+    if len(names) == 2:
+        return f"{names[0]} and {names[1]} are typing…"
+    return "several people are typing…"
 
 
 def mentions(text: str, name: str) -> bool:

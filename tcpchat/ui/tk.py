@@ -20,11 +20,14 @@ from tkinter import filedialog, ttk
 from typing import Any, Callable, Dict, List, Optional
 
 from tcpchat import wire
-from tcpchat.client.core import CONNECTED, FAILED, RECONNECTING, ChatClient, ChatListener, IdentityChanged, Transfer
-from tcpchat.ui import text
+from tcpchat.client.core import (CONNECTED, FAILED, LOBBY, RECONNECTING, ChatClient, ChatListener, IdentityChanged,
+                                 Transfer, conversation_of, same_conv)
+from tcpchat.ui import notify, text
+from tcpchat.ui.commands import Commands
 
 DEFAULT_PORT = 12345
 TITLE = "tcpchat"
+SEARCH_HINT = "Search messages…"
 
 COLORS = {
     "bg": "#f7f7f9",
@@ -193,29 +196,50 @@ class TransferRow(ttk.Frame):
 
 
 class ChatScreen(ttk.Frame):
-    """Conversation, input, online list, transfers and status bar."""
+    """Conversations, the one on screen, input, online list, search, transfers and status bar."""
 
     def __init__(self, master: Any, app: "App") -> None:
         super().__init__(master)
         self.app = app
         self.unread = 0
+        self.current = LOBBY
         self.fileTags: Dict[str, Dict[str, Any]] = {}
         self.rows: Dict[tuple, TransferRow] = {}
+        #: the conversations listed on the left, in order
+        self.convs: List[str] = [LOBBY]
 
         body = ttk.Panedwindow(self, orient="horizontal")
         body.grid(row=0, column=0, sticky="nsew")
+        side = ttk.Frame(body, padding=(0, 0, 10, 0), width=190)
         left = ttk.Frame(body)
-        right = ttk.Frame(body, padding=(10, 0, 0, 0), width=250)
+        right = ttk.Frame(body, padding=(10, 0, 0, 0), width=230)
+        body.add(side, weight=0)
         body.add(left, weight=1)
         body.add(right, weight=0)
 
-        # conversation
+        # conversations: rooms, then direct conversations
+        ttk.Label(side, text="Conversations", style="Side.TLabel").grid(row=0, column=0, sticky="w")
+        self.convList = tk.Listbox(side, height=12, relief="flat", activestyle="none", font=app.fonts["body"],
+                                   highlightthickness=0, width=20, exportselection=False,
+                                   selectbackground="#dbe6fb", selectforeground="#1d1f23")
+        self.convList.grid(row=1, column=0, sticky="nsew", pady=(4, 8))
+        self.convList.bind("<<ListboxSelect>>", self._convPicked)
+        ttk.Label(side, text="Join or create a room:", style="Small.TLabel").grid(row=2, column=0, sticky="w")
+        self.roomEntry = ttk.Entry(side, width=18)
+        self.roomEntry.grid(row=3, column=0, sticky="ew", pady=(2, 0))
+        self.roomEntry.bind("<Return>", lambda e: self._joinTyped())
+        side.rowconfigure(1, weight=1)
+        side.columnconfigure(0, weight=1)
+
+        # the conversation on screen
+        self.header = ttk.Label(left, text="", style="Header.TLabel", anchor="w")
+        self.header.grid(row=0, column=0, columnspan=2, sticky="ew", pady=(0, 6))
         self.log = tk.Text(left, wrap="word", state="disabled", relief="flat", padx=10, pady=8,
-                           background="white", font=app.fonts["body"], cursor="arrow", height=20, width=60)
+                           background="white", font=app.fonts["body"], cursor="arrow", height=20, width=56)
         scroll = ttk.Scrollbar(left, command=self.log.yview)
         self.log.configure(yscrollcommand=self._scrolled(scroll))
-        self.log.grid(row=0, column=0, sticky="nsew")
-        scroll.grid(row=0, column=1, sticky="ns")
+        self.log.grid(row=1, column=0, sticky="nsew")
+        scroll.grid(row=1, column=1, sticky="ns")
         for tag in ("history", "mine", "message", "system", "file", "error", "time"):
             self.log.tag_configure(tag, foreground=COLORS[tag])
         self.log.tag_configure("system", font=app.fonts["italic"])
@@ -229,33 +253,50 @@ class ChatScreen(ttk.Frame):
         # "new messages" bar, shown when the user has scrolled up
         self.newBar = ttk.Button(left, text="", command=self.scrollToEnd, style="Unread.TButton")
 
+        # who is typing (left) and who has seen my last message (right)
+        hints = ttk.Frame(left)
+        hints.grid(row=3, column=0, columnspan=2, sticky="ew")
+        self.typingLabel = ttk.Label(hints, text="", style="Hint.TLabel")
+        self.typingLabel.grid(row=0, column=0, sticky="w")
+        self.seenLabel = ttk.Label(hints, text="", style="Hint.TLabel")
+        self.seenLabel.grid(row=0, column=1, sticky="e")
+        hints.columnconfigure(0, weight=1)
+
         # input
-        entry = ttk.Frame(left, padding=(0, 8, 0, 0))
-        entry.grid(row=2, column=0, columnspan=2, sticky="ew")
+        entry = ttk.Frame(left, padding=(0, 4, 0, 0))
+        entry.grid(row=4, column=0, columnspan=2, sticky="ew")
         self.input = tk.Text(entry, height=2, wrap="word", font=app.fonts["body"], relief="solid", borderwidth=1,
                              undo=True)
         self.input.grid(row=0, column=0, rowspan=2, sticky="nsew")
         self.input.bind("<Return>", self._enter)
         self.input.bind("<KP_Enter>", self._enter)
         self.input.bind("<Shift-Return>", lambda e: None)  # a new line
+        self.input.bind("<KeyRelease>", self._typed)
         self.sendButton = ttk.Button(entry, text="Send", command=self.send, style="Accent.TButton")
         self.sendButton.grid(row=0, column=1, padx=(8, 0), sticky="ew")
         self.fileButton = ttk.Button(entry, text="Send File…", command=app.pickFile)
         self.fileButton.grid(row=1, column=1, padx=(8, 0), sticky="ew")
         entry.columnconfigure(0, weight=1)
-        left.rowconfigure(0, weight=1)
+        left.rowconfigure(1, weight=1)
         left.columnconfigure(0, weight=1)
 
-        # online list and transfers
+        # search, online list and transfers
+        self.search = ttk.Entry(right, width=22)
+        self.search.grid(row=0, column=0, sticky="ew", pady=(0, 10))
+        self.search.insert(0, SEARCH_HINT)
+        self.search.bind("<FocusIn>", lambda e: self.search.get() == SEARCH_HINT and self.search.delete(0, "end"))
+        self.search.bind("<Return>", lambda e: self._search())
         self.onlineLabel = ttk.Label(right, text="Online", style="Side.TLabel")
-        self.onlineLabel.grid(row=0, column=0, sticky="w")
+        self.onlineLabel.grid(row=1, column=0, sticky="w")
         self.online = tk.Listbox(right, height=10, relief="flat", activestyle="none", font=app.fonts["body"],
-                                 highlightthickness=0, width=22)
-        self.online.grid(row=1, column=0, sticky="nsew", pady=(4, 12))
-        ttk.Label(right, text="Transfers", style="Side.TLabel").grid(row=2, column=0, sticky="w")
+                                 highlightthickness=0, width=24)
+        self.online.grid(row=2, column=0, sticky="nsew", pady=(4, 12))
+        self.online.bind("<Double-Button-1>", self._userPicked)
+        self.onlineNames: List[str] = []
+        ttk.Label(right, text="Transfers", style="Side.TLabel").grid(row=3, column=0, sticky="w")
         self.transfers = ttk.Frame(right)
-        self.transfers.grid(row=3, column=0, sticky="new")
-        right.rowconfigure(1, weight=1)
+        self.transfers.grid(row=4, column=0, sticky="new")
+        right.rowconfigure(2, weight=1)
         right.columnconfigure(0, weight=1)
 
         # status bar, with Exit at its end
@@ -267,8 +308,66 @@ class ChatScreen(ttk.Frame):
         bar.columnconfigure(0, weight=1)
         self.rowconfigure(0, weight=1)
         self.columnconfigure(0, weight=1)
+        self.showConversations()
 
-    # ------------------------------------------------------------ conversation
+    # ------------------------------------------------------------ conversations list
+
+    def showConversations(self) -> None:
+        """Refresh the list on the left: names, unread counts, the one on screen selected."""
+        client = self.app.client
+        self.convList.delete(0, "end")
+        for i, conv in enumerate(self.convs):
+            unread = client.unread.get(conv, 0) if client is not None and conv != self.current else 0
+            label = ("#  " if conv.startswith("#") else "@  ") + conv[1:]
+            if conv.startswith("@") and client is not None and (client.presence.get(conv[1:]) or {}).get("away"):
+                label += "  (away)"
+            if unread:
+                label += f"   ● {unread}"
+            self.convList.insert("end", label)
+            if unread:
+                self.convList.itemconfigure(i, foreground=COLORS["mine"])
+            if conv == self.current:
+                self.convList.selection_set(i)
+
+    def addConversation(self, conv: str) -> None:
+        if any(same_conv(conv, c) for c in self.convs):
+            return
+        rooms = [c for c in self.convs if c.startswith("#")]
+        people = [c for c in self.convs if c.startswith("@")]
+        (rooms if conv.startswith("#") else people).append(conv)
+        self.convs = rooms + people
+        self.showConversations()
+
+    def removeConversation(self, conv: str) -> None:
+        self.convs = [c for c in self.convs if not same_conv(c, conv)]
+        if same_conv(conv, self.current):
+            self.app.switch(LOBBY)
+        self.showConversations()
+
+    def _convPicked(self, event: Any) -> None:
+        picked = self.convList.curselection()
+        if picked and picked[0] < len(self.convs):
+            self.app.switch(self.convs[picked[0]])
+
+    def _userPicked(self, event: Any) -> None:
+        picked = self.online.curselection()
+        if picked and picked[0] < len(self.onlineNames):
+            name = self.onlineNames[picked[0]]
+            if name != self.app.client.name:
+                self.app.switch("@" + name)
+
+    def _joinTyped(self) -> None:
+        room = self.roomEntry.get().strip()
+        if room:
+            self.roomEntry.delete(0, "end")
+            self.app.commands.run("/join " + room)
+
+    def _search(self) -> None:
+        query = self.search.get().strip()
+        if query and query != SEARCH_HINT:
+            self.app.commands.run("/search " + query)
+
+    # ------------------------------------------------------------ the conversation on screen
 
     def atEnd(self) -> bool:
         return self.log.yview()[1] >= 0.999
@@ -279,6 +378,7 @@ class ChatScreen(ttk.Frame):
             if float(last) >= 0.999 and self.unread:
                 self.unread = 0
                 self.newBar.grid_forget()
+                self.app.markReadSoon()
 
         return update
 
@@ -286,10 +386,41 @@ class ChatScreen(ttk.Frame):
         self.log.see("end")
         self.unread = 0
         self.newBar.grid_forget()
+        self.app.markReadSoon()
 
-    def add(self, event: Dict[str, Any], style: str, replay: bool = False) -> None:
-        """Append one event to the conversation."""
-        follow = self.atEnd()
+    def render(self, conv: str, events: List[Dict[str, Any]]) -> None:
+        """Show conversation ``conv`` from scratch."""
+        self.current = conv
+        self.unread = 0
+        self.newBar.grid_forget()
+        self.log.configure(state="normal")
+        self.log.delete("1.0", "end")
+        self.log.configure(state="disabled")
+        for event in events:
+            style, _ = text.describe(event, self.app.client.name)
+            self.add(event, style, replay=False, quiet=True)
+        self.log.see("end")
+        self.showHeader()
+        self.showConversations()
+
+    def showHeader(self) -> None:
+        client, conv = self.app.client, self.current
+        if conv.startswith("@"):
+            info = client.presence.get(conv[1:]) or {}
+            here = conv[1:] in client.users
+            state = "away" if info.get("away") else ("online" if here else "offline")
+            extra = f" — {info['status']}" if info.get("status") else ""
+            self.header.configure(text=f"@ {conv[1:]}   ·   direct conversation, {state}{extra}")
+        elif same_conv(conv, LOBBY):
+            self.header.configure(text=f"# {conv[1:]}   ·   everyone ({len(client.users)} online)")
+        else:
+            room = next((r for name, r in client.rooms.items() if same_conv("#" + name, conv)), {})
+            count = len(room.get("members", []))
+            self.header.configure(text=f"# {conv[1:]}   ·   {count} member{'s' if count != 1 else ''}")
+
+    def add(self, event: Dict[str, Any], style: str, replay: bool = False, quiet: bool = False) -> None:
+        """Append one event to the conversation on screen."""
+        follow = quiet or self.atEnd()
         kind = event.get("kind")
         self.log.configure(state="normal")
         self.log.insert("end", text.clock(event.get("ts")) + "  ", ("time",))
@@ -317,7 +448,7 @@ class ChatScreen(ttk.Frame):
         elif not replay:
             self.unread += 1
             self.newBar.configure(text=f"↓ {self.unread} new message{'s' if self.unread > 1 else ''}")
-            self.newBar.grid(row=1, column=0, columnspan=2, sticky="ew")
+            self.newBar.grid(row=2, column=0, columnspan=2, sticky="ew")
 
     def notice(self, line: str, style: str = "system") -> None:
         follow = self.atEnd()
@@ -331,6 +462,14 @@ class ChatScreen(ttk.Frame):
     def conversation(self) -> str:
         return self.log.get("1.0", "end-1c")
 
+    def showTyping(self, names: List[str]) -> None:
+        self.typingLabel.configure(text=text.typing_line(names))
+
+    def showSeen(self) -> None:
+        client, conv = self.app.client, self.current
+        mine = [e for e in client.messages(conv) if e.get("kind") == "message" and e.get("name") == client.name]
+        self.seenLabel.configure(text=text.seen_line(client.seenBy(conv, mine[-1])) if mine else "")
+
     # ------------------------------------------------------------ input
 
     def _enter(self, event: Any) -> str:
@@ -339,12 +478,22 @@ class ChatScreen(ttk.Frame):
         self.send()
         return "break"
 
+    def _typed(self, event: Any) -> None:
+        if event.keysym not in ("Return", "KP_Enter") and self.input.get("1.0", "end-1c").strip():
+            self.app.client.typingNow(self.current)
+
     def send(self) -> None:
         message = self.input.get("1.0", "end-1c").strip("\n")
         if not message.strip():
             return
+        if message.startswith("/") and not message.startswith("//"):
+            self.input.delete("1.0", "end")
+            self.app.commands.run(message)
+            return
+        if message.startswith("//"):
+            message = message[1:]
         try:
-            self.app.client.send(message)
+            self.app.client.send(message, self.current)
         except ValueError as e:
             self.notice(str(e), "error")
             return
@@ -353,10 +502,19 @@ class ChatScreen(ttk.Frame):
             self.notice("(queued: it will be sent when the connection is back)")
 
     def setUsers(self, users: List[str]) -> None:
+        client = self.app.client
         self.online.delete(0, "end")
-        for name in sorted(users, key=str.casefold):
-            self.online.insert("end", "● " + name + (" (you)" if name == self.app.client.name else ""))
+        self.onlineNames = sorted(users, key=str.casefold)
+        for i, name in enumerate(self.onlineNames):
+            info = client.presence.get(name) or {}
+            line = ("○ " if info.get("away") else "● ") + name + (" (you)" if name == client.name else "")
+            if info.get("status"):
+                line += f" — {info['status']}"
+            self.online.insert("end", line)
+            if info.get("away"):
+                self.online.itemconfigure(i, foreground=COLORS["history"])
         self.onlineLabel.configure(text=f"Online ({len(users)})")
+        self.showHeader()
 
     def showTransfer(self, transfer: Transfer) -> None:
         key = (transfer.direction, transfer.tid)
@@ -382,6 +540,9 @@ class App(ChatListener):
         self.focused = True
         self.badge = 0
         self.serverName = ""
+        self._readCall: Any = None
+        self._loadedOlder: set = set()
+        self.commands: Optional[Commands] = None
         self.fonts = _fonts(root)
         _style(root, self.fonts)
         root.title(TITLE)
@@ -403,6 +564,7 @@ class App(ChatListener):
     def start(self, host: str, port: int, name: str, passkey: str) -> None:
         self.client = self.make_client(host, port, name, passkey, self, self.reactor)
         self.client.knownServers.path = self.settings.known_servers or self.client.knownServers.path
+        self.commands = Commands(self.client, self)
         d = self.client.start()
 
         def failed(failure: Any) -> None:
@@ -430,7 +592,59 @@ class App(ChatListener):
             self.share(path)
 
     def share(self, path: str) -> Transfer:
-        return self.client.share(path)
+        return self.client.share(path, conv=self.current if self.chat is not None else None)
+
+    # ------------------------------------------------------------ the view slash commands drive
+
+    @property
+    def current(self) -> str:
+        return self.chat.current if self.chat is not None else LOBBY
+
+    def show(self, line: str, style: str = "system") -> None:
+        if self.chat is not None:
+            self.chat.notice(line, style)
+
+    def switch(self, conv: str) -> None:
+        """Show another conversation (a room or a direct one)."""
+        if self.chat is None:
+            return
+        self.chat.addConversation(conv)
+        conv = next(c for c in self.chat.convs if same_conv(c, conv))
+        events = self.client.messages(conv)
+        self.chat.render(conv, events)
+        self.chat.showTyping(sorted(self.client.typing.get(conv, {})))
+        self.chat.showSeen()
+        if len(events) < 20 and conv not in self._loadedOlder:
+            self._loadedOlder.add(conv)
+            self.client.loadOlder(conv=conv)
+        self.markReadSoon()
+        self.chat.input.focus_set()
+
+    def get(self, rest: str) -> None:
+        ident = rest.split()[0] if rest.split() else ""
+        files = {e["file"].get("id"): e["file"] for e in self.client.messages() if e.get("kind") == "file"
+                 and isinstance(e.get("file"), dict)}
+        if ident.isdigit() and int(ident) in files:
+            self.saveFile(files[int(ident)])
+        else:
+            self.show("Usage: /get ID (or click a file's name)", "error")
+
+    def quit(self) -> None:
+        self.close()
+
+    def markReadSoon(self) -> None:
+        """What is on screen, at the bottom, in a focused window, is read (told at most twice a second)."""
+        if self._readCall is not None:
+            return
+
+        def mark() -> None:
+            self._readCall = None
+            if self.chat is not None and self.focused and self.chat.atEnd() and not self.closing:
+                self.client.markRead(self.chat.current)
+                self.chat.showConversations()
+
+        # a Tk timer: it belongs to the window and goes away with it
+        self._readCall = self.root.after(500, mark)
 
     def saveFile(self, info: Dict[str, Any]) -> None:
         name = wire.safe_file_name(info.get("name", "file"))
@@ -465,6 +679,8 @@ class App(ChatListener):
         if self.badge:
             self.badge = 0
             self._title()
+        if self.chat is not None:
+            self.markReadSoon()
 
     def _focusOut(self, event: Any) -> None:
         if event.widget is self.root:
@@ -506,23 +722,79 @@ class App(ChatListener):
         if self.chat is None:
             return
         style, _ = text.describe(event, self.client.name)
-        self.chat.add(event, style, replay)
-        if not replay and not self.focused and event.get("kind") in ("message", "file"):
+        conv = conversation_of(event, self.client.name)
+        if conv.startswith("@"):
+            self.chat.addConversation(conv)
+        if same_conv(conv, self.chat.current):
+            self.chat.add(event, style, replay)
+            if not replay:
+                self.markReadSoon()
+        elif not replay:
+            self.chat.showConversations()  # its unread count
+        if replay or event.get("kind") not in ("message", "file", "announce") or event.get("name") == self.client.name:
+            return
+        if not self.focused:
             self.badge += 1
             self._title()
-            if event.get("kind") == "message" and text.mentions(str(event.get("text", "")), self.client.name):
-                self.root.bell()
+        personal = conv.startswith("@") or text.mentions(str(event.get("text", "")), self.client.name)
+        if personal and (not self.focused or not same_conv(conv, self.chat.current)):
+            # a direct message or a mention while looking elsewhere: ring, and tell the desktop
+            self.root.bell()
+            if not self.focused:
+                where = "direct message" if conv.startswith("@") else conv
+                notify.desktop(self.reactor, f"{event.get('name')} ({where})", str(event.get("text", "a file")))
 
     def messageAcked(self, cid: str, event: Dict[str, Any]) -> None:
         if self.closing:
             return  # the window is going away
-        if self.chat is not None:
+        if self.chat is not None and same_conv(conversation_of(event, self.client.name), self.chat.current):
             self.chat.add(event, "mine")
+            self.chat.showSeen()
 
     def historyPage(self, events: List[Dict[str, Any]], more: bool) -> None:
-        if self.closing:
+        if self.closing or self.chat is None:
             return  # the window is going away
-        pass
+        conv = self.chat.current
+        if any(same_conv(conversation_of(e, self.client.name), conv) for e in events):
+            self.switch(conv)  # shown again, older messages first
+
+    def roomsChanged(self, rooms: List[str]) -> None:
+        if self.closing or self.chat is None:
+            return
+        for room in rooms:
+            self.chat.addConversation("#" + room)
+        for conv in [c for c in self.chat.convs if c.startswith("#")]:
+            if not any(same_conv(conv, "#" + r) for r in rooms):
+                self.chat.removeConversation(conv)
+        self.chat.showHeader()
+
+    def presenceChanged(self, name: str, away: bool, status: str) -> None:
+        if self.closing or self.chat is None:
+            return
+        self.chat.setUsers(self.client.users)
+        self.chat.showConversations()
+
+    def typingChanged(self, conv: str, names: List[str]) -> None:
+        if self.closing or self.chat is None:
+            return
+        if same_conv(conv, self.chat.current):
+            self.chat.showTyping(names)
+
+    def seenChanged(self, conv: str) -> None:
+        if self.closing or self.chat is None:
+            return
+        if same_conv(conv, self.chat.current):
+            self.chat.showSeen()
+
+    def eventRemoved(self, event: Dict[str, Any], conv: str) -> None:
+        if self.closing or self.chat is None:
+            return
+        if same_conv(conv, self.chat.current):
+            self.switch(self.chat.current)
+
+    def notice(self, line: str) -> None:
+        if not self.closing:
+            self.show(line)
 
     def usersChanged(self, users: List[str]) -> None:
         if self.closing:
@@ -572,6 +844,8 @@ def _style(root: tk.Tk, fonts: Dict[str, Any]) -> None:
     style.configure("Info.TLabel", foreground=COLORS["history"])
     style.configure("Small.TLabel", foreground=COLORS["history"], font=fonts["small"])
     style.configure("Side.TLabel", font=fonts["bold"])
+    style.configure("Header.TLabel", font=fonts["bold"], foreground="#1d1f23")
+    style.configure("Hint.TLabel", foreground=COLORS["history"], font=fonts["small"])
     style.configure("Status.TLabel", foreground="#444", padding=(10, 4), background="#e9ebef")
     style.configure("Status.TFrame", background="#e9ebef")
     style.configure("Accent.TButton", foreground="white", background="#2f6fde")
