@@ -48,6 +48,10 @@ class ServerProcess:
             args += ["--insecure-plaintext", "--message-rate", "0"]
         # run from the data directory, so only the *installed* plugin can be found
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with self._cond:  # (again, after stop() or kill(): a new process, a new output stream)
+            self._eof = False
+            self._partial = b""
+            self._searched = len(self.output)
         self.proc = subprocess.Popen(args, cwd=self.data_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         threading.Thread(target=self._reader, daemon=True).start()
         match = self.wait_for(r"Join at:\s+127\.0\.0\.1:(\d+)")
@@ -129,8 +133,10 @@ class ServerProcess:
 class RawClient:
     """A blocking client that speaks PROTOCOL.rst with nothing but the socket module."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0, source: Optional[str] = None):
+        """``source``: another loopback address to connect from (e.g. 127.0.0.2), to look like another machine."""
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.buffer = b""
 
     def send(self, frame: Dict[str, Any]) -> None:
