@@ -282,3 +282,71 @@ class LayeringTests(unittest.TestCase):
             capture_output=True, text=True, check=True,
         )
         self.assertEqual(out.stdout.strip(), "[]")
+
+
+class ConversationTests(ClientTestCase):
+    async def test_rooms_direct_messages_seen_and_typing(self):
+        """The core keeps each conversation apart, with read markers and typing that expires."""
+        server, port = await self.server()
+        alice, arec = self.client(port, "alice")
+        bob, brec = self.client(port, "bob")
+        carol, crec = self.client(port, "carol")
+        for client in (alice, bob, carol):
+            await client.start()
+        self.assertEqual(await alice.join("#Lab"), "Lab")
+        await bob.join("lab")
+        self.assertEqual(sorted(alice.rooms), ["Lab", "general"])
+        alice.send("in the lab", "#Lab")
+        alice.send("just for you", "@bob")
+        await brec.until(lambda: "just for you" in brec.texts())
+        self.assertEqual([e["text"] for e in bob.messages("#lab") if e["kind"] == "message"], ["in the lab"])
+        self.assertEqual([e["text"] for e in bob.messages("@alice") if e["kind"] == "message"], ["just for you"])
+        self.assertEqual(bob.unread, {"#Lab": 1, "@alice": 1})
+        self.assertEqual([e["text"] for e in alice.messages("@BOB") if e["kind"] == "message"], ["just for you"])
+        alice.send("everyone", None)
+        await crec.until(lambda: "everyone" in crec.texts())
+        self.assertNotIn("just for you", crec.texts())
+        self.assertNotIn("in the lab", crec.texts())
+        # read markers: bob has read the direct conversation
+        bob.markRead("@alice")
+        self.assertNotIn("@alice", bob.unread)
+        mine = [e for e in alice.messages("@bob") if e.get("text") == "just for you"][0]
+        await turns(lambda: alice.seenBy("@bob", mine) == ["bob"])
+        # typing shows, and disappears by itself
+        self.patch(core, "TYPING_SHOWN", 0.05)
+        bob.typingNow("#lab")
+        await turns(lambda: "bob" in alice.typing.get("#Lab", {}))
+        await turns(lambda: not alice.typing.get("#Lab"))
+        # search finds only what each may read
+        found = await carol.search("just")
+        self.assertEqual(found, [])
+        found = await bob.search("just")
+        self.assertEqual([e["text"] for e in found], ["just for you"])
+
+    async def test_a_direct_message_written_offline_is_sent_once_to_the_right_person(self):
+        server, port = await self.server()
+        alice, arec = self.client(port, "alice")
+        bob, brec = self.client(port, "bob")
+        await bob.start()
+        await alice.start()
+        alice.proto.transport.abortConnection()
+        await turns(lambda: alice.state == RECONNECTING)
+        alice.send("sent while offline", "@bob")
+        await brec.until(lambda: "sent while offline" in brec.texts())
+        await turns(lambda: not alice.outbox)
+        self.assertEqual([e.get("to") for e in bob.messages("@alice") if e["kind"] == "message"], ["bob"])
+        self.assertEqual(brec.texts().count("sent while offline"), 1)
+
+    async def test_operator_requests_answer_or_fail_without_dropping_the_connection(self):
+        server, port = await self.server()
+        server.factory.moderation.admin_passkey = "adminkey"
+        alice, arec = self.client(port, "alice")
+        await alice.start()
+        with self.assertRaises(core.RequestFailed) as e:
+            await alice.oper("wrong")
+        self.assertEqual(e.exception.code, "bad-passkey")
+        self.assertEqual(alice.state, CONNECTED)  # only the request failed, not the login
+        await alice.oper("admin-key")
+        done = await alice.moderate("announce", text="fire drill at 11")
+        self.assertIn("Announced", done["message"])
+        await arec.until(lambda: any(e["kind"] == "announce" for e in arec.events))
