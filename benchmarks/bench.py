@@ -120,12 +120,13 @@ class Server:
 class TcpchatServer(Server):
     name = "tcpchat"
 
-    def __init__(self, workdir: str) -> None:
+    def __init__(self, workdir: str, data: Optional[str] = None) -> None:
         self.workdir = workdir
+        self.data = data
 
     def start(self) -> None:
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        data = self.data = tempfile.mkdtemp(dir=self.workdir, prefix="tcpchat-")
+        data = self.data = self.data or tempfile.mkdtemp(dir=self.workdir, prefix="tcpchat-")
         self.port = int(self._launch(
             [twistd, "-n", "--pidfile=", "tcpchat", "--listen", "tcp:0:interface=127.0.0.1:backlog=4096",
              "--data-dir", data, "--passkey", PASSKEY, "--history", "0", "--max-file-size", "8G", "--max-storage", "64G",
@@ -678,6 +679,144 @@ def available(kind: str, args: argparse.Namespace) -> Optional[str]:
     return None
 
 
+# ---------------------------------------------------------------- search
+
+
+def _vocabulary(rng: Any, size: int = 4000) -> List[str]:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = set()
+    while len(words) < size:
+        words.add("".join(rng.choice(letters) for _ in range(rng.randint(3, 9))))
+    return sorted(words)
+
+
+def prefill_search(data: str, messages: int, searcher: str) -> Dict[str, Any]:
+    """
+    Write ``messages`` chat messages straight into a tcpchat database, the way
+    the server stores them: 60 % in the default room, 30 % in seven other rooms
+    (the searcher is in two of them), 10 % direct messages among 50 people (a
+    tenth of them the searcher's).  Words follow a Zipf-like law over a 4,000
+    word vocabulary, so some words are in a third of all messages and most are
+    rare.  Returns the words the queries use.
+    """
+    import random
+
+    from tcpchat.store.sqlite import Store
+
+    rng = random.Random(7)
+    words = _vocabulary(rng)
+    weights = [1.0 / (rank + 1) for rank in range(len(words))]
+    people = [f"user{i}" for i in range(50)] + [searcher]
+    rooms = ["lab", "staff", "class-1", "class-2", "class-3", "class-4", "class-5"]
+    store = Store(os.path.join(data, "tcpchat.sqlite3"), synchronous="OFF")
+    store._do_open()
+    joins = [{"ts": 1.0, "kind": "join", "name": p, "nkey": p, "room": "general", "conv": "#general"} for p in people]
+    joins += [{"ts": 1.0, "kind": "room-join", "name": searcher, "nkey": searcher, "room": r, "conv": "#" + r}
+              for r in ("lab", "class-1")]
+    store._do_append(joins)
+    batch: List[Dict[str, Any]] = []
+    for i in range(messages):
+        sender = rng.choice(people)
+        text = " ".join(rng.choices(words, weights, k=rng.randint(4, 16)))
+        event: Dict[str, Any] = {"ts": 1_700_000_000.0 + i, "kind": "message", "name": sender, "nkey": sender,
+                                 "text": text}
+        where = rng.random()
+        if where < 0.6:
+            event.update(room="general", conv="#general")
+        elif where < 0.9:
+            room = rng.choice(rooms)
+            event.update(room=room, conv="#" + room)
+        else:
+            other = searcher if rng.random() < 0.1 else rng.choice(people)
+            if other == sender:
+                other = people[(people.index(sender) + 1) % len(people)]
+            event.update(to=other, tkey=other, conv="@" + "\n".join(sorted((sender, other))))
+        batch.append(event)
+        if len(batch) == 5000:
+            store._do_append(batch)
+            batch = []
+    if batch:
+        store._do_append(batch)
+    store._do_close()
+    return {"common": words[0], "medium": words[40], "rare": words[-1], "pair": f"{words[3]} {words[11]}",
+            "prefix": words[5][:3]}
+
+
+def like_search(db: Any, word: str, searcher: str, limit: int = 20) -> int:
+    """The same question without a full-text index: a LIKE scan with the same visibility rule."""
+    rows = db.execute(
+        "SELECT id FROM events WHERE kind = 'message' AND text LIKE ? AND (conv IN ('#general', '#lab', '#class-1') "
+        "OR (tkey IS NOT NULL AND (tkey = ? OR nkey = ?))) ORDER BY id DESC LIMIT ?",
+        (f"%{word}%", searcher, searcher, limit)).fetchall()
+    return len(rows)
+
+
+async def measure_search(args: argparse.Namespace, workdir: str) -> Dict[str, Any]:
+    """Round-trip time of ``search`` over a real socket against a server holding ``args.search_messages``."""
+    import sqlite3
+
+    searcher = "searcher"
+    data = tempfile.mkdtemp(dir=workdir, prefix="search-")
+    t0 = time.perf_counter()
+    words = prefill_search(data, args.search_messages, searcher)
+    prefill_s = time.perf_counter() - t0
+    queries = [
+        ("common word", {"q": words["common"]}),
+        ("medium word", {"q": words["medium"]}),
+        ("rare word", {"q": words["rare"]}),
+        ("two words", {"q": words["pair"]}),
+        ("prefix (3 letters)", {"q": words["prefix"]}),
+        ("one room", {"q": words["medium"], "room": "lab"}),
+        ("direct messages", {"q": words["common"], "to": "user1"}),
+        ("no match", {"q": "zzzzqqq"}),
+    ]
+    server = TcpchatServer(workdir, data)
+    server.start()
+    rows = []
+    try:
+        adapter = TcpchatAdapter(server)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=1 << 22)
+        conn = Conn(reader, writer)
+        adapter.send_frame(conn, {"type": "hello", "version": 1, "name": searcher, "passkey": PASSKEY,
+                                  "features": ["rooms"]})
+        while (await adapter.read_frame(conn)).get("type") != "synced":
+            pass
+
+        async def ask(frame: Dict[str, Any]) -> Tuple[float, int]:
+            start = now_ns()
+            adapter.send_frame(conn, {"type": "search", "limit": 20, **frame})
+            while True:
+                answer = await adapter.read_frame(conn)
+                if answer.get("type") in ("search-results", "error"):
+                    break
+            if answer["type"] == "error":
+                raise RuntimeError(answer)
+            return (now_ns() - start) / 1e6, len(answer["events"])
+
+        db = sqlite3.connect(os.path.join(data, "tcpchat.sqlite3"))
+        for label, frame in queries:
+            await ask(frame)  # warm
+            times, found = [], 0
+            for _ in range(args.search_repeat):
+                ms, found = await ask(frame)
+                times.append(ms)
+            like_ms = []
+            if "room" not in frame and "to" not in frame and " " not in frame["q"]:
+                for _ in range(3):
+                    t = time.perf_counter()
+                    like_search(db, frame["q"], searcher)
+                    like_ms.append((time.perf_counter() - t) * 1000)
+            rows.append({"query": label, "found": found, "p50_ms": percentile(times, 50),
+                         "p95_ms": percentile(times, 95), "max_ms": max(times),
+                         "like_ms": statistics.median(like_ms) if like_ms else None})
+            print(f"  search {label}: {rows[-1]}", file=sys.stderr)
+        db.close()
+        conn.close()
+    finally:
+        server.stop()
+    return {"messages": args.search_messages, "prefill_s": prefill_s, "queries": rows}
+
+
 def median_row(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     out: Dict[str, Any] = {"server": rows[0]["server"], "N": rows[0]["N"], "runs": len(rows)}
     for key in rows[0]:
@@ -715,7 +854,7 @@ async def run(args: argparse.Namespace) -> Dict[str, Any]:
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     workdir = tempfile.mkdtemp(prefix="tcpchat-bench-")
-    results: Dict[str, Any] = {"cells": [], "idle": [], "files": {}, "skipped": {}, "machine": machine()}
+    results: Dict[str, Any] = {"cells": [], "idle": [], "files": {}, "search": {}, "skipped": {}, "machine": machine()}
     try:
         for kind in args.servers:
             why = available(kind, args)
@@ -779,6 +918,8 @@ async def run(args: argparse.Namespace) -> Dict[str, Any]:
                 runs.append({"server": "tcpchat", "N": 1, **got})
             files.update(median_row(runs))
             results["files"] = files
+        if args.search_messages and "tcpchat" in args.servers:
+            results["search"] = await measure_search(args, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return results
@@ -853,6 +994,15 @@ def report(results: Dict[str, Any]) -> str:
             f"{fmt(f.get('raw_down_MBps'), 0)}), server RSS growth {fmt(f.get('rss_growth_kib', 0) / 1024, 1)} MiB"
             + (f", seed upload {fmt(f.get('seed_upload_MBps'), 0)} MB/s" if f.get("seed_upload_MBps") else "")
         )
+    if results.get("search"):
+        found = results["search"]
+        worst = max(q["p95_ms"] for q in found["queries"])
+        parts.append(f"search over {found['messages']:,} messages (one user, real socket; 'LIKE scan' is the same "
+                     f"question without the index, in-process): target p95 < 100 ms "
+                     f"{'met' if worst < 100 else 'MISSED'} (worst p95 {worst:.1f} ms)")
+        parts.append(table(found["queries"], [("query", "query", 0), ("found", "found", 0), ("p50 ms", "p50_ms", 1),
+                                              ("p95 ms", "p95_ms", 1), ("max ms", "max_ms", 1),
+                                              ("LIKE scan ms", "like_ms", 1)]))
     for kind, why in results["skipped"].items():
         parts.append(f"skipped {kind}: {why}")
     return "\n\n".join(parts)
@@ -872,6 +1022,8 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--idle-timeout", default=60.0, type=float)
     p.add_argument("--cell-timeout", default=180.0, type=float)
     p.add_argument("--file-size", default=1024**3, type=int, help="bytes for the file throughput cell (0: skip)")
+    p.add_argument("--search-messages", default=100_000, type=int, help="stored messages for the search cell (0: skip)")
+    p.add_argument("--search-repeat", default=30, type=int, help="times each search query is asked")
     p.add_argument("--seed-server", default=DEFAULT_SEED)
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
@@ -881,6 +1033,7 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.duration, args.rate, args.saturation_deliveries = 0.5, 40.0, 500
         args.file_size = min(args.file_size, 4 * 1024 * 1024)
         args.cell_timeout = 60.0
+        args.search_messages, args.search_repeat = min(args.search_messages, 3000), 3
     return args
 
 

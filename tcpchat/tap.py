@@ -65,7 +65,7 @@ class Options(usage.Options):
         ["private-key", None, None, "Private key (PEM) for --certificate."],
         ["max-connections", None, Limits.max_connections, "Open connections allowed in all (0: no limit).", int],
         ["max-per-address", None, Limits.max_per_address, "Open connections allowed from one address (0: no limit).", int],
-        ["message-rate", None, Limits.message_rate, "Messages per second one user may keep sending (0: no limit).", float],
+        ["message-rate", None, Limits.message_rate, "Messages per second one user may keep sending (0: no per-user rate limits at all).", float],
     ]
     optFlags = [
         ["insecure-plaintext", None, "DANGER: no TLS. Passkeys and messages cross the network readable by anyone."],

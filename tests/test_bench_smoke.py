@@ -25,3 +25,6 @@ def test_benchmark_quick_run(tmp_path):
     assert cell["deliveries"] > 0 and cell["p99_ms"] > 0
     assert data["files"]["download_MBps"] > 0 and data["files"]["upload_MBps"] > 0
     assert "server" in result.stdout and "files (" in result.stdout
+    queries = {q["query"]: q for q in data["search"]["queries"]}
+    assert queries["common word"]["found"] == 20 and queries["no match"]["found"] == 0
+    assert "search over 3,000 messages" in result.stdout

@@ -249,7 +249,8 @@ class ChatProtocol(FrameReceiver):
         self.state = LIVE
         limits = factory.limits
         self.bucket = TokenBucket(factory.clock, limits.message_rate, limits.message_burst)
-        self.actions = TokenBucket(factory.clock, limits.action_rate, limits.action_burst)
+        # "--message-rate 0" turns per-user limits off altogether (benchmarks, trusted networks)
+        self.actions = TokenBucket(factory.clock, limits.action_rate if limits.message_rate else 0, limits.action_burst)
         self.lastActive = factory.clock.seconds()
         self.autoAway = False
         self.typingSent: Dict[str, float] = {}
