@@ -106,6 +106,7 @@ class ErrorCode:
     NO_SUCH_ROOM = "no-such-room"
     NOT_A_MEMBER = "not-a-member"
     CANNOT_LEAVE = "cannot-leave"
+    TOO_MANY_ROOMS = "too-many-rooms"
     NO_SUCH_USER = "no-such-user"
     NO_SUCH_MESSAGE = "no-such-message"
     NOT_ALLOWED = "not-allowed"
@@ -148,6 +149,7 @@ ERROR_TEXT: Dict[str, str] = {
     ErrorCode.NO_SUCH_ROOM: "No such room.",
     ErrorCode.NOT_A_MEMBER: "You are not in that room; join it first.",
     ErrorCode.CANNOT_LEAVE: "Everyone stays in the default room.",
+    ErrorCode.TOO_MANY_ROOMS: "Too many rooms: leave one first (or ask the operator).",
     ErrorCode.NO_SUCH_USER: "Nobody of that name has ever logged in here.",
     ErrorCode.NO_SUCH_MESSAGE: "No such message.",
     ErrorCode.NOT_ALLOWED: "Only the sender or an operator may do that.",

@@ -265,3 +265,35 @@ def test_room_file_is_downloadable_by_members_only(tmp_path):
     assert carol.frames()[0]["code"] == "no-such-file"
     bob.send({"type": "download", "tid": 5, "file": file_id})
     assert kinds(bob.frames())[0] == "download-start"
+
+
+def test_a_deleted_file_cannot_be_downloaded(tmp_path):
+    import hashlib
+
+    from tcpchat import wire
+
+    factory = make_factory(tmp_path, files=True)
+    alice, bob = login(factory, "alice"), login(factory, "bob")
+    data = b"wrong file"
+    alice.send({"type": "upload", "tid": 1, "name": "oops.txt", "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest()})
+    alice.send_payload(wire.encode_chunk(1, data))
+    done = [f for f in alice.frames() if isinstance(f, dict) and f["type"] == "upload-done"][0]
+    alice.send({"type": "delete", "id": done["id"]})
+    assert [e["target"] for e in events(bob.frames(), "delete")] == [done["id"]]
+    bob.send({"type": "download", "tid": 3, "file": done["file"]["id"]})
+    assert bob.frames()[0]["code"] == "no-such-file"
+
+
+def test_room_limits(tmp_path):
+    factory = make_factory(tmp_path, max_joined=2, max_rooms=3)
+    alice, bob = login(factory, "alice"), login(factory, "bob")
+    for room in ("a", "b"):
+        alice.send({"type": "join", "room": room})
+    alice.send({"type": "join", "room": "c"})
+    assert [f["code"] for f in alice.frames() if f["type"] == "error"] == ["too-many-rooms"]
+    bob.send({"type": "join", "room": "c"})
+    bob.send({"type": "join", "room": "d"})
+    assert [f["code"] for f in bob.frames() if f["type"] == "error"] == ["too-many-rooms"]
+    bob.send({"type": "join", "room": "A"})  # an existing room is always open
+    assert [f["room"] for f in bob.frames() if f["type"] == "room"] == ["a"]

@@ -67,6 +67,8 @@ class Limits:
     typing_interval = 2.0  #: a user's typing notices in one conversation are relayed at most this often
     action_rate = 20.0  #: other requests (search, join, read markers, ...) per second a user may keep sending
     action_burst = 60.0  #: ... with bursts of this many
+    max_rooms = 1000  #: rooms on the server (besides the default one)
+    max_joined = 100  #: rooms one user may be in
 
     def __init__(self, **overrides: Any) -> None:
         for key, value in overrides.items():
@@ -413,9 +415,15 @@ class ChatFactory(Factory):
     def tell(self, frame: Dict[str, Any], protos: Any, exclude: Any = None) -> None:
         """Send one frame (not an event: nothing stored) to these connections."""
         data = _framed(wire.encode(frame))
+        sendq = self.limits.sendq
         for proto in protos:
-            if proto is not exclude and proto.live:
-                proto.transport.write(data)
+            if proto is exclude or not proto.live:
+                continue
+            if proto.writePaused:
+                if proto.queuedWhilePaused > sendq:
+                    continue  # a hint is not worth growing a slow reader's queue
+                proto.queuedWhilePaused += len(data)
+            proto.transport.write(data)
 
     def saveReads(self) -> Deferred:
         """Store read markers that moved (they are hints: a crash may lose the last few seconds)."""

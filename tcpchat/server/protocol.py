@@ -362,7 +362,14 @@ class ChatProtocol(FrameReceiver):
     def frame_join(self, frame: Dict[str, Any]) -> None:
         self.requireRich()
         self.take()
-        room, fresh = self.factory.directory.join(frame["room"], self.nkey, self.name)
+        directory, limits = self.factory.directory, self.factory.limits
+        key = wire.name_key(frame["room"])
+        if key not in self.rooms:
+            if len(self.rooms) > limits.max_joined:  # (the default room does not count)
+                raise ProtocolError(ErrorCode.TOO_MANY_ROOMS, f"You are in {limits.max_joined} rooms; leave one first.")
+            if key not in directory.rooms and len(directory.rooms) > limits.max_rooms:
+                raise ProtocolError(ErrorCode.TOO_MANY_ROOMS, "This server has as many rooms as it allows.")
+        room, fresh = directory.join(frame["room"], self.nkey, self.name)
         key = wire.name_key(room)
         self.rooms.add(key)
         if fresh:

@@ -61,6 +61,8 @@ def may_read(proto: Any, conv: Optional[str]) -> bool:
     """May ``proto`` read conversation ``conv`` (a stored key; None: the default room)?"""
     if conv is None or conv == DEFAULT_CONV:
         return True
+    if conv.startswith("!"):
+        return False  # deleted
     if conv.startswith("#"):
         return conv[1:] in proto.rooms
     return proto.rich and proto.nkey in conv[1:].split("\n")

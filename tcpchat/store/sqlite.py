@@ -66,6 +66,8 @@ SCHEMA_VERSION = "2"
 
 #: Event fields kept in the ``extra`` JSON column.
 _EXTRA_FIELDS = ("file", "reason", "room", "to", "target", "by")
+#: The conversation of files whose announcement was deleted: nobody's.
+DELETED_CONV = "!deleted"
 #: Event kinds whose text is indexed for search.
 SEARCHABLE = ("message", "announce")
 
@@ -332,6 +334,9 @@ class Store:
                                (stored["target"], row[1]))
                 old = json.loads(row[2]) if row[2] else {}
                 keep = {k: old[k] for k in ("room", "to") if k in old}
+                if row[0] == "file" and isinstance(old.get("file"), dict):
+                    # a deleted file announcement: nobody may download the file through it any more
+                    db.execute("UPDATE files SET conv = ? WHERE id = ?", (DELETED_CONV, old["file"].get("id")))
                 db.execute("UPDATE events SET kind = 'deleted', text = NULL, extra = ? WHERE id = ?",
                            (json.dumps(keep, ensure_ascii=False), stored["target"]))
 
