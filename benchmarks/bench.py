@@ -737,6 +737,7 @@ def prefill_search(data: str, messages: int, searcher: str) -> Dict[str, Any]:
             batch = []
     if batch:
         store._do_append(batch)
+    store._do_index()  # as the running server does every few seconds
     store._do_close()
     return {"common": words[0], "medium": words[40], "rare": words[-1], "pair": f"{words[3]} {words[11]}",
             "prefix": words[5][:3]}

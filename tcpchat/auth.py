@@ -9,6 +9,7 @@ groups of five, e.g. ``k7m2x-qp9ra`` (10 characters of a 31-letter alphabet:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import math
 import secrets
@@ -78,3 +79,29 @@ class PasskeyVerifier:
         from tcpchat import pake
 
         return pake.server_respond(self.passkey, clientMessage, binding)
+
+
+#: scrypt cost of name passwords (about 40 ms and 16 MiB per check; run off the reactor thread).
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+#: Shortest name password accepted.
+MIN_PASSWORD = 8
+
+
+def hash_password(password: str) -> str:
+    """A salted scrypt hash of a name password, as stored (blocking: run it in a thread)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def check_password(stored: str, offered: str) -> bool:
+    """Does ``offered`` match a hash made by :func:`hash_password`? (blocking)"""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        got = hashlib.scrypt(offered.encode("utf-8"), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
+                             dklen=len(digest) // 2)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got.hex(), digest)

@@ -275,13 +275,13 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
         max_connections=config["max-connections"], max_per_address=config["max-per-address"],
         message_rate=config["message-rate"],
     )
-    factory = ChatFactory(store, auth.PasskeyVerifier(passkey), reactor, config["server-name"], limits,
-                          admin_passkey=admin_passkey)
     from tcpchat.server.files import FileService
 
     def in_thread(f: Any, *args: Any) -> defer.Deferred:
         return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
+    factory = ChatFactory(store, auth.PasskeyVerifier(passkey), reactor, config["server-name"], limits,
+                          admin_passkey=admin_passkey, worker=in_thread)
     factory.files = FileService(factory, os.path.join(config["data-dir"], "files"), in_thread)
     endpoints = [serverFromString(reactor, description) for description in config["listen"]]
     tls_options = fingerprint = None

@@ -81,6 +81,7 @@ class ErrorCode:
     BAD_PASSKEY = "bad-passkey"
     BAD_NAME = "bad-name"
     NAME_TAKEN = "name-taken"
+    NAME_PROTECTED = "name-protected"
     TOO_MANY_ATTEMPTS = "too-many-attempts"
     LOGIN_TIMEOUT = "login-timeout"
     EMPTY_MESSAGE = "empty-message"
@@ -126,6 +127,7 @@ ERROR_TEXT: Dict[str, str] = {
     ErrorCode.BAD_PASSKEY: "Wrong passkey.",
     ErrorCode.BAD_NAME: "That name is not allowed: use 1-32 characters, no control characters, no leading or trailing spaces.",
     ErrorCode.NAME_TAKEN: "That name is taken.",
+    ErrorCode.NAME_PROTECTED: "That name is protected by its owner's password: give it, or choose another name.",
     ErrorCode.TOO_MANY_ATTEMPTS: "Too many failed login attempts; try again later.",
     ErrorCode.LOGIN_TIMEOUT: "You did not log in in time.",
     ErrorCode.EMPTY_MESSAGE: "Empty messages are not sent.",
@@ -297,8 +299,10 @@ CLIENT_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
         "session": (_str(64), False),
         "client": (_str(100), False),
         "features": (_features, False),
+        "password": (_str(256), False),
     },
-    "pake-confirm": {"confirm": (_hex(32), True)},
+    "pake-confirm": {"confirm": (_hex(32), True), "password": (_str(256), False)},
+    "register": {"password": (_str(256), True)},
     "say": {"text": (_text, True), "cid": (_str(MAX_CID_CHARS, 1), False), "room": (_room, False),
             "to": (_str(256), False)},
     "history": {"before": (_ID, False), "limit": (_int(1, MAX_HISTORY_PAGE), False), "room": (_room, False),
@@ -380,6 +384,7 @@ SERVER_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
     "presence": {"name": (_any, True), "away": (_any, True), "status": (_any, False)},
     "search-results": {"q": (_any, True), "events": (_any, True), "more": (_any, True)},
     "oper": {"actions": (_any, False)},
+    "registered": {"name": (_any, True)},
     "mod-done": {"action": (_any, True), "message": (_any, False), "passkey": (_any, False), "bans": (_any, False)},
     "error": {
         "code": (_str(64, 1), True),

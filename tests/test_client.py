@@ -350,3 +350,21 @@ class ConversationTests(ClientTestCase):
         done = await alice.moderate("announce", text="fire drill at 11")
         self.assertIn("Announced", done["message"])
         await arec.until(lambda: any(e["kind"] == "announce" for e in arec.events))
+
+    async def test_register_protects_the_name_across_reconnects(self):
+        """After /register the client logs back in with its password; someone else cannot take the name."""
+        server, port = await self.server()
+        bob, brec = self.client(port, "bob")
+        await bob.start()
+        await bob.register("bob's password")
+        bob.proto.transport.abortConnection()
+        await turns(lambda: bob.state == RECONNECTING)
+        await turns(lambda: bob.state == CONNECTED)  # the reconnect carried the password
+        await bob.stop()
+        impostor, irec = self.client(port, "bob")
+        with self.assertRaises(LoginRefused) as e:
+            await impostor.start()
+        self.assertEqual(e.exception.code, "name-protected")
+        owner, orec = self.client(port, "Bob", password="bob's password")  # names compare without case
+        welcome = await owner.start()
+        self.assertEqual(welcome["name"], "Bob")

@@ -297,3 +297,48 @@ def test_room_limits(tmp_path):
     assert [f["code"] for f in bob.frames() if f["type"] == "error"] == ["too-many-rooms"]
     bob.send({"type": "join", "room": "A"})  # an existing room is always open
     assert [f["room"] for f in bob.frames() if f["type"] == "room"] == ["a"]
+
+
+def test_a_protected_name_needs_its_password(tmp_path):
+    """/register protects a name: without its password nobody else reads its direct messages."""
+    factory = make_factory(tmp_path)
+    bob = login(factory, "bob")
+    bob.send({"type": "register", "password": "short"})
+    assert bob.frames()[0]["code"] == "bad-frame"
+    bob.send({"type": "register", "password": "correct horse"})
+    assert bob.frames() == [{"type": "registered", "name": "bob"}]
+    alice = login(factory, "alice")
+    alice.send({"type": "say", "text": "for bob only", "to": "bob"})
+    bob.send({"type": "bye"})
+    factory.stop()
+    factory = make_factory(tmp_path)  # it is stored
+    mallory = Peer(factory, "192.0.2.66")
+    refused = mallory.login("Bob", **RICH)
+    assert [f["code"] for f in refused] == ["name-protected"]
+    refused = mallory.login("bob", password="guess", **RICH)
+    assert refused[0]["code"] == "name-protected" and refused[0]["message"] == "Wrong password for that name."
+    assert len(factory.guard.failures["192.0.2.66"]) == 1  # a wrong password counts toward the lockout
+    back = Peer(factory)
+    frames = back.login("bob", password="correct horse", **RICH)
+    assert frames[0]["type"] == "welcome" and "for bob only" in str(frames)
+
+
+def test_protected_name_over_the_login_proof(tmp_path):
+    """With SPAKE2 the password travels in pake-confirm, after the server proved itself."""
+    from tcpchat import pake
+
+    factory = make_factory(tmp_path)
+    carol = login(factory, "carol")
+    carol.send({"type": "register", "password": "carol's secret"})
+    carol.send({"type": "bye"})
+    peer = Peer(factory)
+    for password, expected in ((None, "error"), ("carol's secret", "welcome")):
+        state, message = pake.client_start(PASSKEY)
+        peer.send({"type": "hello", "version": 1, "name": "carol", "pake": message.hex()})
+        answer = peer.frames()[0]
+        reply = pake.client_finish(state, bytes.fromhex(answer["msg"]), bytes.fromhex(answer["confirm"]), b"")
+        confirm = {"type": "pake-confirm", "confirm": reply.hex()}
+        if password:
+            confirm["password"] = password
+        peer.send(confirm)
+        assert peer.frames()[0]["type"] == expected

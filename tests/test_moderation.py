@@ -137,3 +137,21 @@ def test_every_action_is_audited(tmp_path):
     mod(op, action="mute", name="eve", duration=5, reason="calm down")
     rows = factory.store._db.execute("SELECT actor, action, detail FROM audit").fetchall()
     assert rows == [("teacher", "mute", '{"name": "eve", "duration": 5, "reason": "calm down"}')]
+
+
+def test_release_lifts_a_forgotten_name_password(tmp_path):
+    factory = factory_with_admin(tmp_path)
+    op, bob = operator(factory), login(factory, "bob")
+    bob.send({"type": "register", "password": "forgotten pw"})
+    bob.send({"type": "bye"})
+    assert "no longer protected" in mod(op, action="release", name="bob")[0]["message"]
+    assert Peer(factory).login("bob")[0]["type"] == "welcome"
+
+
+def test_ban_by_address_of_someone_offline_changes_nothing(tmp_path):
+    factory = factory_with_admin(tmp_path)
+    op = operator(factory)
+    login(factory, "eve").send({"type": "bye"})
+    refused = mod(op, action="ban", name="eve", address=True)
+    assert refused[0]["code"] == "no-such-user"
+    assert Peer(factory).login("eve")[0]["type"] == "welcome"  # the name was not banned either

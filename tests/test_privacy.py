@@ -157,3 +157,23 @@ def test_ban_by_address_refuses_reconnects_until_lifted(server):
     assert back.login("eve", **RICH)[-1]["type"] == "synced"
     log = server.log()  # every action is in the server log, with who did it from where
     assert "Operator teacher (127.0.0.1:" in log and ": ban {'name': 'eve'" in log and ": unban {" in log
+
+
+def test_a_deleted_message_is_gone_from_history_and_replay(server):
+    alice, bob = RawClient(server.port), RawClient(server.port)
+    alice.login("alice", **RICH)
+    bob.login("bob", **RICH)
+    alice.send({"type": "say", "text": "posted-by-mistake", "cid": "x"})
+    msg_id = alice.recv_until(lambda f: f["type"] == "ack")[-1]["id"]
+    bob.recv_until(lambda f: f.get("text") == "posted-by-mistake")
+    alice.send({"type": "delete", "id": msg_id})
+    removal = bob.recv_until(lambda f: f.get("kind") == "delete")[-1]
+    assert (removal["target"], removal["by"]) == (msg_id, "alice")  # clients take it off the screen
+    bob.send({"type": "history", "limit": 500})
+    assert "posted-by-mistake" not in str(bob.recv_until(lambda f: f["type"] == "history-page"))
+    server.kill()
+    server.start()
+    late = RawClient(server.port)
+    assert "posted-by-mistake" not in str(late.login("late", after=0, **RICH))
+    late.send({"type": "search", "q": "mistake"})
+    assert late.recv_until(lambda f: f["type"] == "search-results")[-1]["events"] == []

@@ -22,7 +22,7 @@ def test_every_client_frame_round_trips():
     samples = [
         {"type": "hello", "version": 1, "name": "alice", "passkey": "abcde-fghjk", "after": 7, "client": "x"},
         {"type": "hello", "version": 1, "name": "bob", "pake": "ab" * 33},
-        {"type": "pake-confirm", "confirm": "cd" * 32},
+        {"type": "pake-confirm", "confirm": "cd" * 32, "password": "pw"},
         {"type": "say", "text": "hi 👋", "cid": "c-1"},
         {"type": "history", "before": 10, "limit": 20},
         {"type": "who"},
@@ -43,6 +43,8 @@ def test_every_client_frame_round_trips():
         {"type": "search", "q": "exam date", "room": "general", "before": 99, "limit": 5},
         {"type": "delete", "id": 4},
         {"type": "oper", "passkey": "x"},
+        {"type": "register", "password": "correct horse"},
+        {"type": "hello", "version": 1, "name": "bob", "passkey": "k", "password": "pw", "features": ["rooms"]},
         {"type": "mod", "action": "ban", "name": "eve", "address": True, "duration": 600, "reason": "spam"},
     ]
     assert {s["type"] for s in samples} == set(wire.CLIENT_FRAMES)

@@ -42,7 +42,7 @@ FAILED = "failed"
 #: Login errors that retrying with the same details cannot fix.
 LOGIN_REFUSALS = frozenset(
     {ErrorCode.BAD_PASSKEY, ErrorCode.BAD_NAME, ErrorCode.NAME_TAKEN, ErrorCode.BAD_VERSION, ErrorCode.TOO_MANY_ATTEMPTS,
-     ErrorCode.BANNED}
+     ErrorCode.BANNED, ErrorCode.NAME_PROTECTED}
 )
 
 
@@ -305,6 +305,7 @@ class ChatClient:
         tls: bool = True,
         known_servers: Optional[str] = None,
         trust_new_certificate: bool = False,
+        password: Optional[str] = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -315,6 +316,8 @@ class ChatClient:
         self.port = port
         self.name = name
         self.passkey = passkey
+        #: the password of a protected name (see :meth:`register`), if any
+        self.password = password or None
         self.listener = listener or ChatListener()
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -544,6 +547,16 @@ class ChatClient:
     def delete(self, event_id: int) -> None:
         self._send({"type": "delete", "id": event_id})
 
+    def register(self, password: str) -> Deferred:
+        """Protect this user's name with ``password``: later logins with the name need it."""
+        d = self._request({"type": "register", "password": password}, "registered")
+
+        def done(frame: Dict[str, Any]) -> Dict[str, Any]:
+            self.password = password  # reconnects use it from now on
+            return frame
+
+        return d.addCallback(done)
+
     def oper(self, passkey: str) -> Deferred:
         """Become an operator with the server's admin passkey."""
         return self._request({"type": "oper", "passkey": passkey}, "oper")
@@ -662,6 +675,8 @@ class ChatClient:
                 return
         if pinned is not None and pinned == self.fingerprint:
             hello["passkey"] = self.passkey  # a pinned, already-proved server: the cheap way
+            if self.password:
+                hello["password"] = self.password
         else:
             # first contact (or no TLS): prove the passkey without sending it
             from tcpchat import pake
@@ -749,7 +764,10 @@ class ChatClient:
             message = "Wrong passkey."
             self._giveUp(LoginRefused(ErrorCode.BAD_PASSKEY, message), message)
             return
-        proto.sendFrame({"type": "pake-confirm", "confirm": reply.hex()})
+        confirm: Dict[str, Any] = {"type": "pake-confirm", "confirm": reply.hex()}
+        if self.password:
+            confirm["password"] = self.password  # only now: the server has proved it knows the passkey
+        proto.sendFrame(confirm)
 
     def _on_welcome(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
         if self.tls and self.fingerprint and self.knownServers.get(self.host, self.port) != self.fingerprint:
@@ -779,6 +797,9 @@ class ChatClient:
 
     def _on_search_results(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
         self._answer("search", frame)
+
+    def _on_registered(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
+        self._answer("register", frame)
 
     def _on_oper(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
         self.operator = True

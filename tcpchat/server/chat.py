@@ -16,7 +16,7 @@ import hmac
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import task
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
@@ -107,6 +107,7 @@ class ChatFactory(Factory):
         limits: Optional[Limits] = None,
         files: Any = None,
         admin_passkey: Optional[str] = None,
+        worker: Any = None,
     ) -> None:
         from tcpchat.server.protocol import ChatProtocol
 
@@ -131,8 +132,12 @@ class ChatFactory(Factory):
         self.perHost: Dict[str, int] = {}
         self._names: Optional[List[str]] = None
         self.guard = LoginGuard(clock)
+        #: wrong admin passkeys, per address (10 per 10 min, then a lockout that doubles)
+        self.operGuard = LoginGuard(clock)
         #: SPAKE2 costs milliseconds of CPU: a global budget keeps a login flood from starving the chat
         self.pakeBudget = TokenBucket(clock, self.limits.pake_rate, self.limits.pake_rate)
+        #: runs blocking CPU work (password hashing) off the reactor thread: ``worker(f, *args)`` -> Deferred
+        self.worker = worker or maybeDeferred
         self.directory = Directory()
         self.moderation = Moderation(self, admin_passkey)
         #: called with the new passkey after an operator rotated it
@@ -177,6 +182,7 @@ class ChatFactory(Factory):
                 await DeferredList(leaving, consumeErrors=True)
             await self.drained()
             await self.saveReads()
+            await self.store.index_pending()
             for proto in list(self.connections):
                 proto.close()
             await self.store.close()
@@ -449,6 +455,8 @@ class ChatFactory(Factory):
         for proto in list(self.connections):
             proto.checkTimeouts(now)
         self.saveReads()
+        self.store.index_pending().addErrback(lambda f: self.log.failure("Could not update the search index", f))
         if self.files is not None:
             self.files.sweep(now)
         self.guard.prune()
+        self.operGuard.prune()

@@ -21,7 +21,7 @@ from tcpchat import auth, wire
 from tcpchat.wire import ErrorCode, ProtocolError
 
 #: What ``mod.action`` may be.
-ACTIONS = ("kick", "ban", "unban", "mute", "unmute", "rotate", "announce", "bans")
+ACTIONS = ("kick", "ban", "unban", "mute", "unmute", "rotate", "announce", "bans", "release")
 
 
 class Ban:
@@ -132,17 +132,17 @@ class Moderation:
         reason = frame.get("reason")
         done: List[str] = []
         targets: List[Any] = []
-        if frame.get("name"):
-            key, target = self._target(frame)
+        address = frame.get("address")
+        key, target = self._target(frame) if frame.get("name") else (None, None)
+        if address is True:  # checked before anything is stored: all or nothing
+            if target is None:
+                raise ProtocolError(ErrorCode.NO_SUCH_USER, "Banning by address needs the name of someone online.")
+            address = target.host
+        if key is not None:
             await self._put("name", key, until, reason, proto.name, now)
             done.append(f"name {frame['name']}")
             if target is not None:
                 targets.append(target)
-        address = frame.get("address")
-        if address is True:
-            if not frame.get("name") or not targets:
-                raise ProtocolError(ErrorCode.NO_SUCH_USER, "Banning by address needs the name of someone online.")
-            address = targets[0].host
         if address:
             await self._put("address", address, until, reason, proto.name, now)
             done.append(f"address {address}")
@@ -206,6 +206,14 @@ class Moderation:
              "conv": DEFAULT_CONV}
         )
         return {"message": f"Announced (event {stored['id']})."}
+
+    async def _release(self, proto: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
+        """Lift a name's password (its owner forgot it)."""
+        key, _ = self._target(frame)
+        if self.factory.directory.secrets.pop(key, None) is None:
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"{frame['name']} is not protected by a password.")
+        await self.factory.store.set_secret(key, frame["name"], None)
+        return {"message": f"{frame['name']} is no longer protected; its owner can log in and /register again."}
 
     async def _bans(self, proto: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
         now = self.factory.clock.seconds()

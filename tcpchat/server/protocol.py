@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tcpchat import pake, tls, wire
+from tcpchat import auth, pake, tls, wire
 from tcpchat.framing import FrameReceiver
 from tcpchat.server import moderation, social
 from tcpchat.server.guard import TokenBucket
@@ -29,7 +29,7 @@ from tcpchat.store.sqlite import fts_query
 from tcpchat.wire import ErrorCode, ProtocolError
 
 # connection states
-NEW, LIVE, CLOSED = "new", "live", "closed"
+NEW, CHECKING, LIVE, CLOSED = "new", "checking", "live", "closed"
 
 
 @implementer(IPushProducer)
@@ -161,9 +161,29 @@ class ChatProtocol(FrameReceiver):
         if self.state != LIVE:
             raise ProtocolError(ErrorCode.NOT_LOGGED_IN)
 
+    def frame_register(self, frame: Dict[str, Any]) -> None:
+        """Protect this user's name with a password (or change it): later logins with the name need it."""
+        self.requireLogin()
+        self.take()
+        password = frame["password"]
+        if len(password) < auth.MIN_PASSWORD:
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"Use a password of at least {auth.MIN_PASSWORD} characters.")
+        name, key = self.name, self.nkey
+
+        async def register() -> None:
+            secret = await self.factory.worker(auth.hash_password, password)
+            await self.factory.store.set_secret(key, name, secret)
+            self.factory.directory.secrets[key] = secret
+            self.log.info("{name} protected their name with a password", name=name)
+            self.sendFrame({"type": "registered", "name": name})
+
+        self._run(register(), "register")
+
     def frame_hello(self, frame: Dict[str, Any]) -> None:
         if self.state == LIVE:
             raise ProtocolError(ErrorCode.ALREADY_LOGGED_IN)
+        if self.state == CHECKING:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "A login is being checked; wait for its answer.")
         factory = self.factory
         if factory.stopping:
             self.sendError(ErrorCode.SERVER_BUSY, "The server is shutting down.")
@@ -201,13 +221,15 @@ class ChatProtocol(FrameReceiver):
                 raise ProtocolError(ErrorCode.BAD_FRAME, "hello needs a passkey or a pake message.")
             if not factory.verifier.verify(frame["passkey"]):
                 raise ProtocolError(ErrorCode.BAD_PASSKEY)
-            self.completeLogin(frame, name)
+            self.checkName(frame, name, frame.get("password"))
         except ProtocolError as e:
             self.loginFailed(e)
 
     def frame_pake_confirm(self, frame: Dict[str, Any]) -> None:
         if self.state == LIVE:
             raise ProtocolError(ErrorCode.ALREADY_LOGGED_IN)
+        if self.state == CHECKING:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "A login is being checked; wait for its answer.")
         if self.pending is None:
             raise ProtocolError(ErrorCode.BAD_FRAME, "No login is in progress; send hello first.")
         hello, name, expected = self.pending
@@ -215,9 +237,36 @@ class ChatProtocol(FrameReceiver):
         try:
             if not hmac.compare_digest(expected, bytes.fromhex(frame["confirm"])):
                 raise ProtocolError(ErrorCode.BAD_PASSKEY)
-            self.completeLogin(hello, name)
+            # a name password comes only now, once the client has checked the server's proof
+            self.checkName(hello, name, frame.get("password"), viaPake=True)
         except ProtocolError as e:
             self.loginFailed(e, viaPake=True)
+
+    def checkName(self, hello: Dict[str, Any], name: str, password: Optional[str], viaPake: bool = False) -> None:
+        """The passkey is proved; a protected name also needs its password (checked in a worker thread)."""
+        secret = self.factory.directory.secrets.get(wire.name_key(name))
+        if secret is None:
+            self.completeLogin(hello, name)
+            return
+        if not password:
+            raise ProtocolError(ErrorCode.NAME_PROTECTED)
+        self.state = CHECKING
+
+        def checked(ok: bool) -> None:
+            if self.state != CHECKING:
+                return  # gone meanwhile
+            self.state = NEW
+            try:
+                if not ok:
+                    self.factory.guard.failed(self.host)  # guessing name passwords is guessing too
+                    raise ProtocolError(ErrorCode.NAME_PROTECTED, "Wrong password for that name.")
+                self.completeLogin(hello, name)
+            except ProtocolError as e:
+                self.loginFailed(e, viaPake=viaPake)
+
+        d = self.factory.worker(auth.check_password, secret, password)
+        d.addCallback(checked)
+        d.addErrback(self._internal, "hello")
 
     def loginFailed(self, e: ProtocolError, viaPake: bool = False) -> None:
         self.attempts += 1
@@ -478,10 +527,13 @@ class ChatProtocol(FrameReceiver):
 
     def frame_oper(self, frame: Dict[str, Any]) -> None:
         self.requireLogin()
-        if self.factory.guard.locked(self.host) is not None:
-            raise ProtocolError(ErrorCode.TOO_MANY_ATTEMPTS, "Too many failed attempts from your address; wait a while.")
+        guard = self.factory.operGuard  # its own lockout: a mistyped admin key must not lock anyone out of logging in
+        locked = guard.locked(self.host)
+        if locked is not None:
+            raise ProtocolError(ErrorCode.BAD_PASSKEY,
+                                f"Too many wrong admin passkeys from your address; try again in {int(locked) + 1} s.")
         if not self.factory.moderation.check_oper(frame["passkey"]):
-            self.factory.guard.failed(self.host)
+            guard.failed(self.host)
             self.log.warn("{name} from {peer} gave a wrong admin passkey", name=self.name, peer=self.peer)
             raise ProtocolError(ErrorCode.BAD_PASSKEY, "Wrong admin passkey.")
         self.operator = True
@@ -692,7 +744,7 @@ class ChatProtocol(FrameReceiver):
 
     def checkTimeouts(self, now: float) -> None:
         limits = self.factory.limits
-        if self.state == NEW and now - self.connectedAt > limits.login_timeout:
+        if self.state in (NEW, CHECKING) and now - self.connectedAt > limits.login_timeout:
             self.log.info("Connection from {peer} did not log in in time", peer=self.peer)
             self.sendError(ErrorCode.LOGIN_TIMEOUT)
         elif self.writePaused and self.pausedSince is not None and now - self.pausedSince > limits.send_timeout:

@@ -78,6 +78,8 @@ class Directory:
         self.members: Dict[str, Dict[str, str]] = {}
         #: name key -> name, of everyone who ever logged in
         self.known: Dict[str, str] = {}
+        #: name key -> password hash, for names their owners protected
+        self.secrets: Dict[str, str] = {}
         #: conv -> {name key: (name, last id read)}
         self.reads: Dict[str, Dict[str, Tuple[str, int]]] = {}
         self._dirty: Set[Tuple[str, str]] = set()
@@ -89,6 +91,8 @@ class Directory:
             self.members.setdefault(room, {})[nkey] = name
         for nkey, name in social["known"]:
             self.known[nkey] = name
+        for nkey, secret in social.get("secrets", ()):
+            self.secrets[nkey] = secret
         for conv, nkey, name, last in social["reads"]:
             self.reads.setdefault(conv, {})[nkey] = (name, last)
 

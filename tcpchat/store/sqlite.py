@@ -141,6 +141,8 @@ class Store:
         self._run = runner
         self._synchronous = synchronous
         self._db: Optional[sqlite3.Connection] = None
+        #: events up to this id are in the search index
+        self._indexed = 0
 
     # ------------------------------------------------------------ public API
 
@@ -188,6 +190,10 @@ class Store:
         """
         return self._run(self._do_search, query, list(rooms), me, conv, before, limit)
 
+    def index_pending(self) -> Deferred:
+        """Add stored messages not yet in the search index (the server calls this every few seconds)."""
+        return self._run(self._do_index)
+
     def load_social(self) -> Deferred:
         """Fires with the rooms, memberships, known names, read markers and bans."""
         return self._run(self._do_load_social)
@@ -195,6 +201,10 @@ class Store:
     def save_reads(self, markers: Sequence[Tuple[str, str, str, int]]) -> Deferred:
         """Store read markers ``(conv, name key, name, last id)``."""
         return self._run(self._do_save_reads, list(markers))
+
+    def set_secret(self, nkey: str, name: str, secret: Optional[str]) -> Deferred:
+        """Protect a name with a password hash (None: lift the protection)."""
+        return self._run(self._do_set_secret, nkey, name, secret)
 
     def put_ban(self, kind: str, value: str, until: Optional[float], reason: Optional[str], actor: str,
                 ts: float) -> Deferred:
@@ -229,6 +239,8 @@ class Store:
         db.executescript(SCHEMA)
         self._migrate(db)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        row = db.execute("SELECT value FROM meta WHERE key = 'fts_upto'").fetchone()
+        self._indexed = int(row[0]) if row else 0
         self._db = db
         (last,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
         return int(last)
@@ -249,6 +261,8 @@ class Store:
                     ("#" + DEFAULT_ROOM, DEFAULT_ROOM),
                 )
                 db.execute("UPDATE files SET conv = ?", ("#" + DEFAULT_ROOM,))
+            if "secret" not in {row[1] for row in db.execute("PRAGMA table_info(known)")}:
+                db.execute("ALTER TABLE known ADD COLUMN secret TEXT")
             db.execute("CREATE INDEX IF NOT EXISTS events_conv ON events (conv, id)")
             db.execute("CREATE INDEX IF NOT EXISTS events_dm ON events (tkey, id) WHERE tkey IS NOT NULL")
             exists = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_fts'").fetchone()
@@ -261,6 +275,7 @@ class Store:
                     "INSERT INTO events_fts (rowid, text) SELECT id, text FROM events "
                     "WHERE kind IN ('message', 'announce') AND text IS NOT NULL"
                 )
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('fts_upto', (SELECT COALESCE(MAX(id), 0) FROM events))")
             db.execute("INSERT OR IGNORE INTO rooms VALUES (?, ?, NULL, NULL)", (DEFAULT_ROOM, DEFAULT_ROOM))
             db.execute("COMMIT")
         except BaseException:
@@ -312,14 +327,16 @@ class Store:
             raise
         return out
 
-    @staticmethod
-    def _apply(db: sqlite3.Connection, stored: Event, event: Event) -> None:
+    def _apply(self, db: sqlite3.Connection, stored: Event, event: Event) -> None:
         """What an event changes besides the log (same transaction)."""
         kind = stored["kind"]
-        if kind in SEARCHABLE and stored.get("text"):
-            db.execute("INSERT INTO events_fts (rowid, text) VALUES (?, ?)", (stored["id"], stored["text"]))
-        elif kind == "join":
-            db.execute("INSERT OR REPLACE INTO known VALUES (?, ?, ?)", (event["nkey"], stored["name"], stored["ts"]))
+        # (search indexing is not done here: see _do_index, which keeps it off the acknowledgement path)
+        if kind == "join":
+            db.execute(
+                "INSERT INTO known (nkey, name, last_seen) VALUES (?, ?, ?) ON CONFLICT (nkey) DO UPDATE SET "
+                "name = excluded.name, last_seen = excluded.last_seen",
+                (event["nkey"], stored["name"], stored["ts"]),
+            )
         elif kind == "room-join":
             key = event["conv"][1:]
             db.execute("INSERT OR IGNORE INTO rooms VALUES (?, ?, ?, ?)", (key, stored["room"], stored["name"], stored["ts"]))
@@ -329,7 +346,7 @@ class Store:
         elif kind == "delete":
             row = db.execute("SELECT kind, text, extra FROM events WHERE id = ?", (stored["target"],)).fetchone()
             if row is not None and row[0] != "deleted":
-                if row[0] in SEARCHABLE and row[1]:
+                if row[0] in SEARCHABLE and row[1] and stored["target"] <= self._indexed:
                     db.execute("INSERT INTO events_fts (events_fts, rowid, text) VALUES ('delete', ?, ?)",
                                (stored["target"], row[1]))
                 old = json.loads(row[2]) if row[2] else {}
@@ -362,9 +379,41 @@ class Store:
         ).fetchone()
         return None if row is None else (_row_to_event(row[:7]), row[7], row[8])
 
+    def _do_index(self) -> int:
+        """
+        Index messages stored since the last call, in one transaction.
+
+        Indexing is kept out of the group commit that acknowledges messages:
+        an FTS5 insert per small commit (each creating and merging index
+        segments) roughly doubled message latency under load (see
+        docs/PERFORMANCE.rst). It runs on the same database thread, so a
+        search that first calls it sees every message stored before it.
+        """
+        db = self._db
+        if db is None:
+            return 0  # closed (a server stopped twice)
+        (last,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
+        if last <= self._indexed:
+            return 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = db.execute(
+                "INSERT INTO events_fts (rowid, text) SELECT id, text FROM events WHERE id > ? AND id <= ? "
+                "AND kind IN ('message', 'announce') AND text IS NOT NULL",
+                (self._indexed, last),
+            )
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('fts_upto', ?)", (str(last),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._indexed = last
+        return cursor.rowcount
+
     def _do_search(self, query: str, rooms: List[str], me: str, conv: Optional[str], before: Optional[int],
                    limit: int) -> List[Event]:
         assert self._db is not None
+        self._do_index()  # everything stored so far is searchable
         if conv is not None:
             scope, args = "e.conv = ?", [conv]
         else:
@@ -388,6 +437,7 @@ class Store:
             "rooms": db.execute("SELECT key, name FROM rooms").fetchall(),
             "members": db.execute("SELECT room, nkey, name FROM members").fetchall(),
             "known": db.execute("SELECT nkey, name FROM known").fetchall(),
+            "secrets": db.execute("SELECT nkey, secret FROM known WHERE secret IS NOT NULL").fetchall(),
             "reads": db.execute("SELECT conv, nkey, name, last_id FROM reads").fetchall(),
             "bans": db.execute("SELECT kind, value, until, reason, actor, ts FROM bans").fetchall(),
         }
@@ -401,6 +451,14 @@ class Store:
                 "name = excluded.name, last_id = MAX(last_id, excluded.last_id)",
                 markers,
             )
+
+    def _do_set_secret(self, nkey: str, name: str, secret: Optional[str]) -> None:
+        assert self._db is not None
+        self._db.execute(
+            "INSERT INTO known (nkey, name, secret) VALUES (?, ?, ?) ON CONFLICT (nkey) DO UPDATE SET "
+            "secret = excluded.secret",
+            (nkey, name, secret),
+        )
 
     def _do_put_ban(self, row: Tuple[Any, ...]) -> None:
         assert self._db is not None

@@ -26,6 +26,8 @@ from tcpchat.ui import text
 from tcpchat.ui.commands import Commands
 
 DEFAULT_PORT = 12345
+#: Commands whose argument is a secret: not echoed.
+SECRET_COMMANDS = ("/register", "/oper", "/passkey")
 
 STYLES = {
     "history": "\033[2m",
@@ -106,7 +108,9 @@ class TerminalView(ChatListener, LineReceiver):
             return
         if entry.startswith("/") and not entry.startswith("//"):
             if self.screen.tty:
-                self.screen.line(entry, "history")
+                word = entry.split(" ", 1)[0].lower()
+                shown = word + " ********" if word in SECRET_COMMANDS else entry  # never leave a password on screen
+                self.screen.line(shown, "history")
             self.command(entry)
             return
         if entry.startswith("//"):
@@ -188,6 +192,8 @@ class TerminalView(ChatListener, LineReceiver):
     def stateChanged(self, state: str, detail: str) -> None:
         style = "error" if state == FAILED else "system"
         self.screen.line(detail, style)
+        if state == FAILED and "protected by its owner's password" in detail:
+            self.screen.line("(If it is yours: tcpchat-cli --name-password, or set TCPCHAT_NAME_PASSWORD.)", "system")
         if state == FAILED and not self.client.everLoggedIn:
             self.reactor.callLater(0, self._stopReactor)
 
@@ -325,6 +331,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--port", "-p", type=int, help=f"server port (default {DEFAULT_PORT})")
     parser.add_argument("--name", "-n", help="your user name (asked if not given)")
     parser.add_argument("--passkey", help="the server's passkey (asked, hidden, if not given; or set TCPCHAT_PASSKEY)")
+    parser.add_argument("--name-password", help="the password of your name, if you protected it with /register "
+                        "(or set TCPCHAT_NAME_PASSWORD)")
     parser.add_argument("--insecure-plaintext", action="store_true",
                         help="connect without TLS (only to a server started with --insecure-plaintext)")
     parser.add_argument("--forget-server", action="store_true",
@@ -356,7 +364,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     from twisted.internet import reactor
 
     tty = sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and "NO_COLOR" not in os.environ
-    client = ChatClient(host, port, name, passkey, reactor=reactor, tls=not args.insecure_plaintext)
+    password = args.name_password or os.environ.get("TCPCHAT_NAME_PASSWORD")
+    client = ChatClient(host, port, name, passkey, reactor=reactor, tls=not args.insecure_plaintext, password=password)
     if args.forget_server and client.knownServers.forget(host, port):
         print(f"Forgot the certificate remembered for {host}:{port}.")
     view = TerminalView(client, Screen(sys.stdout, tty), args.download_dir, reactor)

@@ -37,6 +37,7 @@ COMMANDS: List[Tuple[str, str]] = [
     ("/seen", "who has seen your last message here"),
     ("/history", "show older messages of this conversation"),
     ("/delete [ID]", "delete your last message here (or message ID)"),
+    ("/register PASSWORD", "protect your name: later logins with it need this password"),
     ("/file PATH", "share a file in this conversation"),
     ("/get ID [DEST]", "download shared file ID"),
     ("/oper KEY", "become an operator with the server's admin passkey"),
@@ -49,6 +50,7 @@ COMMANDS: List[Tuple[str, str]] = [
     ("/announce TEXT", "operator: a notice to everyone"),
     ("/passkey [NEW]", "operator: change the join passkey now (people here stay)"),
     ("/bans", "operator: list bans and mutes"),
+    ("/release NAME", "operator: remove a name's password (its owner forgot it)"),
     ("/help", "show this list"),
     ("/quit", "leave the chat"),
 ]
@@ -312,3 +314,15 @@ class Commands:
 
     def do_bans(self, rest: str) -> None:
         self._mod("bans")
+
+    def do_release(self, rest: str) -> None:
+        if not rest:
+            return self._usage("/release NAME")
+        self._mod("release", name=rest.split()[0])
+
+    def do_register(self, rest: str) -> None:
+        if len(rest) < 8:
+            return self._usage("/register PASSWORD (at least 8 characters)")
+        self._later(self.client.register(rest), lambda frame: self.view.show(
+            f"Your name {frame['name']} is protected: logging in with it now needs this password "
+            "(this client remembers it until you quit)."))

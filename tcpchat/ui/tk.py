@@ -84,7 +84,7 @@ class Settings:
 class ConnectScreen(ttk.Frame):
     """Server, port, name and passkey, with a Connect button."""
 
-    def __init__(self, master: Any, settings: Settings, on_connect: Callable[[str, int, str, str], None]) -> None:
+    def __init__(self, master: Any, settings: Settings, on_connect: Callable[..., None]) -> None:
         super().__init__(master, padding=24, style="Card.TFrame")
         self.on_connect = on_connect
         ttk.Label(self, text="Join a tcpchat server", style="Heading.TLabel").grid(row=0, column=0, columnspan=3, pady=(0, 16), sticky="w")
@@ -92,6 +92,7 @@ class ConnectScreen(ttk.Frame):
         self.port = tk.StringVar(value=str(settings.values["port"]))
         self.name = tk.StringVar(value=settings.values["name"])
         self.passkey = tk.StringVar()
+        self.password = tk.StringVar()
         self.show = tk.BooleanVar(value=False)
         self.entries: Dict[str, ttk.Entry] = {}
         for row, (label, var, key) in enumerate(
@@ -105,10 +106,17 @@ class ConnectScreen(ttk.Frame):
             entry.bind("<Return>", lambda e: self.submit())
             self.entries[key] = entry
         ttk.Checkbutton(self, text="Show", variable=self.show, command=self._toggle).grid(row=4, column=2, padx=(8, 0))
+        # only for names protected with /register
+        ttk.Label(self, text="Name password", style="Info.TLabel").grid(row=5, column=0, sticky="w", pady=4, padx=(0, 12))
+        entry = ttk.Entry(self, textvariable=self.password, width=28, show="•")
+        entry.grid(row=5, column=1, sticky="ew", pady=4)
+        entry.bind("<Return>", lambda e: self.submit())
+        self.entries["password"] = entry
+        ttk.Label(self, text="optional", style="Small.TLabel").grid(row=5, column=2, sticky="w", padx=(8, 0))
         self.button = ttk.Button(self, text="Connect", command=self.submit, style="Accent.TButton")
-        self.button.grid(row=5, column=1, sticky="e", pady=(16, 0))
+        self.button.grid(row=6, column=1, sticky="e", pady=(16, 0))
         self.message = ttk.Label(self, text="", style="Error.TLabel", wraplength=420, justify="left")
-        self.message.grid(row=6, column=0, columnspan=3, sticky="w", pady=(12, 0))
+        self.message.grid(row=7, column=0, columnspan=3, sticky="w", pady=(12, 0))
         # shown only when the server's certificate changed since the last login
         self.trust = ttk.Button(self, text="The server was reinstalled: trust its new certificate")
         self.columnconfigure(1, weight=1)
@@ -142,7 +150,7 @@ class ConnectScreen(ttk.Frame):
             return
         self.busy(True)
         self.message.configure(text=f"Connecting to {host}:{port}…", style="Info.TLabel")
-        self.on_connect(host, port, name, passkey)
+        self.on_connect(host, port, name, passkey, self.password.get())
 
     def busy(self, busy: bool) -> None:
         self.button.configure(state="disabled" if busy else "normal")
@@ -154,7 +162,7 @@ class ConnectScreen(ttk.Frame):
             self.trust.grid_forget()
         else:
             self.trust.configure(command=trust)
-            self.trust.grid(row=7, column=0, columnspan=3, sticky="w", pady=(8, 0))
+            self.trust.grid(row=8, column=0, columnspan=3, sticky="w", pady=(8, 0))
 
 
 class TransferRow(ttk.Frame):
@@ -561,8 +569,8 @@ class App(ChatListener):
 
     # ------------------------------------------------------------ actions
 
-    def start(self, host: str, port: int, name: str, passkey: str) -> None:
-        self.client = self.make_client(host, port, name, passkey, self, self.reactor)
+    def start(self, host: str, port: int, name: str, passkey: str, password: str = "") -> None:
+        self.client = self.make_client(host, port, name, passkey, self, self.reactor, password=password or None)
         self.client.knownServers.path = self.settings.known_servers or self.client.knownServers.path
         self.commands = Commands(self.client, self)
         d = self.client.start()
