@@ -6,7 +6,7 @@ prototype (../shared/baseline/seed_server.py) and ngircd (a C IRC daemon).
 Everything runs on 127.0.0.1; every loop is bounded in count and time.
 See docs/PERFORMANCE.rst for how to read the output.
 
-    .venv/bin/python benchmarks/bench.py                      # the full run (~10 min)
+    .venv/bin/python benchmarks/bench.py                      # the full run (~20 min)
     .venv/bin/python benchmarks/bench.py --quick              # a smoke run (seconds)
     .venv/bin/python benchmarks/bench.py --servers tcpchat --clients 100 --repeat 1
 """

@@ -497,8 +497,15 @@ class ChatClient:
         frame = {"type": "search", "q": query[: wire.MAX_QUERY_CHARS], "limit": limit, **conv_fields(conv)}
         return self._request(frame, "search-results").addCallback(lambda frame: frame["events"])
 
+    @property
+    def rich(self) -> bool:
+        """Does the server speak rooms, direct messages, typing and read markers (protocol 1.1)?"""
+        return "rooms" in (self.info.get("features") or ())
+
     def typingNow(self, conv: Optional[str] = None) -> None:
         """The user is typing in ``conv``: tell the others (at most every 2 s)."""
+        if not self.rich:
+            return  # an older server would answer "unknown-type"
         conv = conv or LOBBY
         now = self.reactor.seconds()
         if now - self._typingSent.get(conv, -1e9) < float(self.info.get("limits", {}).get("typing_interval", 2.0)):
@@ -511,7 +518,7 @@ class ChatClient:
         conv = conv or LOBBY
         self.unread.pop(conv, None)
         ids = [i for i, e in self.events.items() if same_conv(conversation_of(e, self.name), conv)]
-        if not ids:
+        if not ids or not self.rich:
             return
         last = max(ids)
         markers = self._markers(conv)
