@@ -87,8 +87,11 @@ def random_frame(rng):
         return wire.encode_chunk(rng.randint(1, 50), rng.randbytes(rng.randint(0, 2000)))
     fields = {}
     for name in rng.sample(["version", "name", "passkey", "text", "cid", "after", "before", "limit", "tid", "file",
-                            "offset", "size", "sha256", "pake", "confirm", "session", "n"], rng.randint(0, 5)):
-        fields[name] = rng.choice([None, 0, -1, 1, 2**40, "x", "", "💥" * 3, [], {}, True, 1.5, "ab" * 33])
+                            "offset", "size", "sha256", "pake", "confirm", "session", "n", "room", "to", "id", "q",
+                            "away", "status", "action", "address", "duration", "reason", "password", "features"],
+                           rng.randint(0, 6)):
+        fields[name] = rng.choice([None, 0, -1, 1, 2**40, "x", "", "💥" * 3, [], {}, True, 1.5, "ab" * 33, "fuzzer",
+                                   "general", "#lab", "kick", "ban", ["rooms"], "a b * ( \""])
     fields["type"] = rng.choice(sorted(set(wire.CLIENT_FRAMES) - {"bye"}) + ["nope", 7, None])  # bye just leaves
     return json.dumps(fields).encode()
 
@@ -96,7 +99,7 @@ def random_frame(rng):
 def test_ten_thousand_random_frames(server, witness):
     """10,000 random frames from a logged-in client get error frames, never an internal error."""
     attacker = RawClient(server.port)
-    attacker.login("fuzzer")
+    attacker.login("fuzzer", features=["rooms"])  # every handler, rooms and direct messages included
     rng = random.Random(1234)
     answers = []
     attacker.sock.setblocking(False)

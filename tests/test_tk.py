@@ -334,3 +334,13 @@ class RoomsTests(TkTestCase):
         if write_docs():
             self.root.update()
             screenshot(os.path.join(DOCS, "tk-search.png"), self.window())
+
+    async def test_kicked_user_is_told_and_stays_out(self):
+        """Removed by the operator: the window says why and does not reconnect by itself."""
+        app = await self.setUpApp()
+        await self.submit_form("eve")
+        self.server.factory.users["eve"].kick("kicked", "You were removed by the operator: shouting.")
+        await turns(lambda: "You were removed by the operator: shouting." in app.chat.conversation())
+        await turns(lambda: app.client.state == "disconnected")
+        self.assertIn("shouting", app.chat.status.cget("text"))
+        self.assertTrue(app.client.stopped)
