@@ -510,18 +510,32 @@ class ChatScreen(ttk.Frame):
             self.notice("(queued: it will be sent when the connection is back)")
 
     def setUsers(self, users: List[str]) -> None:
+        """The people list: everyone online, or in a room other than the default one, its members."""
         client = self.app.client
+        conv = self.current
+        room = None
+        if conv.startswith("#") and not same_conv(conv, LOBBY):
+            room = next((r for name, r in client.rooms.items() if same_conv("#" + name, conv)), None)
+        online = {wire.name_key(u) for u in users}
+        names = list(room.get("members", [])) if room is not None else list(users)
         self.online.delete(0, "end")
-        self.onlineNames = sorted(users, key=str.casefold)
+        self.onlineNames = sorted(names, key=str.casefold)
         for i, name in enumerate(self.onlineNames):
             info = client.presence.get(name) or {}
-            line = ("○ " if info.get("away") else "● ") + name + (" (you)" if name == client.name else "")
+            here = wire.name_key(name) in online
+            mark = "○ " if info.get("away") or not here else "● "
+            line = mark + name + (" (you)" if name == client.name else "")
             if info.get("status"):
                 line += f" — {info['status']}"
+            elif not here:
+                line += " — offline"
             self.online.insert("end", line)
-            if info.get("away"):
+            if info.get("away") or not here:
                 self.online.itemconfigure(i, foreground=COLORS["history"])
-        self.onlineLabel.configure(text=f"Online ({len(users)})")
+        if room is not None:
+            self.onlineLabel.configure(text=f"In {conv} ({len(names)})")
+        else:
+            self.onlineLabel.configure(text=f"Online ({len(users)})")
         self.showHeader()
 
     def showTransfer(self, transfer: Transfer) -> None:
@@ -622,6 +636,7 @@ class App(ChatListener):
         self.chat.render(conv, events)
         self.chat.showTyping(sorted(self.client.typing.get(conv, {})))
         self.chat.showSeen()
+        self.chat.setUsers(self.client.users)
         if len(events) < 20 and conv not in self._loadedOlder:
             self._loadedOlder.add(conv)
             self.client.loadOlder(conv=conv)
@@ -733,6 +748,8 @@ class App(ChatListener):
         conv = conversation_of(event, self.client.name)
         if conv.startswith("@"):
             self.chat.addConversation(conv)
+        if event.get("kind") in ("room-join", "room-leave") and same_conv(conv, self.chat.current):
+            self.chat.setUsers(self.client.users)  # the room's members changed
         if same_conv(conv, self.chat.current):
             self.chat.add(event, style, replay)
             if not replay:
