@@ -37,6 +37,15 @@ class ClientTestCase(unittest.TestCase):
         self.addCleanup(client.stop)
         return client, recorder
 
+    async def logged_in(self, port, *names):
+        """Clients logged in one after the other, in order: client, recorder, client, recorder, ..."""
+        out = []
+        for name in names:
+            client, recorder = self.client(port, name)
+            await client.start()
+            out += [client, recorder]
+        return out
+
 
 class BasicsTests(ClientTestCase):
     async def test_two_clients_chat(self):
@@ -95,10 +104,7 @@ class BasicsTests(ClientTestCase):
     async def test_messages_written_offline_arrive_once_after_reconnect(self):
         """While the connection is down, messages queue; after reconnecting each arrives exactly once."""
         server, port = await self.server()
-        alice, arec = self.client(port, "alice")
-        bob, brec = self.client(port, "bob")
-        await alice.start()
-        await bob.start()
+        alice, arec, bob, brec = await self.logged_in(port, "alice", "bob")
         alice.send("before")
         await brec.until(lambda: "before" in brec.texts())
         server.factory.users["alice"].transport.abortConnection()
@@ -114,10 +120,7 @@ class BasicsTests(ClientTestCase):
     async def test_ack_lost_in_a_drop_is_not_sent_twice(self):
         """A message stored just before the connection dropped is not duplicated by the resend."""
         server, port = await self.server()
-        alice, arec = self.client(port, "alice")
-        bob, brec = self.client(port, "bob")
-        await alice.start()
-        await bob.start()
+        alice, arec, bob, brec = await self.logged_in(port, "alice", "bob")
         proto = server.factory.users["alice"]
         # stop the server's writes to alice from reaching her, so the ack is lost
         proto.transport.write = lambda data: None
@@ -288,11 +291,7 @@ class ConversationTests(ClientTestCase):
     async def test_rooms_direct_messages_seen_and_typing(self):
         """The core keeps each conversation apart, with read markers and typing that expires."""
         server, port = await self.server()
-        alice, arec = self.client(port, "alice")
-        bob, brec = self.client(port, "bob")
-        carol, crec = self.client(port, "carol")
-        for client in (alice, bob, carol):
-            await client.start()
+        alice, arec, bob, brec, carol, crec = await self.logged_in(port, "alice", "bob", "carol")
         self.assertEqual(await alice.join("#Lab"), "Lab")
         await bob.join("lab")
         self.assertEqual(sorted(alice.rooms), ["Lab", "general"])
@@ -325,10 +324,7 @@ class ConversationTests(ClientTestCase):
 
     async def test_a_direct_message_written_offline_is_sent_once_to_the_right_person(self):
         server, port = await self.server()
-        alice, arec = self.client(port, "alice")
-        bob, brec = self.client(port, "bob")
-        await bob.start()
-        await alice.start()
+        bob, brec, alice, arec = await self.logged_in(port, "bob", "alice")
         alice.proto.transport.abortConnection()
         await turns(lambda: alice.state == RECONNECTING)
         alice.send("sent while offline", "@bob")

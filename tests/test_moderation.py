@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.helpers import PASSKEY, Peer, make_factory
-from tests.test_conversations import RICH, events, login, settle
+from tests.test_conversations import events, login, settle
 
 ADMIN = "admin-key-1"
 

@@ -465,10 +465,10 @@ class ChatClient:
 
     def loadOlder(self, limit: int = 50, conv: Optional[str] = None) -> None:
         """Ask for events of ``conv`` older than the oldest one held (answer: ``historyPage``)."""
-        held = [i for i, e in self.events.items() if same_conv(conversation_of(e, self.name), conv or LOBBY)]
+        held = self.messages(conv or LOBBY)
         frame: Dict[str, Any] = {"type": "history", "limit": limit, **conv_fields(conv)}
         if held:
-            frame["before"] = min(held)
+            frame["before"] = held[0]["id"]
         self._send(frame)
 
     def messages(self, conv: Optional[str] = None) -> List[Dict[str, Any]]:
@@ -477,6 +477,13 @@ class ChatClient:
         if conv is None:
             return events
         return [e for e in events if same_conv(conversation_of(e, self.name), conv)]
+
+    def lastOwnMessage(self, conv: str) -> Optional[Dict[str, Any]]:
+        """This user's latest message in ``conv`` held so far, if any."""
+        for event in reversed(self.messages(conv)):
+            if event["kind"] == "message" and event.get("name") == self.name:
+                return event
+        return None
 
     # ------------------------------------------------------------ rooms, presence, search
 
@@ -517,10 +524,10 @@ class ChatClient:
         """The user has seen everything held in ``conv``."""
         conv = conv or LOBBY
         self.unread.pop(conv, None)
-        ids = [i for i, e in self.events.items() if same_conv(conversation_of(e, self.name), conv)]
-        if not ids or not self.rich:
+        held = self.messages(conv)
+        if not held or not self.rich:
             return
-        last = max(ids)
+        last = held[-1]["id"]
         markers = self._markers(conv)
         if markers is not None and markers.get(self.name, 0) >= last:
             return
@@ -1228,26 +1235,25 @@ class ConnectFailed(Exception):
     """The server could not be reached; the message says why in plain words."""
 
 
-class LoginRefused(Exception):
-    """The server refused the login (wrong passkey, name taken, …)."""
+class Refused(Exception):
+    """The server said no, with an error ``code``; ``message`` is for people."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class LoginRefused(Refused):
+    """The server refused the login (wrong passkey, name taken, …)."""
 
 
 class TransferFailed(Exception):
     """An upload or download did not complete."""
 
 
-class RequestFailed(Exception):
-    """The server refused a request (``code``); ``message`` is for people."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class RequestFailed(Refused):
+    """The server refused a request (join, search, oper, an operator action, …)."""
 
 
 def _remove(path: str) -> None:

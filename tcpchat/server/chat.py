@@ -24,7 +24,7 @@ from tcpchat import wire
 from tcpchat.auth import IPasskeyVerifier
 from tcpchat.server.guard import LoginGuard, TokenBucket
 from tcpchat.server.moderation import Moderation
-from tcpchat.server.social import DEFAULT_CONV, DEFAULT_KEY, Directory, audience, can_see
+from tcpchat.server.social import DEFAULT_KEY, Audience, Directory, audience, can_see, placement
 from tcpchat.store.sqlite import Event, Store
 
 
@@ -281,8 +281,8 @@ class ChatFactory(Factory):
 
     def _forget(self, event_id: int) -> None:
         """A deleted message leaves the in-memory conversation too."""
-        i = self._recent_index(event_id)
-        if i < len(self.recent) and self.recent[i]["id"] == event_id:
+        i = self._recent_position(event_id)
+        if i is not None:
             old = self.recent[i]
             tomb = {k: old[k] for k in ("id", "ts", "room", "to", "name") if k in old}
             tomb["kind"] = "deleted"
@@ -300,10 +300,15 @@ class ChatFactory(Factory):
                 hi = mid
         return lo
 
+    def _recent_position(self, event_id: int) -> Optional[int]:
+        """Where event ``event_id`` is in ``recent``, if memory holds it."""
+        i = self._recent_index(event_id)
+        return i if i < len(self.recent) and self.recent[i]["id"] == event_id else None
+
     def find_event(self, event_id: int) -> Deferred:
         """Fires with a stored event (from memory when it is there) or None."""
-        i = self._recent_index(event_id)
-        if i < len(self.recent) and self.recent[i]["id"] == event_id:
+        i = self._recent_position(event_id)
+        if i is not None:
             return succeed(self.recent[i])
         return self.store.get_event(event_id).addCallback(lambda row: None if row is None else row[0])
 
@@ -402,13 +407,14 @@ class ChatFactory(Factory):
                 self.submit(self.leave_event(proto, reason)).addErrback(lambda f: None)
 
     def join_event(self, proto: Any) -> Dict[str, Any]:
-        return {"kind": "join", "name": proto.name, "nkey": proto.nkey, **self._lobby()}
+        return {"kind": "join", "name": proto.name, "nkey": proto.nkey, **self.lobby()}
 
     def leave_event(self, proto: Any, reason: str) -> Dict[str, Any]:
-        return {"kind": "leave", "name": proto.name, "reason": reason, **self._lobby()}
+        return {"kind": "leave", "name": proto.name, "reason": reason, **self.lobby()}
 
-    def _lobby(self) -> Dict[str, str]:
-        return {"room": self.directory.rooms[DEFAULT_KEY], "conv": DEFAULT_CONV}
+    def lobby(self) -> Dict[str, str]:
+        """The event fields of the default room."""
+        return {"room": self.directory.rooms[DEFAULT_KEY], **placement(_EVERYONE)}
 
     def presence(self) -> Dict[str, Dict[str, Any]]:
         """Who is away or has a status line: name -> {"away", "status"}."""
@@ -430,6 +436,10 @@ class ChatFactory(Factory):
                     continue  # a hint is not worth growing a slow reader's queue
                 proto.queuedWhilePaused += len(data)
             proto.transport.write(data)
+
+    def tellConversation(self, aud: Audience, frame: Dict[str, Any], exclude: Any = None) -> None:
+        """Send a hint (typing, read marker) to everyone logged in who may read conversation ``aud``."""
+        self.tell(frame, [p for p in self.users.values() if can_see(p, aud)], exclude)
 
     def saveReads(self) -> Deferred:
         """Store read markers that moved (they are hints: a crash may lose the last few seconds)."""

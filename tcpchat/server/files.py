@@ -257,9 +257,7 @@ class FileService:
         info = {k: v for k, v in record.items() if k not in ("uploader", "ts", "conv") and v is not None}
         info["id"] = fileId
         event = {"kind": "file", "name": proto.name, "nkey": proto.nkey, "file": info, "ts": ts, **upload.where,
-                 "conv": record["conv"]}
-        if upload.aud[0] == "dm":
-            event["tkey"] = upload.aud[2]
+                 **social.placement(upload.aud)}
         stored, _ = await self.factory.submit(event)
         proto.uploads.pop(upload.tid, None)
         self.log.info("{name} shared {file!r} as file {id}", name=proto.name, file=upload.name, id=fileId)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hmac
 from typing import Any, Dict, List, Optional, Tuple
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from tcpchat import auth, wire
@@ -199,12 +198,8 @@ class Moderation:
         text = frame.get("text")
         if not text or wire.is_blank(text):
             raise ProtocolError(ErrorCode.EMPTY_MESSAGE)
-        from tcpchat.server.social import DEFAULT_CONV
-
-        stored, _ = await self.factory.submit(
-            {"kind": "announce", "name": proto.name, "text": text, "room": self.factory.directory.rooms[DEFAULT_CONV[1:]],
-             "conv": DEFAULT_CONV}
-        )
+        stored, _ = await self.factory.submit({"kind": "announce", "name": proto.name, "text": text,
+                                               **self.factory.lobby()})
         return {"message": f"Announced (event {stored['id']})."}
 
     async def _release(self, proto: Any, frame: Dict[str, Any]) -> Dict[str, Any]:

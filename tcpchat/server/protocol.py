@@ -372,7 +372,7 @@ class ChatProtocol(FrameReceiver):
             return
         self.active()
         event = {"kind": "message", "name": self.name, "nkey": self.nkey, "text": frame["text"], **where,
-                 **_placement(aud)}
+                 **social.placement(aud)}
         if cid is not None:
             event["cid"] = cid
         d = self.factory.submit(event)
@@ -419,12 +419,11 @@ class ChatProtocol(FrameReceiver):
             if key not in directory.rooms and len(directory.rooms) > limits.max_rooms:
                 raise ProtocolError(ErrorCode.TOO_MANY_ROOMS, "This server has as many rooms as it allows.")
         room, fresh = directory.join(frame["room"], self.nkey, self.name)
-        key = wire.name_key(room)
         self.rooms.add(key)
         if fresh:
             self.log.info("{name} joined room {room}", name=self.name, room=room)
             event = {"kind": "room-join", "name": self.name, "nkey": self.nkey, "room": room,
-                     "conv": social.room_conv(key)}
+                     **social.placement(("room", key))}
             self.factory.submit(event).addErrback(lambda f: None)
         self.sendRoom(key)
 
@@ -435,7 +434,7 @@ class ChatProtocol(FrameReceiver):
         key = wire.name_key(room)
         self.log.info("{name} left room {room}", name=self.name, room=room)
         event = {"kind": "room-leave", "name": self.name, "nkey": self.nkey, "room": room,
-                 "conv": social.room_conv(key)}
+                 **social.placement(("room", key))}
         # the leaver sees its own leaving, then nothing more of the room
         d = self.factory.submit(event)
         d.addBoth(lambda _: self.rooms.discard(key))
@@ -456,8 +455,7 @@ class ChatProtocol(FrameReceiver):
             return
         self.typingSent[conv] = now
         self.active()
-        notice = {"type": "typing", "name": self.name, **where}
-        self.factory.tell(notice, self.factory.directory.audience_of(aud, self.factory.users.values()), exclude=self)
+        self.factory.tellConversation(aud, {"type": "typing", "name": self.name, **where}, exclude=self)
 
     def frame_read(self, frame: Dict[str, Any]) -> None:
         self.requireRich()
@@ -466,8 +464,7 @@ class ChatProtocol(FrameReceiver):
         last = min(frame["id"], self.factory.last_id)
         conv = social.conv_of(aud)
         if self.factory.directory.mark_read(conv, self.nkey, self.name, last):
-            notice = {"type": "seen", "name": self.name, "id": last, **where}
-            self.factory.tell(notice, self.factory.directory.audience_of(aud, self.factory.users.values()), exclude=self)
+            self.factory.tellConversation(aud, {"type": "seen", "name": self.name, "id": last, **where}, exclude=self)
 
     def frame_presence(self, frame: Dict[str, Any]) -> None:
         self.requireLogin()
@@ -507,13 +504,13 @@ class ChatProtocol(FrameReceiver):
 
         async def delete() -> None:
             event = await self.factory.find_event(frame["id"])
-            if event is None or event["kind"] not in ("message", "file") or not social.can_see(self, social.audience(event)):
+            aud = social.audience(event) if event is not None else None
+            if event is None or event["kind"] not in ("message", "file") or not social.can_see(self, aud):
                 raise ProtocolError(ErrorCode.NO_SUCH_MESSAGE)
             if not self.operator and wire.name_key(event.get("name", "")) != self.nkey:
                 raise ProtocolError(ErrorCode.NOT_ALLOWED)
-            aud = social.audience(event)
             tomb = {"kind": "delete", "name": event.get("name"), "target": event["id"], "by": self.name,
-                    **_placement(aud)}
+                    **social.placement(aud)}
             tomb.update({k: event[k] for k in ("room", "to") if k in event})
             await self.factory.submit(tomb)
             self.log.info("{actor} deleted message {id} by {name}", actor=self.name, id=event["id"], name=event.get("name"))
@@ -766,13 +763,6 @@ def _describe(address: Any) -> str:
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)
     return f"{host}:{port}" if host is not None else str(address)
-
-
-def _placement(aud: Any) -> Dict[str, Any]:
-    """Storage fields of an event in conversation ``aud`` (not sent on the wire)."""
-    if aud[0] == "dm":
-        return {"conv": social.conv_of(aud), "tkey": aud[2]}
-    return {"conv": social.room_conv(aud[1])}
 
 
 def _ref(frame: Any) -> Optional[str]:

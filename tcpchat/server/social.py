@@ -17,13 +17,12 @@ and :meth:`Store.save_reads`.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from tcpchat import wire
 from tcpchat.wire import DEFAULT_ROOM, ErrorCode, ProtocolError
 
 DEFAULT_KEY = wire.name_key(DEFAULT_ROOM)
-DEFAULT_CONV = "#" + DEFAULT_KEY
 
 #: An event's audience: ("room", room key) or ("dm", name key, name key).
 Audience = Tuple[str, ...]
@@ -57,15 +56,22 @@ def can_see(proto: Any, aud: Audience) -> bool:
     return proto.rich and (proto.nkey == aud[1] or proto.nkey == aud[2])
 
 
+def placement(aud: Audience) -> Dict[str, str]:
+    """The storage fields of an event in conversation ``aud`` (not sent on the wire)."""
+    if aud[0] == "dm":
+        return {"conv": conv_of(aud), "tkey": aud[2]}
+    return {"conv": conv_of(aud)}
+
+
 def may_read(proto: Any, conv: Optional[str]) -> bool:
-    """May ``proto`` read conversation ``conv`` (a stored key; None: the default room)?"""
-    if conv is None or conv == DEFAULT_CONV:
+    """May ``proto`` read stored conversation ``conv`` (None: the default room; ``!…``: nobody's)?"""
+    if conv is None:
         return True
-    if conv.startswith("!"):
-        return False  # deleted
     if conv.startswith("#"):
-        return conv[1:] in proto.rooms
-    return proto.rich and proto.nkey in conv[1:].split("\n")
+        return can_see(proto, ("room", conv[1:]))
+    if conv.startswith("@"):
+        return can_see(proto, ("dm", *conv[1:].split("\n")))
+    return False  # deleted
 
 
 class Directory:
@@ -169,10 +175,6 @@ class Directory:
         if member and key not in proto.rooms:
             raise ProtocolError(ErrorCode.NOT_A_MEMBER)
         return ("room", key), {"room": self.rooms[key]}
-
-    def audience_of(self, aud: Audience, connections: Iterable[Any]) -> List[Any]:
-        """The logged-in connections among ``connections`` that may read ``aud``."""
-        return [p for p in connections if can_see(p, aud)]
 
     # ------------------------------------------------------------ read markers
 

@@ -10,9 +10,10 @@ one connection is only ever used from one thread.  Tests may pass
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from tcpchat.wire import DEFAULT_ROOM
 
@@ -70,6 +71,19 @@ _EXTRA_FIELDS = ("file", "reason", "room", "to", "target", "by")
 DELETED_CONV = "!deleted"
 #: Event kinds whose text is indexed for search.
 SEARCHABLE = ("message", "announce")
+_SEARCHABLE_SQL = "kind IN (" + ", ".join(f"'{kind}'" for kind in SEARCHABLE) + ")"
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction (the connection is in autocommit mode otherwise): all of it or nothing."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def run_now(f: Callable[..., Any], *args: Any) -> Deferred:
@@ -249,8 +263,7 @@ class Store:
     def _migrate(db: sqlite3.Connection) -> None:
         """Bring a database of an older version up to this one (in one transaction)."""
         columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             if "conv" not in columns:
                 # version 1 had one conversation: it becomes the default room
                 db.execute("ALTER TABLE events ADD COLUMN conv TEXT")
@@ -273,14 +286,10 @@ class Store:
                 )
                 db.execute(
                     "INSERT INTO events_fts (rowid, text) SELECT id, text FROM events "
-                    "WHERE kind IN ('message', 'announce') AND text IS NOT NULL"
+                    "WHERE " + _SEARCHABLE_SQL + " AND text IS NOT NULL"
                 )
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('fts_upto', (SELECT COALESCE(MAX(id), 0) FROM events))")
             db.execute("INSERT OR IGNORE INTO rooms VALUES (?, ?, NULL, NULL)", (DEFAULT_ROOM, DEFAULT_ROOM))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def _do_close(self) -> None:
         if self._db is not None:
@@ -291,8 +300,7 @@ class Store:
         db = self._db
         assert db is not None
         out: List[Tuple[Event, bool]] = []
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             for event in events:
                 extra = {k: event[k] for k in _EXTRA_FIELDS if k in event}
                 kind = event["kind"]
@@ -321,10 +329,6 @@ class Store:
                         _SELECT + " WHERE nkey = ? AND cid = ?", (event.get("nkey"), event.get("cid"))
                     ).fetchone()
                     out.append((_row_to_event(row), True))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         return out
 
     def _apply(self, db: sqlite3.Connection, stored: Event, event: Event) -> None:
@@ -395,18 +399,13 @@ class Store:
         (last,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
         if last <= self._indexed:
             return 0
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             cursor = db.execute(
                 "INSERT INTO events_fts (rowid, text) SELECT id, text FROM events WHERE id > ? AND id <= ? "
-                "AND kind IN ('message', 'announce') AND text IS NOT NULL",
+                "AND " + _SEARCHABLE_SQL + " AND text IS NOT NULL",
                 (self._indexed, last),
             )
             db.execute("INSERT OR REPLACE INTO meta VALUES ('fts_upto', ?)", (str(last),))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         self._indexed = last
         return cursor.rowcount
 
@@ -424,7 +423,7 @@ class Store:
         # SQLite from reordering); each match is then checked against what the user may read
         sql = (
             _SELECT_E.replace("FROM events e", "FROM events_fts f CROSS JOIN events e ON e.id = f.rowid")
-            + " WHERE events_fts MATCH ? AND f.rowid < ? AND e.kind IN ('message', 'announce') AND " + scope
+            + " WHERE events_fts MATCH ? AND f.rowid < ? AND e." + _SEARCHABLE_SQL + " AND " + scope
             + " ORDER BY f.rowid DESC LIMIT ?"
         )
         rows = self._db.execute(sql, (query, before if before is not None else 2**62, *args, limit))
@@ -444,8 +443,7 @@ class Store:
 
     def _do_save_reads(self, markers: List[Tuple[str, str, str, int]]) -> None:
         assert self._db is not None
-        with self._db:
-            self._db.execute("BEGIN")
+        with transaction(self._db):
             self._db.executemany(
                 "INSERT INTO reads VALUES (?, ?, ?, ?) ON CONFLICT (conv, nkey) DO UPDATE SET "
                 "name = excluded.name, last_id = MAX(last_id, excluded.last_id)",

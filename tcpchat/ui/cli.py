@@ -251,12 +251,12 @@ class TerminalView(ChatListener, LineReceiver):
             self.screen.progress("")
 
     def seenChanged(self, conv: str) -> None:
-        mine = [e for e in self.client.messages(conv) if e.get("kind") == "message" and e.get("name") == self.client.name]
-        if not mine:
+        mine = self.client.lastOwnMessage(conv)
+        if mine is None:
             return
-        seen = tuple(self.client.seenBy(conv, mine[-1]))
-        if seen and self._seenShown.get(conv) != (mine[-1]["id"], seen):
-            self._seenShown[conv] = (mine[-1]["id"], seen)
+        seen = tuple(self.client.seenBy(conv, mine))
+        if seen and self._seenShown.get(conv) != (mine["id"], seen):
+            self._seenShown[conv] = (mine["id"], seen)
             where = "" if conv == self.current else f" ({conv})"
             self.screen.line(f"        {text.seen_line(list(seen))}{where}", "history")
 

@@ -221,11 +221,11 @@ class Commands:
 
     def do_seen(self, rest: str) -> None:
         conv = self.view.current
-        mine = [e for e in self.client.messages(conv) if e.get("kind") == "message" and e.get("name") == self.client.name]
-        if not mine:
+        mine = self.client.lastOwnMessage(conv)
+        if mine is None:
             self.view.show("You have not written anything here yet.")
             return
-        seen = self.client.seenBy(conv, mine[-1])
+        seen = self.client.seenBy(conv, mine)
         self.view.show(text.seen_line(seen) if seen else "Nobody has seen your last message yet.")
 
     def do_history(self, rest: str) -> None:
@@ -237,12 +237,11 @@ class Commands:
                 return self._usage("/delete [ID]")
             self.client.delete(int(rest))
             return
-        conv = self.view.current
-        mine = [e for e in self.client.messages(conv) if e.get("kind") == "message" and e.get("name") == self.client.name]
-        if not mine:
+        mine = self.client.lastOwnMessage(self.view.current)
+        if mine is None:
             self.view.show("You have no message here to delete.", "error")
             return
-        self.client.delete(mine[-1]["id"])
+        self.client.delete(mine["id"])
 
     def do_file(self, rest: str) -> None:
         path = os.path.expanduser(rest.strip('"'))

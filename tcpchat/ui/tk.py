@@ -475,8 +475,8 @@ class ChatScreen(ttk.Frame):
 
     def showSeen(self) -> None:
         client, conv = self.app.client, self.current
-        mine = [e for e in client.messages(conv) if e.get("kind") == "message" and e.get("name") == client.name]
-        self.seenLabel.configure(text=text.seen_line(client.seenBy(conv, mine[-1])) if mine else "")
+        mine = client.lastOwnMessage(conv)
+        self.seenLabel.configure(text=text.seen_line(client.seenBy(conv, mine)) if mine else "")
 
     # ------------------------------------------------------------ input
 
