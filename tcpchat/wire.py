@@ -225,6 +225,25 @@ def _str(max_chars: int, min_chars: int = 0) -> Validator:
     return check
 
 
+#: C0 and C1 control characters, DEL included.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: ... less tab, line feed and carriage return, which message text may hold.
+_TEXT_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _line(max_chars: int, min_chars: int = 0) -> Validator:
+    """A one-line string (a passkey, a query, a status): no control characters at all."""
+    length = _str(max_chars, min_chars)
+
+    def check(value: Any) -> str:
+        value = length(value)
+        if _CONTROLS.search(value):
+            raise _fail("control characters are not allowed here")
+        return value
+
+    return check
+
+
 def _text(value: Any) -> str:
     """Message text: a string of at most MAX_TEXT_BYTES bytes of UTF-8."""
     if not isinstance(value, str):
@@ -235,6 +254,8 @@ def _text(value: Any) -> str:
         raise _fail("text is not valid Unicode") from None
     if size > MAX_TEXT_BYTES:
         raise ProtocolError(ErrorCode.TOO_LONG)
+    if _TEXT_CONTROLS.search(value):
+        raise _fail("text may hold tabs and line breaks, but no other control characters")
     return value
 
 
@@ -257,6 +278,13 @@ def _hex(nbytes: int) -> Validator:
 
 def _any(value: Any) -> Any:
     return value
+
+
+def _nonce(value: Any) -> Any:
+    """What a ping may carry to be echoed: a small integer or a short string."""
+    if (type(value) is int and 0 <= value <= 2**53) or (isinstance(value, str) and len(value) <= 64):
+        return value
+    raise _fail("expected an integer from 0 to 2**53 or a string of at most 64 characters")
 
 
 def _bool(value: Any) -> bool:
@@ -293,17 +321,17 @@ CLIENT_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
     "hello": {
         "version": (_int(0, 2**31), True),
         "name": (_str(256), True),
-        "passkey": (_str(256), False),
+        "passkey": (_line(256), False),
         "pake": (_hex(33), False),
         "after": (_ID, False),
-        "session": (_str(64), False),
-        "client": (_str(100), False),
+        "session": (_line(64), False),
+        "client": (_line(100), False),
         "features": (_features, False),
-        "password": (_str(256), False),
+        "password": (_line(256), False),
     },
-    "pake-confirm": {"confirm": (_hex(32), True), "password": (_str(256), False)},
-    "register": {"password": (_str(256), True)},
-    "say": {"text": (_text, True), "cid": (_str(MAX_CID_CHARS, 1), False), "room": (_room, False),
+    "pake-confirm": {"confirm": (_hex(32), True), "password": (_line(256), False)},
+    "register": {"password": (_line(256), True)},
+    "say": {"text": (_text, True), "cid": (_line(MAX_CID_CHARS, 1), False), "room": (_room, False),
             "to": (_str(256), False)},
     "history": {"before": (_ID, False), "limit": (_int(1, MAX_HISTORY_PAGE), False), "room": (_room, False),
                 "to": (_str(256), False)},
@@ -313,29 +341,29 @@ CLIENT_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
     "rooms": {},
     "typing": {"room": (_room, False), "to": (_str(256), False)},
     "read": {"id": (_ID, True), "room": (_room, False), "to": (_str(256), False)},
-    "presence": {"away": (_bool, False), "status": (_str(MAX_STATUS_CHARS), False)},
-    "search": {"q": (_str(MAX_QUERY_CHARS, 1), True), "room": (_room, False), "to": (_str(256), False),
+    "presence": {"away": (_bool, False), "status": (_line(MAX_STATUS_CHARS), False)},
+    "search": {"q": (_line(MAX_QUERY_CHARS, 1), True), "room": (_room, False), "to": (_str(256), False),
                "before": (_ID, False), "limit": (_int(1, MAX_SEARCH_PAGE), False)},
     "delete": {"id": (_ID, True)},
-    "oper": {"passkey": (_str(256), True)},
+    "oper": {"passkey": (_line(256), True)},
     "mod": {
-        "action": (_str(16, 1), True),
+        "action": (_line(16, 1), True),
         "name": (_str(256), False),
         "address": (_address, False),
         "duration": (_int(0, 10 * 365 * 86400), False),
-        "reason": (_str(500), False),
+        "reason": (_line(500), False),
         "text": (_text, False),
-        "passkey": (_str(256), False),
+        "passkey": (_line(256), False),
     },
-    "ping": {"n": (_any, False)},
-    "pong": {"n": (_any, False)},
+    "ping": {"n": (_nonce, False)},
+    "pong": {"n": (_nonce, False)},
     "bye": {},
     "upload": {
         "tid": (_TID, True),
         "name": (_str(1024), True),
         "size": (_SIZE, True),
         "sha256": (_sha256, True),
-        "mime": (_str(255), False),
+        "mime": (_line(255), False),
         "room": (_room, False),
         "to": (_str(256), False),
     },
@@ -403,6 +431,38 @@ SERVER_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
 }
 
 
+#: JSON may escape UTF-16 surrogates (``\\ud800``): a lone one is valid JSON but not Unicode.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("numbers must be finite")
+    return value
+
+
+def _has_surrogate(obj: Any) -> bool:
+    """True if any string in ``obj`` (keys too, at any depth) holds a lone surrogate."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATES.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def decode(payload: bytes, table: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = CLIENT_FRAMES) -> Frame:
     """
     Decode and validate one frame payload.
@@ -426,11 +486,13 @@ def decode(payload: bytes, table: Mapping[str, Mapping[str, Tuple[Validator, boo
             raise _fail("bad transfer id")
         return Chunk(tid, memoryview(payload)[_DATA_HEADER.size :])  # no copy of the file data
     try:
-        obj = json.loads(payload.decode("utf-8"))
+        obj = json.loads(payload.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise _fail("not UTF-8 JSON") from None
     if not isinstance(obj, dict):
         raise _fail("a control frame must be a JSON object")
+    if _SURROGATE_ESCAPE.search(payload) and _has_surrogate(obj):
+        raise _fail("strings must be valid Unicode (a lone surrogate was escaped)")
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise _fail("missing type")
@@ -457,7 +519,10 @@ def encode(frame: Mapping[str, Any]) -> bytes:
 
     :raises ProtocolError: if the result would exceed :data:`MAX_FRAME`.
     """
-    payload = json.dumps(frame, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        payload = json.dumps(frame, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError):
+        raise _fail("not encodable as UTF-8 JSON") from None
     if len(payload) > MAX_FRAME:
         raise ProtocolError(ErrorCode.FRAME_TOO_LARGE)
     return payload
