@@ -115,6 +115,7 @@ class ErrorCode:
     BANNED = "banned"
     MUTED = "muted"
     BAD_QUERY = "bad-query"
+    STORE_BUSY = "store-busy"
 
 
 #: A plain sentence for every error code, for people.
@@ -159,6 +160,7 @@ ERROR_TEXT: Dict[str, str] = {
     ErrorCode.BANNED: "You are banned from this server.",
     ErrorCode.MUTED: "You are muted; your messages are not sent.",
     ErrorCode.BAD_QUERY: "That search could not be understood; search for words.",
+    ErrorCode.STORE_BUSY: "The server's storage is busy; nothing was stored. Send it again (same cid).",
 }
 
 #: Codes after which the server closes the connection.
@@ -535,6 +537,32 @@ def encode_chunk(tid: int, data: bytes) -> bytes:
     if len(data) > MAX_CHUNK:
         raise ProtocolError(ErrorCode.FRAME_TOO_LARGE)
     return _DATA_HEADER.pack(DATA_TAG, tid) + data
+
+
+#: Room left in a frame for the fields around a list that :func:`fit` trims.
+_FIT_MARGIN = 1024
+
+
+def fit(frame: Dict[str, Any], key: str, keep: str = "first", limit: int = MAX_FRAME - _FIT_MARGIN) -> Dict[str, Any]:
+    """
+    ``frame`` with its list ``frame[key]`` cut so the encoded frame fits in
+    ``limit`` bytes.  Keeps the ``first`` or the ``last`` items; if any were
+    cut, ``frame["more"]`` becomes true (the client asks for the next page).
+    """
+    items = frame[key]
+    sizes = [len(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode("utf-8")) + 1 for item in items]
+    budget = limit - len(encode({**frame, key: []}))
+    if sum(sizes) <= budget:
+        return frame
+    order = range(len(items)) if keep == "first" else range(len(items) - 1, -1, -1)
+    kept = 0
+    for i in order:
+        budget -= sizes[i]
+        if budget < 0:
+            break
+        kept += 1
+    cut = items[:kept] if keep == "first" else items[len(items) - kept:]
+    return {**frame, key: cut, "more": True}
 
 
 def error(code: str, message: Optional[str] = None, **extra: Any) -> Dict[str, Any]:

@@ -557,13 +557,61 @@ def test_unconfirmed_proofs_count_as_failures(factory):
     """Clients that start SPAKE2 and walk away (offline checking of one guess) are locked out too."""
     from tcpchat import pake
 
-    answers = []
+    answers, peers = [], []
     for i in range(11):
         peer = Peer(factory, host="198.51.100.9")
         state, message = pake.client_start(f"guess-{i}")
         peer.send({"type": "hello", "version": 1, "name": "eve", "pake": message.hex()})
-        answers.append(peer.frames()[0]["type"])
-    assert answers[:9] == ["pake"] * 9 and answers[-1] == "error"
+        answers.append(kinds(peer.frames()))
+        peers.append(peer)
+    # ten guesses are in flight; the eleventh waits for one of them to be judged
+    assert answers[:10] == [["pake"]] * 10 and answers[10] == []
+    for peer in peers[:10]:  # each guesser learnt its guess was wrong and walked away
+        peer.transport.loseConnection()
+    assert peers[10].frames()[-1]["code"] == "too-many-attempts"
+    assert factory.guard.locked("198.51.100.9") is not None
+
+
+def test_a_proof_that_is_never_confirmed_counts_when_it_times_out(factory):
+    """A proof left open is judged a failure when the login timeout closes its connection."""
+    from tcpchat import pake
+
+    peer = Peer(factory, host="198.51.100.9")
+    peer.send({"type": "hello", "version": 1, "name": "eve", "pake": pake.client_start("guess")[1].hex()})
+    assert kinds(peer.frames()) == ["pake"]
+    factory.clock.advance(factory.limits.login_timeout + factory.limits.close_grace + 1)
+    assert not peer.connected
+    assert len(factory.guard.failures["198.51.100.9"]) == 1
+
+
+def test_two_hundred_correct_logins_at_once_from_one_address(factory):
+    """A classroom behind one router: 200 proofs started at once, all correct, all logged in."""
+    from tcpchat import pake
+
+    peers = []
+    for i in range(200):
+        peer = Peer(factory, host="198.51.100.20")
+        state, message = pake.client_start(PASSKEY)
+        peer.send({"type": "hello", "version": 1, "name": f"pupil{i}", "pake": message.hex()})
+        peers.append((peer, state))
+    done = set()
+    for _ in range(50):  # each round: whoever has the server's answer confirms
+        for i, (peer, state) in enumerate(peers):
+            if i in done:
+                continue
+            for frame in peer.frames():
+                if frame["type"] == "pake":
+                    mine = pake.client_finish(state, bytes.fromhex(frame["msg"]), bytes.fromhex(frame["confirm"]), b"")
+                    peer.send({"type": "pake-confirm", "confirm": mine.hex()})
+                elif frame["type"] == "welcome":
+                    done.add(i)
+                elif frame["type"] == "error":
+                    raise AssertionError(frame)
+        if len(done) == 200:
+            break
+    assert len(done) == 200
+    assert len(factory.users) == 200
+    assert factory.guard.locked("198.51.100.20") is None
 
 
 def test_message_rate_limit_says_slow_down(tmp_path):

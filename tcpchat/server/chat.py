@@ -16,7 +16,7 @@ import hmac
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import task
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
@@ -25,7 +25,7 @@ from tcpchat.auth import IPasskeyVerifier
 from tcpchat.server.guard import LoginGuard, TokenBucket
 from tcpchat.server.moderation import Moderation
 from tcpchat.server.social import DEFAULT_KEY, Audience, Directory, audience, can_see, placement
-from tcpchat.store.sqlite import Event, Store
+from tcpchat.store.sqlite import Event, Store, StoreBusy, StoreClosed
 
 
 #: The audience of events everyone may read (the default room).
@@ -59,7 +59,8 @@ class Limits:
     max_uploads = 4  #: concurrent uploads per connection
     upload_timeout = 60.0  #: seconds an upload may stall
     max_connections = 10000  #: open connections in all (0: no limit)
-    max_per_address = 64  #: open connections from one address (0: no limit)
+    max_per_address = 256  #: open connections from one address (0: no limit): a classroom behind one router
+    max_login_waiters = 256  #: logins from one address waiting for a free login slot
     message_rate = 10.0  #: messages per second a user may keep sending (0: no limit)
     message_burst = 30.0  #: ... with bursts of this many
     pake_rate = 200.0  #: SPAKE2 logins started per second, server-wide
@@ -69,6 +70,13 @@ class Limits:
     action_burst = 60.0  #: ... with bursts of this many
     max_rooms = 1000  #: rooms on the server (besides the default one)
     max_joined = 100  #: rooms one user may be in
+    handshake_timeout = 10.0  #: seconds a TLS connection may take to finish its handshake
+    close_grace = 5.0  #: seconds a closing connection has to take what is queued before it is aborted
+    prelogin_output = 64 * 1024  #: bytes the server sends a connection before it logs in, at most
+    prelogin_rate = 5.0  #: frames per second a connection may send before logging in ...
+    prelogin_burst = 20.0  #: ... with bursts of this many
+    sendq_hard = 2 * 1024**2  #: bytes of answers queued to a peer that does not read before it is aborted
+    max_reads = 4  #: database reads (history, search, ...) one connection may have in flight
 
     def __init__(self, **overrides: Any) -> None:
         for key, value in overrides.items():
@@ -125,6 +133,8 @@ class ChatFactory(Factory):
         self.recent: Deque[Event] = collections.deque(maxlen=max(self.limits.recent_cache, self.limits.history))
         self.last_id = 0
         self.stopping = False
+        #: the store is closed: nothing more can be written
+        self.closed = False
         self._pending: List[Tuple[Dict[str, Any], Deferred]] = []
         self._flushing = False
         self._drained: List[Deferred] = []
@@ -142,6 +152,10 @@ class ChatFactory(Factory):
         self.moderation = Moderation(self, admin_passkey)
         #: called with the new passkey after an operator rotated it
         self.passkeyListeners: List[Any] = []
+        #: connections aborted or refused since the last sweep, by reason (logged once per sweep, not per socket)
+        self.tally: Dict[str, int] = collections.Counter()
+        #: events of a failed batch, written one per commit so only a bad one fails
+        self._solo = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -185,6 +199,7 @@ class ChatFactory(Factory):
             await self.store.index_pending()
             for proto in list(self.connections):
                 proto.close()
+            self.closed = True
             await self.store.close()
 
         return Deferred.fromCoroutine(stop())
@@ -194,12 +209,16 @@ class ChatFactory(Factory):
     def submit(self, event: Dict[str, Any]) -> Deferred:
         """
         Queue ``event`` for storage.  Fires with ``(stored_event, duplicate)``
-        once it is committed and (unless a duplicate) broadcast.
+        once it is committed and (unless a duplicate) broadcast; fails with
+        :class:`StoreBusy` (retry) or :class:`StoreClosed` (stopped) when
+        nothing was written.
 
         Events submitted while a commit is in flight are written together in
         the next one (group commit), so the disk is touched once per batch.
         """
         event.setdefault("ts", round(self.clock.seconds(), 3))
+        if self.closed:
+            return fail(StoreClosed())
         d: Deferred = Deferred()
         self._pending.append((event, d))
         if not self._flushing:
@@ -219,7 +238,9 @@ class ChatFactory(Factory):
         # connection, so it is bounded in bytes too: that write is buffered once
         # per connection until the socket takes it
         count, size = 0, 0
-        for event, _ in self._pending[: self.limits.batch_max]:
+        if self._solo:
+            self._solo -= 1
+        for event, _ in self._pending[: 1 if self._solo else self.limits.batch_max]:
             count += 1
             size += len(event.get("text") or "") + 100
             if size >= self.limits.batch_bytes:
@@ -244,7 +265,21 @@ class ChatFactory(Factory):
         self._afterFlush()
 
     def _commitFailed(self, failure: Any, batch: List[Tuple[Dict[str, Any], Deferred]]) -> None:
-        self.log.failure("Could not store {count} events", failure, count=len(batch))
+        if failure.check(StoreBusy):
+            self.log.warn("The database is locked by another process; {count} events were refused (retryable)",
+                          count=len(batch))
+        elif failure.check(StoreClosed):
+            pass  # stopping: the submitters are told
+        elif len(batch) > 1:
+            # one bad event must not fail the others: write them again, one per commit
+            self.log.warn("A batch of {count} events failed ({why}); writing them one by one",
+                          count=len(batch), why=failure.getErrorMessage())
+            self._pending[:0] = batch
+            self._solo = len(batch) + 1
+            self._afterFlush()
+            return
+        else:
+            self.log.failure("Could not store an event", failure)
         for _, d in batch:
             d.errback(failure)
         self._afterFlush()
@@ -459,8 +494,34 @@ class ChatFactory(Factory):
             self._names = sorted((p.name for p in self.users.values()), key=wire.name_key)
         return self._names
 
+    def note_abort(self, proto: Any, why: str) -> None:
+        """A connection was aborted or refused: counted, and logged once per sweep (a flood must not flood the log)."""
+        self.tally[why] += 1
+
+    def read(self, proto: Any, method: Any, *args: Any, **kwargs: Any) -> Deferred:
+        """
+        Run a store read for ``proto``: at most ``Limits.max_reads`` in flight per
+        connection (past that its further requests wait unread), and skipped on
+        the database thread if the connection has gone meanwhile.
+        """
+        proto.readsInFlight += 1
+        if proto.readsInFlight >= self.limits.max_reads:
+            proto.holdReading("reads")
+
+        def done(result: Any) -> Any:
+            proto.readsInFlight -= 1
+            proto.releaseReading("reads")
+            return result
+
+        return method(*args, wanted=proto.isOpen, **kwargs).addBoth(done)
+
     def sweep(self) -> None:
         """Apply every time limit to every connection (runs periodically)."""
+        if self.tally:
+            self.log.info("Connections dropped or refused in the last {interval} s: {tally}",
+                          interval=self.limits.sweep_interval,
+                          tally=", ".join(f"{n} {why}" for why, n in sorted(self.tally.items())))
+            self.tally.clear()
         now = self.clock.seconds()
         for proto in list(self.connections):
             proto.checkTimeouts(now)

@@ -6,7 +6,8 @@ per-user message rate.  Pure bookkeeping on an injected clock.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+import collections
+from typing import Any, Callable, Deque, Dict, List, Optional
 
 
 class TokenBucket:
@@ -37,6 +38,14 @@ class LoginGuard:
     ``window`` seconds the address is locked out for ``lockout`` seconds,
     doubling with each further lockout (at most ``max_lockout``).  A success
     clears the address's record.
+
+    Login proofs in flight are *guesses not yet judged*: :meth:`begin` hands
+    out a slot only while recent failures plus proofs in flight stay below
+    ``allowed``, so a guesser never has more than ``allowed`` guesses per
+    window, however many it starts at once; :meth:`end` judges one.  A login
+    that finds no free slot waits (:meth:`wait`) instead of failing, so many
+    correct logins from one address (a classroom behind one router) all get
+    through, a few at a time.
     """
 
     def __init__(self, clock: Any, allowed: int = 10, window: float = 600.0, lockout: float = 60.0,
@@ -50,6 +59,8 @@ class LoginGuard:
         self.lockouts: Dict[str, int] = {}
         self.lockedUntil: Dict[str, float] = {}
         self.total = 0
+        self.inFlight: Dict[str, int] = {}
+        self.waiting: Dict[str, Deque[Callable[[], None]]] = {}
 
     def locked(self, host: str) -> Optional[float]:
         """Seconds left of ``host``'s lockout, or None."""
@@ -80,6 +91,58 @@ class LoginGuard:
     def succeeded(self, host: str) -> None:
         self.failures.pop(host, None)
         self.lockouts.pop(host, None)
+
+    def begin(self, host: str) -> bool:
+        """Take a slot for one login proof from ``host``; False if none is free now."""
+        now = self.clock.seconds()
+        recent = sum(1 for t in self.failures.get(host, ()) if now - t < self.window)
+        if recent + self.inFlight.get(host, 0) >= self.allowed:
+            return False
+        self.inFlight[host] = self.inFlight.get(host, 0) + 1
+        return True
+
+    def end(self, host: str, ok: bool) -> bool:
+        """A proof from ``host`` was judged (an abandoned one is a failure); True if now locked out."""
+        left = self.inFlight.get(host, 1) - 1
+        if left > 0:
+            self.inFlight[host] = left
+        else:
+            self.inFlight.pop(host, None)
+        lockedOut = False
+        if ok:
+            self.succeeded(host)
+        else:
+            lockedOut = self.failed(host)
+        self._wake(host, everyone=lockedOut)
+        return lockedOut
+
+    def wait(self, host: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when a slot may be free for ``host``; returns a function that cancels the wait."""
+        queue = self.waiting.setdefault(host, collections.deque())
+        queue.append(callback)
+
+        def cancel() -> None:
+            try:
+                queue.remove(callback)
+            except ValueError:
+                pass
+            if not queue and self.waiting.get(host) is queue:
+                del self.waiting[host]
+
+        return cancel
+
+    def waiters(self, host: str) -> int:
+        return len(self.waiting.get(host, ()))
+
+    def _wake(self, host: str, everyone: bool = False) -> None:
+        queue = self.waiting.get(host)
+        if not queue:
+            return
+        count = len(queue) if everyone else max(0, self.allowed - self.inFlight.get(host, 0))
+        for _ in range(min(count, len(queue))):
+            queue.popleft()()  # it calls begin() again (or finds the lockout)
+        if not queue:
+            self.waiting.pop(host, None)
 
     def prune(self) -> None:
         """Forget stale records (called periodically) so memory stays bounded."""

@@ -17,7 +17,7 @@ import secrets
 from typing import Any, Dict, List, Optional
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer, ISSLTransport
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -25,14 +25,23 @@ from tcpchat import auth, pake, tls, wire
 from tcpchat.framing import FrameReceiver
 from tcpchat.server import moderation, social
 from tcpchat.server.guard import TokenBucket
-from tcpchat.store.sqlite import fts_query
+from tcpchat.store.sqlite import StoreBusy, StoreClosed, fts_query
 from tcpchat.wire import ErrorCode, ProtocolError
 
 # connection states
 NEW, CHECKING, LIVE, CLOSED = "new", "checking", "live", "closed"
 
 
-@implementer(IPushProducer)
+#: What each kind of request costs from the sender's request budget (PROTOCOL.rst,
+#: "Request budget").  ``say`` has a budget of its own; data frames are paced by TCP.
+COSTS: Dict[str, float] = {
+    "hello": 1, "pake-confirm": 0, "register": 5, "say": 0, "history": 2, "who": 2, "join": 1, "leave": 1,
+    "rooms": 2, "typing": 0.25, "read": 0.25, "presence": 1, "search": 3, "delete": 1, "oper": 1, "mod": 1,
+    "ping": 0.5, "pong": 0, "bye": 0, "upload": 1, "upload-cancel": 0.25, "download": 1, "download-cancel": 0.25,
+}
+
+
+@implementer(IPushProducer, IHandshakeListener)
 class ChatProtocol(FrameReceiver):
     """
     The server side of one connection.
@@ -76,11 +85,23 @@ class ChatProtocol(FrameReceiver):
         self.holds: set = set()
         self.uploads: Dict[int, Any] = {}
         self.downloads: Dict[int, Any] = {}
+        #: bytes sent before login: bounded, whether or not the peer reads (or finished its TLS handshake)
+        self.sentBeforeLogin = 0
+        limits = self.factory.limits
+        self.budget = TokenBucket(self.factory.clock, limits.prelogin_rate, limits.prelogin_burst)
+        self.readsInFlight = 0
+        self.proofOpen = False
+        self._cancelWait: Optional[Any] = None
+        self.handshaken = not ISSLTransport.providedBy(self.transport)
+        clock = self.factory.clock
+        self._timers = [clock.callLater(limits.login_timeout, self.loginTimedOut)]
+        if not self.handshaken:
+            self._timers.append(clock.callLater(limits.handshake_timeout, self.handshakeTimedOut))
         self.factory.connections.add(self)
         self.transport.registerProducer(self, True)
         refusal = self.factory.admit(self)
         if refusal is not None:
-            self.log.warn("Refused a connection from {peer}: {why}", peer=self.peer, why=refusal[1])
+            self.factory.note_abort(self, "refused: " + refusal[1])
             self.sendError(*refusal)
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -88,6 +109,10 @@ class ChatProtocol(FrameReceiver):
             return
         wasLive = self.state == LIVE
         self.state = CLOSED
+        self.cancelTimers()
+        self.judgeProof(False)  # a proof left unconfirmed was a guess
+        if self._cancelWait is not None:
+            self._cancelWait()
         self.factory.connections.discard(self)
         self.factory.release(self)
         if self.factory.files is not None:
@@ -105,9 +130,27 @@ class ChatProtocol(FrameReceiver):
     def sendPayload(self, payload: bytes) -> None:
         if self.state == CLOSED:
             return
-        if self.writePaused:
-            self.queuedWhilePaused += len(payload)
+        self.account(len(payload) + 4)
         self.sendString(payload)
+
+    def account(self, size: int) -> None:
+        """
+        Count ``size`` bytes about to be queued for the peer.  The queue is
+        bounded in every state: before login in all, afterwards while the
+        peer is not reading (then we stop reading its requests too, and past
+        the hard bound the connection is aborted).
+        """
+        limits = self.factory.limits
+        if self.state != LIVE:
+            self.sentBeforeLogin += size
+            if self.sentBeforeLogin > limits.prelogin_output:
+                self.abort("sent too much before logging in")
+        if self.writePaused:
+            self.queuedWhilePaused += size
+            if self.queuedWhilePaused > limits.sendq:
+                self.holdReading("sendq")
+            if self.queuedWhilePaused > limits.sendq_hard:
+                self.abort("not reading")
 
     def sendError(self, code: str, message: Optional[str] = None, **extra: Any) -> None:
         self.sendFrame(wire.error(code, message, **extra))
@@ -121,11 +164,47 @@ class ChatProtocol(FrameReceiver):
         self.close()
 
     def close(self) -> None:
-        """Close after what is queued has been written; ignore further input."""
+        """
+        Close after what is queued has been written; ignore further input.  A
+        peer that does not take what is queued within ``Limits.close_grace``
+        (or never finished its TLS handshake) is aborted then.
+        """
         self.paused = True  # stop dataReceived from handing over more frames
+        if self.state == CLOSED:
+            return
         # a TLS transport only closes once no producer is registered on it
         self.transport.unregisterProducer()
         self.transport.loseConnection()
+        self.cancelTimers()
+        self._timers = [self.factory.clock.callLater(self.factory.limits.close_grace, self.abort, "did not close")]
+
+    def abort(self, why: str) -> None:
+        """Drop the connection now, whatever is queued (the peer cannot or will not read it)."""
+        if self.state == CLOSED:
+            return
+        if self.state == LIVE and self.leaveReason == "lost":
+            self.leaveReason = why
+        self.paused = True
+        self.factory.note_abort(self, why)
+        self.transport.abortConnection()
+
+    def cancelTimers(self) -> None:
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        self._timers = []
+
+    def loginTimedOut(self) -> None:
+        if self.state in (NEW, CHECKING):
+            self.log.debug("Connection from {peer} did not log in in time", peer=self.peer)
+            self.sendError(ErrorCode.LOGIN_TIMEOUT)
+
+    def handshakeTimedOut(self) -> None:
+        if not self.handshaken:
+            self.abort("TLS handshake timeout")
+
+    def handshakeCompleted(self) -> None:
+        self.handshaken = True
 
     def lengthLimitExceeded(self, length: int) -> None:
         self.log.warn("Frame of {length} bytes from {peer} refused", length=length, peer=self.peer)
@@ -145,17 +224,34 @@ class ChatProtocol(FrameReceiver):
         except ProtocolError as e:
             self.sendError(e.code, e.message)
             return
+        self.dispatch(frame)
+
+    def dispatch(self, frame: wire.Frame) -> None:
+        """Hand one decoded frame to its handler; a ProtocolError becomes an error frame."""
         try:
             if isinstance(frame, wire.Chunk):
                 self.chunkReceived(frame)
             else:
-                handler = getattr(self, "frame_" + frame["type"].replace("-", "_"))
+                kind = frame["type"]
+                if self.factory.stopping and kind not in ("bye", "pong"):
+                    self.sendError(ErrorCode.SERVER_BUSY, "The server is shutting down; try again in a moment.",
+                                   ref=kind, cid=frame.get("cid"))
+                    return
+                cost = COSTS[kind]
+                if cost and not (self.actions if self.state == LIVE else self.budget).take(cost):
+                    self.sendError(ErrorCode.SLOW_DOWN, ref=kind, cid=frame.get("cid"))
+                    return
+                handler = getattr(self, "frame_" + kind.replace("-", "_"))
                 handler(frame)
         except ProtocolError as e:
             self.sendError(e.code, e.message, ref=_ref(frame))
         except Exception:
             self.log.failure("Internal error handling a frame from {peer}", peer=self.peer)
             self.sendError(ErrorCode.INTERNAL, ref=_ref(frame))
+
+    def isOpen(self) -> bool:
+        """False once the connection is gone (asked from the database thread too)."""
+        return self.state != CLOSED
 
     def requireLogin(self) -> None:
         if self.state != LIVE:
@@ -164,7 +260,6 @@ class ChatProtocol(FrameReceiver):
     def frame_register(self, frame: Dict[str, Any]) -> None:
         """Protect this user's name with a password (or change it): later logins with the name need it."""
         self.requireLogin()
-        self.take()
         password = frame["password"]
         if len(password) < auth.MIN_PASSWORD:
             raise ProtocolError(ErrorCode.BAD_FRAME, f"Use a password of at least {auth.MIN_PASSWORD} characters.")
@@ -195,24 +290,31 @@ class ChatProtocol(FrameReceiver):
                            f"Too many failed logins from your address; try again in {int(locked) + 1} s.")
             return
         self.pending = None
+        self.judgeProof(False)  # a second hello abandons the first proof
         try:
             if frame["version"] != wire.PROTOCOL_VERSION:
                 raise ProtocolError(ErrorCode.BAD_VERSION)
             name = wire.normalize_name(frame["name"])
             if "pake" in frame:
-                if not factory.pakeBudget.take():
-                    self.sendError(ErrorCode.SERVER_BUSY, "The server is busy with logins; try again shortly.")
-                    return
                 # a client that learns from our answer that its guess was wrong just goes
-                # away without confirming: count every proof as a failure until it succeeds
-                if factory.guard.failed(self.host):
-                    self.log.warn("Address {host} locked out after repeated failed logins", host=self.host)
-                    self.sendError(ErrorCode.TOO_MANY_ATTEMPTS)
+                # away without confirming: a proof is a guess until it is confirmed, and an
+                # address has only so many guesses in flight plus failed (the rest wait)
+                if not factory.guard.begin(self.host):
+                    if factory.guard.waiters(self.host) >= factory.limits.max_login_waiters:
+                        raise ProtocolError(ErrorCode.SERVER_BUSY, "Too many logins from your address at once.")
+                    self._cancelWait = factory.guard.wait(self.host, lambda: self._resumeHello(frame))
+                    self.holdReading("login")
+                    return
+                self.proofOpen = True
+                if not factory.pakeBudget.take():
+                    self.judgeProof(False)
+                    self.sendError(ErrorCode.SERVER_BUSY, "The server is busy with logins; try again shortly.")
                     return
                 binding = tls.channel_binding(self.transport)
                 try:
                     reply, serverConfirm, expected = factory.verifier.pakeRespond(bytes.fromhex(frame["pake"]), binding)
                 except pake.PakeError:
+                    self.judgeProof(False)
                     raise ProtocolError(ErrorCode.BAD_FRAME, "hello.pake is not a valid SPAKE2 message.") from None
                 self.pending = (frame, name, expected)
                 self.sendFrame({"type": "pake", "msg": reply.hex(), "confirm": serverConfirm.hex()})
@@ -235,12 +337,32 @@ class ChatProtocol(FrameReceiver):
         hello, name, expected = self.pending
         self.pending = None
         try:
-            if not hmac.compare_digest(expected, bytes.fromhex(frame["confirm"])):
+            ok = hmac.compare_digest(expected, bytes.fromhex(frame["confirm"]))
+            if self.judgeProof(ok):
+                self.log.warn("Address {host} locked out after repeated failed logins", host=self.host)
+                self.sendError(ErrorCode.TOO_MANY_ATTEMPTS)
+                return
+            if not ok:
                 raise ProtocolError(ErrorCode.BAD_PASSKEY)
             # a name password comes only now, once the client has checked the server's proof
             self.checkName(hello, name, frame.get("password"), viaPake=True)
         except ProtocolError as e:
             self.loginFailed(e, viaPake=True)
+
+    def judgeProof(self, ok: bool) -> bool:
+        """The open login proof succeeded or failed (or was abandoned); True if the address is now locked out."""
+        if not self.proofOpen:
+            return False
+        self.proofOpen = False
+        return self.factory.guard.end(self.host, ok)
+
+    def _resumeHello(self, frame: Dict[str, Any]) -> None:
+        """A login slot may be free for our address: try the waiting hello again."""
+        self._cancelWait = None
+        if self.state == CLOSED:
+            return
+        self.dispatch(frame)
+        self.releaseReading("login")
 
     def checkName(self, hello: Dict[str, Any], name: str, password: Optional[str], viaPake: bool = False) -> None:
         """The passkey is proved; a protected name also needs its password (checked in a worker thread)."""
@@ -296,6 +418,7 @@ class ChatProtocol(FrameReceiver):
         self.nkey = key = wire.name_key(name)
         self.session = secrets.token_hex(16)
         self.state = LIVE
+        self.cancelTimers()
         limits = factory.limits
         self.bucket = TokenBucket(factory.clock, limits.message_rate, limits.message_burst)
         # "--message-rate 0" turns per-user limits off altogether (benchmarks, trusted networks)
@@ -352,11 +475,6 @@ class ChatProtocol(FrameReceiver):
         factory.tell({"type": "presence", "name": self.name, "away": away, "status": status},
                      [p for p in factory.users.values() if p.rich])
 
-    def take(self) -> None:
-        """Spend one unit of the request budget, or refuse with slow-down."""
-        if not self.actions.take():
-            raise ProtocolError(ErrorCode.SLOW_DOWN)
-
     def frame_say(self, frame: Dict[str, Any]) -> None:
         self.requireLogin()
         cid = frame.get("cid")
@@ -385,7 +503,14 @@ class ChatProtocol(FrameReceiver):
             self.sendFrame(frame)
 
         def failed(failure: Any) -> None:
-            self.sendError(ErrorCode.INTERNAL, "The message could not be stored; it was not sent.", ref="say", cid=cid)
+            if failure.check(StoreBusy):
+                self.sendError(ErrorCode.STORE_BUSY, ref="say", cid=cid)
+            elif failure.check(StoreClosed):
+                self.sendError(ErrorCode.SERVER_BUSY, "The server is shutting down; try again in a moment.",
+                               ref="say", cid=cid)
+            else:
+                self.sendError(ErrorCode.INTERNAL, "The message could not be stored; it was not sent.", ref="say",
+                               cid=cid)
 
         d.addCallbacks(stored, failed)
 
@@ -393,15 +518,19 @@ class ChatProtocol(FrameReceiver):
         self.requireLogin()
         aud, where = self.factory.directory.resolve(self, frame)
         limit = frame.get("limit", self.factory.limits.history or 50)
-        d = self.factory.store.events_before(frame.get("before"), limit + 1, social.conv_of(aud))
+        d = self.factory.read(self, self.factory.store.events_before, frame.get("before"), limit + 1,
+                              social.conv_of(aud))
 
         def send(events: Any) -> None:
+            if events is None:
+                return  # gone meanwhile
             more = len(events) > limit
             events = [e for e in events[-limit:] if e["kind"] != "delete"]
             reply = {"type": "history-page", "events": events, "more": more}
             if self.rich:
                 reply.update(where)
-            self.sendFrame(reply)
+            # a page holds what fits in one frame: the newest events, the rest is "more"
+            self.sendFrame(wire.fit(reply, "events", keep="last"))
 
         d.addCallback(send)
         d.addErrback(self._internal, "history")
@@ -410,7 +539,6 @@ class ChatProtocol(FrameReceiver):
 
     def frame_join(self, frame: Dict[str, Any]) -> None:
         self.requireRich()
-        self.take()
         directory, limits = self.factory.directory, self.factory.limits
         key = wire.name_key(frame["room"])
         if key not in self.rooms:
@@ -429,7 +557,6 @@ class ChatProtocol(FrameReceiver):
 
     def frame_leave(self, frame: Dict[str, Any]) -> None:
         self.requireRich()
-        self.take()
         room = self.factory.directory.leave(frame["room"], self.nkey)
         key = wire.name_key(room)
         self.log.info("{name} left room {room}", name=self.name, room=room)
@@ -441,7 +568,6 @@ class ChatProtocol(FrameReceiver):
 
     def frame_rooms(self, frame: Dict[str, Any]) -> None:
         self.requireLogin()
-        self.take()
         self.sendFrame({"type": "room-list", "rooms": self.factory.directory.listing(self)})
 
     def frame_typing(self, frame: Dict[str, Any]) -> None:
@@ -459,7 +585,6 @@ class ChatProtocol(FrameReceiver):
 
     def frame_read(self, frame: Dict[str, Any]) -> None:
         self.requireRich()
-        self.take()
         aud, where = self.factory.directory.resolve(self, frame)
         last = min(frame["id"], self.factory.last_id)
         conv = social.conv_of(aud)
@@ -468,7 +593,6 @@ class ChatProtocol(FrameReceiver):
 
     def frame_presence(self, frame: Dict[str, Any]) -> None:
         self.requireLogin()
-        self.take()
         away = frame.get("away", self.away)
         self.autoAway = False
         if not away:
@@ -478,7 +602,6 @@ class ChatProtocol(FrameReceiver):
 
     def frame_search(self, frame: Dict[str, Any]) -> None:
         self.requireLogin()
-        self.take()
         try:
             query = fts_query(frame["q"])
         except ValueError:
@@ -490,17 +613,18 @@ class ChatProtocol(FrameReceiver):
         limit = frame.get("limit", 20)
         rooms = [social.room_conv(k) for k in self.rooms]
         me = self.nkey if self.rich else "\n"  # a key no one has: no direct messages
-        d = self.factory.store.search(query, rooms, me, conv, frame.get("before"), limit + 1)
+        d = self.factory.read(self, self.factory.store.search, query, rooms, me, conv, frame.get("before"), limit + 1)
 
         def send(events: Any) -> None:
-            self.sendFrame({"type": "search-results", "q": frame["q"], "events": events[:limit],
-                            "more": len(events) > limit})
+            if events is None:
+                return  # gone meanwhile
+            reply = {"type": "search-results", "q": frame["q"], "events": events[:limit], "more": len(events) > limit}
+            self.sendFrame(wire.fit(reply, "events", keep="first"))
 
         d.addCallbacks(send, self._internal, errbackArgs=("search",))
 
     def frame_delete(self, frame: Dict[str, Any]) -> None:
         self.requireLogin()
-        self.take()
 
         async def delete() -> None:
             event = await self.factory.find_event(frame["id"])
@@ -741,16 +865,13 @@ class ChatProtocol(FrameReceiver):
 
     def checkTimeouts(self, now: float) -> None:
         limits = self.factory.limits
-        if self.state in (NEW, CHECKING) and now - self.connectedAt > limits.login_timeout:
-            self.log.info("Connection from {peer} did not log in in time", peer=self.peer)
-            self.sendError(ErrorCode.LOGIN_TIMEOUT)
-        elif self.writePaused and self.pausedSince is not None and now - self.pausedSince > limits.send_timeout:
+        if self.writePaused and self.pausedSince is not None and now - self.pausedSince > limits.send_timeout:
             self.leaveReason = "not reading"
             self.sendFrame({"type": "bye", "reason": "not-reading", "message": "You stopped reading; disconnected."})
-            self.transport.abortConnection()
+            self.abort("not reading")
         elif self.state == LIVE and self.pingSentAt is not None and now - self.pingSentAt > limits.ping_timeout:
             self.leaveReason = "timeout"
-            self.transport.abortConnection()
+            self.abort("timeout")
         elif self.state == LIVE and self.pingSentAt is None and now - self.lastHeard > limits.ping_interval:
             self.pingSentAt = now
             self.sendFrame({"type": "ping"})

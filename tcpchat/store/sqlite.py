@@ -142,6 +142,23 @@ def fts_query(text: str) -> str:
     return " ".join(quoted)
 
 
+class StoreUnusable(Exception):
+    """The database cannot be opened: damaged, not a database, locked or unreadable."""
+
+    def __init__(self, path: str, cause: BaseException) -> None:
+        self.path = path
+        self.cause = cause
+        super().__init__(f"cannot use the database {path}: {cause}")
+
+
+class StoreBusy(Exception):
+    """Another process holds a lock on the database: nothing was written; try again."""
+
+
+class StoreClosed(Exception):
+    """The store is closed (the server is stopping): nothing was written."""
+
+
 class Store:
     """
     The conversation and file index in one SQLite database (WAL mode).
@@ -150,11 +167,25 @@ class Store:
     hand them to the runner and return Deferreds.
     """
 
-    def __init__(self, path: str, runner: Runner = run_now, synchronous: str = "NORMAL") -> None:
+    def __init__(self, path: str, runner: Runner = run_now, synchronous: str = "FULL",
+                 reader: Optional[Runner] = None, busy_timeout: float = 2.0) -> None:
+        """
+        :param runner: runs every write (and the schema work) in order, on one thread.
+        :param reader: runs reads (history, catch-up, search, lookups) on a second
+            connection, so a flood of reads never delays a group commit (WAL lets
+            readers and the writer work at once).  Defaults to ``runner``.
+        :param synchronous: SQLite's ``synchronous`` setting: ``FULL`` syncs the WAL at
+            every commit, so an acknowledged message survives a power cut.
+        :param busy_timeout: seconds a write waits for a lock another process holds
+            before it fails with :class:`StoreBusy`.
+        """
         self.path = path
         self._run = runner
+        self._read = reader or runner
         self._synchronous = synchronous
+        self._busy_timeout = busy_timeout
         self._db: Optional[sqlite3.Connection] = None
+        self._rdb: Optional[sqlite3.Connection] = None
         #: events up to this id are in the search index
         self._indexed = 0
 
@@ -178,31 +209,45 @@ class Store:
         """
         return self._run(self._do_append, list(events))
 
-    def events_after(self, after: int, limit: int) -> Deferred:
-        """Fires with up to ``limit`` events with ids above ``after``, oldest first."""
-        return self._run(self._do_after, after, limit)
+    def _reading(self, wanted: Optional[Callable[[], bool]], f: Callable[..., Any], *args: Any) -> Deferred:
+        """
+        Run a read on the read connection.  ``wanted`` is asked on the
+        database thread just before it runs: a read whose requester has gone
+        meanwhile is skipped (fires with None).
+        """
+        if wanted is None:
+            return self._read(f, *args)
+        return self._read(lambda: f(*args) if wanted() else None)
 
-    def events_before(self, before: Optional[int], limit: int, conv: Optional[str] = None) -> Deferred:
+    def events_after(self, after: int, limit: int, wanted: Optional[Callable[[], bool]] = None) -> Deferred:
+        """Fires with up to ``limit`` events with ids above ``after``, oldest first."""
+        return self._reading(wanted, self._do_after, after, limit)
+
+    def events_before(self, before: Optional[int], limit: int, conv: Optional[str] = None,
+                      wanted: Optional[Callable[[], bool]] = None) -> Deferred:
         """
         Fires with the ``limit`` latest events below ``before``, oldest first:
         of one conversation (``conv``) without deleted messages, or of all.
         """
-        return self._run(self._do_before, before, limit, conv)
+        return self._reading(wanted, self._do_before, before, limit, conv)
 
     def get_event(self, event_id: int) -> Deferred:
         """Fires with ``(event, conv, sender key)`` or None."""
-        return self._run(self._do_get_event, event_id)
+        return self._reading(None, self._do_get_event, event_id)
 
     def search(self, query: str, rooms: Sequence[str], me: str, conv: Optional[str], before: Optional[int],
-               limit: int) -> Deferred:
+               limit: int, wanted: Optional[Callable[[], bool]] = None) -> Deferred:
         """
         Fires with up to ``limit`` messages matching ``query`` (an FTS5
         query, see :func:`fts_query`), newest first, below ``before``: only in
         the room conversations ``rooms`` and the direct conversations of the
         user whose name key is ``me``, or only in ``conv`` (which the caller
-        has checked ``me`` may read).
+        has checked ``me`` may read).  Everything stored before the call is
+        indexed first (on the writer), then searched (on the read connection).
         """
-        return self._run(self._do_search, query, list(rooms), me, conv, before, limit)
+        d = self._run(self._do_index)
+        d.addCallback(lambda _: self._reading(wanted, self._do_search, query, list(rooms), me, conv, before, limit))
+        return d
 
     def index_pending(self) -> Deferred:
         """Add stored messages not yet in the search index (the server calls this every few seconds)."""
@@ -238,7 +283,7 @@ class Store:
 
     def get_file(self, file_id: int) -> Deferred:
         """Fires with the file's record, or None."""
-        return self._run(self._do_get_file, file_id)
+        return self._reading(None, self._do_get_file, file_id)
 
     def stored_bytes(self) -> Deferred:
         """Fires with the total size of distinct stored file contents."""
@@ -247,17 +292,38 @@ class Store:
     # ------------------------------------------------------- blocking parts
 
     def _do_open(self) -> int:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=self._busy_timeout)
+        try:
+            return self._open_with(db)
+        except sqlite3.DatabaseError as e:
+            db.close()
+            raise StoreUnusable(self.path, e) from None
+
+    def _open_with(self, db: sqlite3.Connection) -> int:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self._synchronous}")
+        (check,) = db.execute("PRAGMA quick_check(1)").fetchone()
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"the database is damaged ({check})")
         db.executescript(SCHEMA)
         self._migrate(db)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         row = db.execute("SELECT value FROM meta WHERE key = 'fts_upto'").fetchone()
         self._indexed = int(row[0]) if row else 0
         self._db = db
+        if self.path != ":memory:" and self._read is not self._run:
+            # a second connection for reads (WAL: they never wait for the writer, nor it for them)
+            self._rdb = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                        timeout=self._busy_timeout)
+            self._rdb.execute("PRAGMA query_only=1")
         (last,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()
         return int(last)
+
+    @property
+    def _reader_db(self) -> sqlite3.Connection:
+        db = self._rdb or self._db
+        assert db is not None
+        return db
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
@@ -292,13 +358,23 @@ class Store:
             db.execute("INSERT OR IGNORE INTO rooms VALUES (?, ?, NULL, NULL)", (DEFAULT_ROOM, DEFAULT_ROOM))
 
     def _do_close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        for db in (self._rdb, self._db):
+            if db is not None:
+                db.close()
+        self._db = self._rdb = None
 
     def _do_append(self, events: List[Event]) -> List[Tuple[Event, bool]]:
         db = self._db
-        assert db is not None
+        if db is None:
+            raise StoreClosed()
+        try:
+            return self._append_in(db, events)
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise StoreBusy(str(e)) from None
+            raise
+
+    def _append_in(self, db: sqlite3.Connection, events: List[Event]) -> List[Tuple[Event, bool]]:
         out: List[Tuple[Event, bool]] = []
         with transaction(db):
             for event in events:
@@ -362,23 +438,20 @@ class Store:
                            (json.dumps(keep, ensure_ascii=False), stored["target"]))
 
     def _do_after(self, after: int, limit: int) -> List[Event]:
-        assert self._db is not None
-        rows = self._db.execute(_SELECT + " WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+        rows = self._reader_db.execute(_SELECT + " WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
         return [_row_to_event(r) for r in rows]
 
     def _do_before(self, before: Optional[int], limit: int, conv: Optional[str] = None) -> List[Event]:
-        assert self._db is not None
         where, args = ["id < ?"], [before if before is not None else 2**62]
         if conv is not None:
             where += ["conv = ?", "kind != 'deleted'"]
             args.append(conv)
-        rows = self._db.execute(_SELECT + " WHERE " + " AND ".join(where) + " ORDER BY id DESC LIMIT ?",
+        rows = self._reader_db.execute(_SELECT + " WHERE " + " AND ".join(where) + " ORDER BY id DESC LIMIT ?",
                                 (*args, limit))
         return [_row_to_event(r) for r in reversed(list(rows))]
 
     def _do_get_event(self, event_id: int) -> Optional[Tuple[Event, str, str]]:
-        assert self._db is not None
-        row = self._db.execute(
+        row = self._reader_db.execute(
             "SELECT id, ts, kind, name, text, cid, extra, conv, nkey FROM events WHERE id = ?", (event_id,)
         ).fetchone()
         return None if row is None else (_row_to_event(row[:7]), row[7], row[8])
@@ -411,8 +484,6 @@ class Store:
 
     def _do_search(self, query: str, rooms: List[str], me: str, conv: Optional[str], before: Optional[int],
                    limit: int) -> List[Event]:
-        assert self._db is not None
-        self._do_index()  # everything stored so far is searchable
         if conv is not None:
             scope, args = "e.conv = ?", [conv]
         else:
@@ -426,7 +497,7 @@ class Store:
             + " WHERE events_fts MATCH ? AND f.rowid < ? AND e." + _SEARCHABLE_SQL + " AND " + scope
             + " ORDER BY f.rowid DESC LIMIT ?"
         )
-        rows = self._db.execute(sql, (query, before if before is not None else 2**62, *args, limit))
+        rows = self._reader_db.execute(sql, (query, before if before is not None else 2**62, *args, limit))
         return [_row_to_event(r) for r in rows]
 
     def _do_load_social(self) -> Dict[str, Any]:
@@ -480,8 +551,7 @@ class Store:
         return int(cursor.lastrowid)
 
     def _do_get_file(self, file_id: int) -> Optional[Dict[str, Any]]:
-        assert self._db is not None
-        row = self._db.execute(
+        row = self._reader_db.execute(
             "SELECT id, sha256, size, name, mime, uploader, ts, conv FROM files WHERE id = ?", (file_id,)
         ).fetchone()
         if row is None:
