@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 from twisted.application import service
 from twisted.internet import defer
@@ -18,7 +18,7 @@ from twisted.python import usage
 
 from tcpchat import auth
 from tcpchat.server.chat import ChatFactory, Limits
-from tcpchat.store.sqlite import Store, ThreadRunner
+from tcpchat.store.sqlite import Store, StoreUnusable, ThreadRunner
 
 DEFAULT_PORT = 12345
 DEFAULT_DATA_DIR = "tcpchat-data"
@@ -127,7 +127,7 @@ class ChatService(service.Service):
 
     log = Logger()
 
-    def __init__(self, factory: ChatFactory, endpoints: List[Any], passkey: str, runner: Optional[ThreadRunner] = None,
+    def __init__(self, factory: ChatFactory, endpoints: List[Any], passkey: str, runners: Sequence[ThreadRunner] = (),
                  tls_options: Any = None, fingerprint: Optional[str] = None, admin_passkey: Optional[str] = None):
         self.factory = factory
         self.admin_passkey = admin_passkey
@@ -136,7 +136,7 @@ class ChatService(service.Service):
         self.fingerprint = fingerprint
         self.endpoints = endpoints
         self.passkey = passkey
-        self.runner = runner
+        self.runners = runners
         self.ports: List[Any] = []
         self.ready: defer.Deferred = defer.Deferred()
 
@@ -180,9 +180,21 @@ class ChatService(service.Service):
         self.passkey = passkey
 
     def _failed(self, failure: Any) -> None:
-        self.log.failure("tcpchat could not start", failure)
+        """Could not start: one clear line, then exit with status 1 (a service manager sees the failure)."""
         from twisted.internet import reactor
+        from twisted.internet.error import CannotListenError
 
+        if failure.check(StoreUnusable):
+            why = f"{failure.value}. Restore it from a backup, or move it aside to start afresh."
+        elif failure.check(CannotListenError):
+            why = f"cannot listen on {failure.value.interface or '*'}:{failure.value.port}: {failure.value.socketError}"
+        elif failure.check(OSError):
+            why = f"{failure.value.strerror or failure.value}: {failure.value.filename or ''}".rstrip(": ")
+        else:
+            self.log.failure("tcpchat could not start", failure)
+            why = failure.getErrorMessage()
+        self.log.critical("tcpchat could not start: {why}", why=why)
+        exit_after_shutdown(reactor, 1)
         reactor.stop()
 
     def announce(self) -> None:
@@ -212,13 +224,27 @@ class ChatService(service.Service):
     async def _stop(self) -> None:
         await defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in self.ports])
         await self.factory.stop()
-        if self.runner is not None:
-            self.runner.stop()
+        for runner in self.runners:
+            runner.stop()
         self.log.info("tcpchat stopped cleanly")
 
     def stopService(self) -> defer.Deferred:
         super().stopService()
         return defer.Deferred.fromCoroutine(self._stop())
+
+
+def exit_after_shutdown(reactor: Any, status: int) -> None:
+    """
+    Make the process exit with ``status`` once the reactor has shut down
+    (twistd itself would exit 0 after a failed start).
+    """
+
+    def leave() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+
+    reactor.addSystemEventTrigger("after", "shutdown", leave)
 
 
 def client_addresses(host: str, port: int) -> List[str]:
@@ -269,7 +295,8 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
     admin_passkey = config["admin-passkey"] or auth.generate_passkey()
     _write_private(os.path.join(config["data-dir"], "admin-passkey"), admin_passkey + "\n")
     runner = ThreadRunner(reactor)
-    store = Store(os.path.join(config["data-dir"], "tcpchat.sqlite3"), runner)
+    reader = ThreadRunner(reactor, name="tcpchat-db-read")
+    store = Store(os.path.join(config["data-dir"], "tcpchat.sqlite3"), runner, reader=reader)
     limits = Limits(
         history=config["history"], max_file_size=config["max-file-size"], max_storage=config["max-storage"],
         max_connections=config["max-connections"], max_per_address=config["max-per-address"],
@@ -295,7 +322,7 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
         tls_options = tls.server_options(cert_path, key_path)
         with open(cert_path, "rb") as f:
             fingerprint = tls.fingerprint_pem(f.read())
-    return ChatService(factory, endpoints, passkey, runner, tls_options, fingerprint, admin_passkey)
+    return ChatService(factory, endpoints, passkey, [runner, reader], tls_options, fingerprint, admin_passkey)
 
 
 def _write_private(path: str, text: str) -> None:

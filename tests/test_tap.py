@@ -34,7 +34,7 @@ def test_defaults(tmp_path, monkeypatch):
         "certificate": None,
         "private-key": None,
         "max-connections": 10000,
-        "max-per-address": 64,
+        "max-per-address": 256,
         "message-rate": 10.0,
         "insecure-plaintext": 0,
     }
@@ -96,7 +96,8 @@ def test_make_service_listens_where_told(tmp_path):
     assert service.fingerprint.startswith("SHA256:") and service.tls_options is not None
     assert (tmp_path / "server.pem").exists() and (tmp_path / "server.key").stat().st_mode & 0o077 == 0
     assert [type(e).__name__ for e in service.endpoints] == ["TCP4ServerEndpoint", "TCP4ServerEndpoint"]
-    service.runner.stop()
+    for runner in service.runners:
+        runner.stop()
 
 
 def test_plaintext_only_when_asked_loudly(tmp_path):
@@ -104,7 +105,8 @@ def test_plaintext_only_when_asked_loudly(tmp_path):
     options = parse("-l", "tcp:0", "-d", str(tmp_path), "--insecure-plaintext")
     service = tap.makeService(options, MemoryReactorClock())
     assert service.tls_options is None and service.fingerprint is None
-    service.runner.stop()
+    for runner in service.runners:
+        runner.stop()
     assert "DANGER" in str(tap.Options())
 
 
