@@ -20,6 +20,8 @@ from .helpers import PASSKEY
 BIN = os.path.dirname(sys.executable)
 TWISTD = os.path.join(BIN, "twistd")
 STARTUP_TIMEOUT = 30.0
+#: the output of every server started by the current test (checked for tracebacks by conftest)
+STARTED: List[Callable[[], str]] = []
 
 
 class ServerProcess:
@@ -53,6 +55,8 @@ class ServerProcess:
             self._partial = b""
             self._searched = len(self.output)
         self.proc = subprocess.Popen(args, cwd=self.data_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if self.log not in STARTED:
+            STARTED.append(self.log)
         threading.Thread(target=self._reader, daemon=True).start()
         match = self.wait_for(r"Join at:\s+127\.0\.0\.1:(\d+)")
         self.port = int(match.group(1))
@@ -215,6 +219,7 @@ async def spawn_twistd(reactor, data_dir: str, port: int = 0, passkey: str = PAS
                        extra=("--insecure-plaintext", "--message-rate", "0")):
     """Start the installed twistd; returns (process protocol, port)."""
     proto = TwistdProtocol()
+    STARTED.append(lambda: proto.output.decode("utf-8", "replace"))
     data_dir = os.path.abspath(data_dir)
     args = [TWISTD, "-n", "--pidfile=", "tcpchat", "--listen", f"tcp:{port}:interface=127.0.0.1",
             "--data-dir", str(data_dir), "--passkey", passkey, *extra]

@@ -993,11 +993,13 @@ class ChatClient:
                 return
         cid = frame.get("cid")
         if cid in self.outbox:
-            if code in (ErrorCode.SLOW_DOWN, ErrorCode.INTERNAL):
+            if code in (ErrorCode.SLOW_DOWN, ErrorCode.INTERNAL, ErrorCode.STORE_BUSY):
                 # not stored: try again in a moment (the server de-duplicates by cid)
                 self.reactor.callLater(1.0, self._resend, cid)
-                if code == ErrorCode.SLOW_DOWN:
+                if code in (ErrorCode.SLOW_DOWN, ErrorCode.STORE_BUSY):
                     return  # nothing for the user to do
+            elif code == ErrorCode.SERVER_BUSY:
+                return  # the server is going down: it stays in the outbox and is sent after reconnecting
             else:
                 del self.outbox[cid]  # refused for good; retrying cannot help
                 self._outboxChanged()

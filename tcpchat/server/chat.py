@@ -28,6 +28,8 @@ from tcpchat.server.social import DEFAULT_KEY, Audience, Directory, audience, ca
 from tcpchat.store.sqlite import Event, Store, StoreBusy, StoreClosed
 
 
+#: Presence listed in ``welcome`` and ``users`` frames, in bytes at most.
+PRESENCE_BYTES = 64 * 1024
 #: The audience of events everyone may read (the default room).
 _EVERYONE = ("room", DEFAULT_KEY)
 
@@ -453,9 +455,12 @@ class ChatFactory(Factory):
 
     def presence(self) -> Dict[str, Dict[str, Any]]:
         """Who is away or has a status line: name -> {"away", "status"}."""
-        out = {}
+        out, size = {}, 0
         for proto in self.users.values():
             if proto.away or proto.status:
+                size += 4 * (len(proto.name) + len(proto.status)) + 40
+                if size > PRESENCE_BYTES:
+                    break  # bounded: a login never gets a frame it cannot take
                 out[proto.name] = {"away": proto.away, "status": proto.status}
         return out
 

@@ -443,7 +443,7 @@ class ChatProtocol(FrameReceiver):
         if self.rich:
             welcome["features"] = list(wire.FEATURES)
             welcome["presence"] = factory.presence()
-        self.sendFrame(welcome)
+        self.sendFrame(wire.fit(welcome, "users"))
         if self.rich:
             for room in sorted(self.rooms):
                 self.sendRoom(room)
@@ -457,8 +457,9 @@ class ChatProtocol(FrameReceiver):
     def sendRoom(self, room_key: str) -> None:
         """Tell this user about a room it is in: its members and read markers."""
         directory = self.factory.directory
-        self.sendFrame({"type": "room", "room": directory.rooms[room_key], "members": directory.member_names(room_key),
-                        "seen": directory.seen(social.room_conv(room_key))})
+        self.sendFrame(wire.fit({"type": "room", "room": directory.rooms[room_key],
+                                 "members": directory.member_names(room_key),
+                                 "seen": directory.seen(social.room_conv(room_key))}, "members"))
 
     def active(self) -> None:
         """The user did something: note it, and bring them back if they were away by themselves."""
@@ -568,7 +569,7 @@ class ChatProtocol(FrameReceiver):
 
     def frame_rooms(self, frame: Dict[str, Any]) -> None:
         self.requireLogin()
-        self.sendFrame({"type": "room-list", "rooms": self.factory.directory.listing(self)})
+        self.sendFrame(wire.fit({"type": "room-list", "rooms": self.factory.directory.listing(self)}, "rooms"))
 
     def frame_typing(self, frame: Dict[str, Any]) -> None:
         self.requireRich()
@@ -692,7 +693,7 @@ class ChatProtocol(FrameReceiver):
         reply = {"type": "users", "users": self.factory.user_names()}
         if self.rich:
             reply["presence"] = self.factory.presence()
-        self.sendFrame(reply)
+        self.sendFrame(wire.fit(reply, "users"))
 
     def frame_ping(self, frame: Dict[str, Any]) -> None:
         reply: Dict[str, Any] = {"type": "pong"}
