@@ -28,8 +28,12 @@ class ServerProcess:
     """The installed ``twistd -n tcpchat``, run as a subprocess on 127.0.0.1."""
 
     def __init__(self, data_dir: str, port: int = 0, passkey: str = PASSKEY, extra: Optional[List[str]] = None,
-                 tls: bool = False):
+                 tls: bool = False, limits: bool = False, prefix: Optional[List[str]] = None):
+        """``limits``: keep the per-user rate limits (plaintext servers here turn them off by default);
+        ``prefix``: a command to run twistd under (e.g. strace)."""
         self.tls = tls
+        self.limits = limits
+        self.prefix = prefix or []
         self.data_dir = str(data_dir)
         self.port = port
         self.passkey = passkey
@@ -47,7 +51,8 @@ class ServerProcess:
         if self.passkey is not None:
             args += ["--passkey", self.passkey]
         if not self.tls:  # these tests speak the protocol with plain sockets
-            args += ["--insecure-plaintext", "--message-rate", "0"]
+            args += ["--insecure-plaintext"] + ([] if self.limits else ["--message-rate", "0"])
+        args = self.prefix + args
         # run from the data directory, so only the *installed* plugin can be found
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with self._cond:  # (again, after stop() or kill(): a new process, a new output stream)
@@ -137,10 +142,19 @@ class ServerProcess:
 class RawClient:
     """A blocking client that speaks PROTOCOL.rst with nothing but the socket module."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0, source: Optional[str] = None):
-        """``source``: another loopback address to connect from (e.g. 127.0.0.2), to look like another machine."""
-        self.sock = socket.create_connection((host, port), timeout=timeout,
-                                             source_address=(source, 0) if source else None)
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0, source: Optional[str] = None,
+                 tls: bool = False):
+        """``source``: another loopback address to connect from (e.g. 127.0.0.2), to look like another machine;
+        ``tls``: speak TLS (without checking the certificate: these tests are about what comes after)."""
+        sock = socket.create_connection((host, port), timeout=timeout, source_address=(source, 0) if source else None)
+        if tls:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            sock = context.wrap_socket(sock)
+        self.sock = sock
         self.buffer = b""
 
     def send(self, frame: Dict[str, Any]) -> None:
