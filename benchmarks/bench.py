@@ -1025,6 +1025,9 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--file-size", default=1024**3, type=int, help="bytes for the file throughput cell (0: skip)")
     p.add_argument("--search-messages", default=100_000, type=int, help="stored messages for the search cell (0: skip)")
     p.add_argument("--search-repeat", default=30, type=int, help="times each search query is asked")
+    p.add_argument("--attack-seconds", default=8.0, type=float, help="seconds each attack of the 'under attack' cell runs (0: skip)")
+    p.add_argument("--attack-sockets", default=10000, type=int, help="idle sockets in the 'under attack' cell")
+    p.add_argument("--only-attack", action="store_true", help="run only the 'under attack' cell")
     p.add_argument("--seed-server", default=DEFAULT_SEED)
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
@@ -1035,12 +1038,36 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.file_size = min(args.file_size, 4 * 1024 * 1024)
         args.cell_timeout = 60.0
         args.search_messages, args.search_repeat = min(args.search_messages, 3000), 3
+        args.attack_seconds, args.attack_sockets = min(args.attack_seconds, 1.0), min(args.attack_sockets, 200)
     return args
+
+
+def attack_report(rows: List[Dict[str, Any]]) -> str:
+    return ("under attack (tcpchat on its defaults: TLS, default limits; one user sends every 100 ms and times "
+            "each ack; target: p99 <= 2x quiet p99 + 50 ms, peak RSS < 300 MiB):\n"
+            + table(rows, [("attack", "attack", 0), ("acks", "acks", 0), ("refused", "refused", 0),
+                           ("p50 ms", "p50_ms", 1), ("p99 ms", "p99_ms", 1), ("max ms", "max_ms", 1),
+                           ("target ms", "target_ms", 1), ("RSS MiB", "base_mib", 1), ("peak MiB", "peak_mib", 1),
+                           ("sockets", "sockets", 0), ("met", "met", 0)]))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse(argv)
+    attacks: List[Dict[str, Any]] = []
+    if args.attack_seconds > 0:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import attack
+
+        with tempfile.TemporaryDirectory() as workdir:
+            attacks = attack.run(workdir, args.attack_seconds, args.attack_sockets)
+        print(attack_report(attacks))
+        if args.only_attack:
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump({"attacks": attacks}, f, indent=1, default=str)
+            return 0
     results = asyncio.run(run(args))
+    results["attacks"] = attacks
     print(report(results))
     if args.json:
         with open(args.json, "w") as f:
