@@ -227,3 +227,33 @@ def run(workdir: str, seconds: float = 8.0, sockets: int = 10000) -> List[Dict[s
         row["target_ms"] = 2 * quiet + 50
         row["met"] = "yes" if row["p99_ms"] <= 2 * quiet + 50 and row["peak_mib"] < 300 else "NO"
     return rows
+
+
+def sync_cost(workdir: str, commits: int = 2000) -> List[Dict[str, Any]]:
+    """
+    What fsync-before-ack costs: the same group commits (1 and 50 messages each)
+    written by the server's store with ``synchronous=FULL`` (the default: the WAL
+    is synced at every commit) and ``NORMAL`` (0.2's setting: synced only at
+    checkpoints), in-process on this machine's disk.
+    """
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from tcpchat.store.sqlite import Store
+
+    rows = []
+    for batch in (1, 50):
+        for mode in ("NORMAL", "FULL"):
+            path = os.path.join(tempfile.mkdtemp(dir=workdir), "sync.sqlite3")
+            store = Store(path, synchronous=mode)
+            store._do_open()
+            times = []
+            for i in range(commits // batch):
+                events = [{"kind": "message", "ts": 0.0, "name": "a", "nkey": "a", "text": "x" * 80, "cid": f"{i}-{j}",
+                           "conv": "#general"} for j in range(batch)]
+                began = time.perf_counter()
+                store._do_append(events)
+                times.append(time.perf_counter() - began)
+            store._do_close()
+            rows.append({"mode": mode, "batch": batch, "commits": len(times),
+                         "p50_ms": _percentile(times, 0.5) * 1000, "p99_ms": _percentile(times, 0.99) * 1000,
+                         "msgs_per_s": batch * len(times) / sum(times)})
+    return rows

@@ -1058,8 +1058,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import attack
 
-        with tempfile.TemporaryDirectory() as workdir:
+        with tempfile.TemporaryDirectory(dir=os.getcwd()) as workdir:
+            syncs = attack.sync_cost(workdir, 200 if args.quick else 2000)
             attacks = attack.run(workdir, args.attack_seconds, args.attack_sockets)
+        print("cost of fsync before ack (group commits written by the store, in-process, on this disk):\n"
+              + table(syncs, [("synchronous", "mode", 0), ("msgs/commit", "batch", 0), ("commits", "commits", 0),
+                              ("p50 ms", "p50_ms", 3), ("p99 ms", "p99_ms", 3), ("msgs/s", "msgs_per_s", 0)]))
         print(attack_report(attacks))
         if args.only_attack:
             if args.json:

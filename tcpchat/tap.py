@@ -48,12 +48,14 @@ class Options(usage.Options):
     longdesc = (
         "Run a tcpchat group chat server. With no options it listens on TCP port "
         f"{DEFAULT_PORT} on every interface, keeps its database and files in "
-        f"./{DEFAULT_DATA_DIR}, and prints a fresh passkey for people to join with."
+        f"./{DEFAULT_DATA_DIR}, and prints the passkey people join with: generated on the first start and kept in "
+        "DATA-DIR/passkey (readable by this account only), so it stays the same across restarts. Change it live "
+        "with /passkey in a client (the new one is kept), or edit that file and restart."
     )
     optParameters = [
         ["port", "p", DEFAULT_PORT, "TCP port to listen on (all interfaces); ignored when --listen is given.", int],
         ["data-dir", "d", DEFAULT_DATA_DIR, "Directory for the database and shared files (created if missing)."],
-        ["passkey", None, None, "Use this passkey instead of generating one at start-up."],
+        ["passkey", None, None, "Use this passkey instead of the one kept in DATA-DIR/passkey (which is left as it is)."],
         ["passkey-file", None, None, "Read the passkey from the first line of this file."],
         ["admin-passkey", None, None, "Operator passkey (for /oper); default: a fresh one, printed at start-up and "
          "written to DATA-DIR/admin-passkey (readable by this account only)."],
@@ -64,7 +66,7 @@ class Options(usage.Options):
         ["certificate", None, None, "TLS certificate (PEM) to use instead of the generated one; needs --private-key."],
         ["private-key", None, None, "Private key (PEM) for --certificate."],
         ["max-connections", None, Limits.max_connections, "Open connections allowed in all (0: no limit).", int],
-        ["max-per-address", None, Limits.max_per_address, "Open connections allowed from one address (0: no limit).", int],
+        ["max-per-address", None, Limits.max_per_address, "Open connections allowed from one address (0: no limit; default 256: a classroom behind one router).", int],
         ["message-rate", None, Limits.message_rate, "Messages per second one user may keep sending (0: no per-user rate limits at all).", float],
     ]
     optFlags = [
@@ -136,6 +138,8 @@ class ChatService(service.Service):
         self.fingerprint = fingerprint
         self.endpoints = endpoints
         self.passkey = passkey
+        #: where the passkey is kept (None: it was given on the command line)
+        self.passkey_file: Optional[str] = None
         self.runners = runners
         self.ports: List[Any] = []
         self.ready: defer.Deferred = defer.Deferred()
@@ -167,10 +171,9 @@ class ChatService(service.Service):
         await self.factory.start()
         listening: Any = self.factory
         if self.tls_options is not None:
-            from twisted.protocols.tls import TLSMemoryBIOFactory
+            from tcpchat.server.lazytls import LazyTLSFactory
 
-            listening = TLSMemoryBIOFactory(self.tls_options, False, self.factory)
-            listening.noisy = False
+            listening = LazyTLSFactory(self.tls_options, self.factory)
         for endpoint in self.endpoints:
             self.ports.append(await endpoint.listen(listening))
         self.announce()
@@ -178,6 +181,8 @@ class ChatService(service.Service):
 
     def _rotated(self, passkey: str) -> None:
         self.passkey = passkey
+        if self.passkey_file is not None:
+            _write_private(self.passkey_file, passkey + "\n")  # the next start uses the rotated one
 
     def _failed(self, failure: Any) -> None:
         """Could not start: one clear line, then exit with status 1 (a service manager sees the failure)."""
@@ -208,12 +213,14 @@ class ChatService(service.Service):
         else:
             security = "NONE - plaintext (--insecure-plaintext): anyone on the network can read everything"
         self.log.info(
-            "\n{bar}\n  tcpchat server {name!r} is ready\n  Passkey:     {passkey}\n  Join at:     {addresses}\n"
+            "\n{bar}\n  tcpchat server {name!r} is ready\n  Passkey:     {passkey}{kept}\n  Join at:     {addresses}\n"
             "  Security:    {security}\n  Admin key:   {admin}  (type /oper KEY in a client to moderate)\n{bar}",
             admin=self.admin_passkey or "(none)",
             bar=bar,
             name=self.factory.server_name,
             passkey=self.passkey,
+            kept=(f"  (kept in {self.passkey_file}; the same after a restart; change it with /passkey)"
+                  if self.passkey_file else "  (from the command line)"),
             addresses=", ".join(addresses),
             security=security,
             listening=[p.getHost().port for p in self.ports],
@@ -291,7 +298,14 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
     # waking rather than Python's default 5 ms, or each group commit can wait that long
     # behind the reactor thread's Python work (measured: p50 latency 4.8 -> see PERFORMANCE.rst).
     sys.setswitchinterval(0.0005)
-    passkey = config["passkey"] or auth.generate_passkey()
+    passkey_file = None
+    passkey = config["passkey"]
+    if passkey is None:
+        passkey_file = os.path.join(config["data-dir"], "passkey")
+        passkey = _read_private(passkey_file)
+        if passkey is None:
+            passkey = auth.generate_passkey()
+            _write_private(passkey_file, passkey + "\n")
     admin_passkey = config["admin-passkey"] or auth.generate_passkey()
     _write_private(os.path.join(config["data-dir"], "admin-passkey"), admin_passkey + "\n")
     runner = ThreadRunner(reactor)
@@ -322,14 +336,30 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
         tls_options = tls.server_options(cert_path, key_path)
         with open(cert_path, "rb") as f:
             fingerprint = tls.fingerprint_pem(f.read())
-    return ChatService(factory, endpoints, passkey, [runner, reader], tls_options, fingerprint, admin_passkey)
+    chat = ChatService(factory, endpoints, passkey, [runner, reader], tls_options, fingerprint, admin_passkey)
+    chat.passkey_file = passkey_file
+    return chat
+
+
+def _read_private(path: str) -> Optional[str]:
+    """The first line of a secret file we wrote, or None if there is none (or it is empty)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            line = f.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return line if auth.canonical_passkey(line) else None
 
 
 def _write_private(path: str, text: str) -> None:
     """Write a secret file only this account can read."""
+    temporary = path + ".new"
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)  # all or nothing: a crash never leaves half a passkey
     except OSError:
         pass  # the banner shows it anyway

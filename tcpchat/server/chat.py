@@ -142,6 +142,8 @@ class ChatFactory(Factory):
         self._drained: List[Deferred] = []
         self._sweeper: Optional[task.LoopingCall] = None
         self.perHost: Dict[str, int] = {}
+        #: sockets accepted whose TLS has not started (counted in ``perHost`` too)
+        self.waitingSockets = 0
         self._names: Optional[List[str]] = None
         self.guard = LoginGuard(clock)
         #: wrong admin passkeys, per address (10 per 10 min, then a lockout that doubles)
@@ -421,11 +423,33 @@ class ChatFactory(Factory):
         banned = self.moderation.refusal("address", proto.host)
         if banned is not None:
             return wire.ErrorCode.BANNED, banned
-        if limits.max_connections and len(self.connections) > limits.max_connections:
+        if limits.max_connections and len(self.connections) + self.waitingSockets > limits.max_connections:
             return wire.ErrorCode.SERVER_BUSY, "The server has too many connections; try again later."
         if limits.max_per_address and count > limits.max_per_address:
             return wire.ErrorCode.SERVER_BUSY, "Too many connections from your address."
         return None
+
+    def holdSocket(self, host: str) -> bool:
+        """
+        Count a socket accepted before its TLS handshake (it has no protocol yet);
+        False if it is over a cap (then it is aborted: there is no TLS to say why).
+        """
+        limits = self.limits
+        count = self.perHost.get(host, 0) + 1
+        if (limits.max_connections and len(self.connections) + self.waitingSockets >= limits.max_connections) or \
+                (limits.max_per_address and count > limits.max_per_address):
+            return False
+        self.perHost[host] = count
+        self.waitingSockets += 1
+        return True
+
+    def releaseSocket(self, host: str) -> None:
+        self.waitingSockets -= 1
+        count = self.perHost.get(host, 1) - 1
+        if count > 0:
+            self.perHost[host] = count
+        else:
+            self.perHost.pop(host, None)
 
     def release(self, proto: Any) -> None:
         count = self.perHost.get(proto.host, 1) - 1
