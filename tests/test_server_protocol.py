@@ -641,3 +641,75 @@ def test_connections_over_the_per_address_cap_are_refused(tmp_path):
     peers[0].transport.loseConnection()
     assert Peer(factory, host="203.0.113.5").connected
     assert Peer(factory, host="203.0.113.6").connected
+
+
+# ---------------------------------------------------------------- storage faults
+
+
+def test_a_locked_database_answers_store_busy_and_the_resend_is_stored_once(tmp_path):
+    """A lock held by another process: say gets store-busy with its cid; the same cid sent again is stored once."""
+    from tcpchat.store.sqlite import StoreBusy
+
+    factory = make_factory(tmp_path)
+    alice = Peer(factory)
+    alice.login("alice")
+    alice.frames()
+    real = factory.store._do_append
+
+    def locked(events):
+        raise StoreBusy("database is locked")
+
+    factory.store._do_append = locked
+    alice.send({"type": "say", "text": "hello", "cid": "c1"})
+    error = alice.frames()[-1]
+    assert (error["type"], error["code"], error["cid"]) == ("error", "store-busy", "c1")
+    factory.store._do_append = real
+    alice.send({"type": "say", "text": "hello", "cid": "c1"})
+    alice.send({"type": "say", "text": "hello", "cid": "c1"})
+    acks = [f for f in alice.frames() if f["type"] == "ack"]
+    assert len(acks) == 2 and acks[0]["id"] == acks[1]["id"]
+
+
+@pytest.mark.tracebacks_expected  # the bad event's failure is logged, as an unexpected storage error should be
+def test_one_bad_event_does_not_fail_the_others_in_its_batch(tmp_path):
+    """A group commit that fails is written again one event at a time: only the bad event fails."""
+    from twisted.internet.defer import Deferred
+
+    calls = []
+
+    def later(f, *args):  # a runner that runs when told, so events pile up into one batch
+        d = Deferred()
+        calls.append((f, args, d))
+        return d
+
+    def run_all():
+        while calls:
+            f, args, d = calls.pop(0)
+            try:
+                result = f(*args)
+            except Exception as e:
+                d.errback(e)
+            else:
+                d.callback(result)
+
+    from tcpchat.store.sqlite import Store
+
+    store = Store(str(tmp_path / "chat.sqlite3"), later)
+    factory = make_factory(tmp_path, store=store)
+    run_all()
+    real = store._do_append
+
+    def picky(events):
+        if any(e.get("text") == "poison" for e in events):
+            raise ValueError("this one cannot be stored")
+        return real(events)
+
+    store._do_append = picky
+    outcomes = {}
+    for text in ("first", "second", "poison", "third", "fourth"):
+        d = factory.submit({"kind": "message", "name": "a", "nkey": "a", "text": text, **factory.lobby()})
+        d.addCallbacks(lambda r, t=text: outcomes.__setitem__(t, "stored"),
+                       lambda f, t=text: outcomes.__setitem__(t, "failed"))
+    run_all()
+    assert outcomes == {"first": "stored", "second": "stored", "poison": "failed", "third": "stored",
+                        "fourth": "stored"}
