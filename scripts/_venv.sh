@@ -11,8 +11,8 @@ ensure_venv() {
     extras="$1"
     [ -x .venv/bin/python ] || python3 -m venv .venv
     want=$(stamp_of)
-    have=$(sed -n 1p .venv/.tcpchat-installed 2>/dev/null)
-    had=$(sed -n 2p .venv/.tcpchat-installed 2>/dev/null)
+    have=$(sed -n 1p .venv/.tcpchat-installed 2>/dev/null || true)
+    had=$(sed -n 2p .venv/.tcpchat-installed 2>/dev/null || true)
     if [ "$have" != "$want" ] || { [ -n "$extras" ] && [ "$had" != "$extras" ]; }; then
         [ -n "$had" ] && [ -z "$extras" ] && extras="$had"  # keep what was there
         # --no-build-isolation: build with the venv's own setuptools, not a fresh download
