@@ -16,11 +16,11 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
 
-from tcpchat import auth
+from tcpchat import auth, link, qr, wire
 from tcpchat.server.chat import ChatFactory, Limits
 from tcpchat.store.sqlite import Store, StoreUnusable, ThreadRunner
 
-DEFAULT_PORT = 12345
+DEFAULT_PORT = wire.DEFAULT_PORT
 DEFAULT_DATA_DIR = "tcpchat-data"
 
 
@@ -202,11 +202,18 @@ class ChatService(service.Service):
         exit_after_shutdown(reactor, 1)
         reactor.stop()
 
+    def joinLink(self, addresses: List[str]) -> str:
+        """The link to the first address people on the network can use (LAN before loopback)."""
+        host, _, port = addresses[0].rpartition(":")
+        return link.JoinLink(host.strip("[]"), int(port), self.fingerprint).format(with_passkey=False)
+
     def announce(self) -> None:
         addresses = []
         for port in self.ports:
             host = port.getHost()
             addresses.extend(client_addresses(host.host, host.port))
+        joinLink = self.joinLink(addresses) if addresses else ""
+        self.factory.join_link = joinLink or None
         bar = "=" * 64
         if self.fingerprint:
             security = f"TLS, certificate {self.fingerprint}"
@@ -214,7 +221,11 @@ class ChatService(service.Service):
             security = "NONE - plaintext (--insecure-plaintext): anyone on the network can read everything"
         self.log.info(
             "\n{bar}\n  tcpchat server {name!r} is ready\n  Passkey:     {passkey}{kept}\n  Join at:     {addresses}\n"
-            "  Security:    {security}\n  Admin key:   {admin}  (type /oper KEY in a client to moderate)\n{bar}",
+            "  Join link:   {link}\n"
+            "  Security:    {security}\n  Admin key:   {admin}  (type /oper KEY in a client to moderate)\n{bar}\n"
+            "  Scan to join (the join link; tcpchat-client LINK or paste it into the form):\n{qr}\n{bar}",
+            link=joinLink,
+            qr=qr.terminal(joinLink) if joinLink else "",
             admin=self.admin_passkey or "(none)",
             bar=bar,
             name=self.factory.server_name,

@@ -29,6 +29,10 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 #: Protocol version spoken by this implementation (``hello.version``).
 PROTOCOL_VERSION = 1
+#: the port servers listen on and clients try unless told otherwise
+DEFAULT_PORT = 12345
+#: the longest join link (tcpchat://…) anyone needs to accept
+MAX_LINK = 2048
 #: Revision of version 1 documented in PROTOCOL.rst (additions only).
 PROTOCOL_REVISION = "1.1"
 #: Optional features a client may ask for in ``hello.features``.
@@ -386,6 +390,7 @@ SERVER_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
         "features": (_any, False),
         "presence": (_any, False),
         "operator": (_any, False),
+        "link": (_line(MAX_LINK), False),
     },
     "event": {
         "id": (_ID, True),

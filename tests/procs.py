@@ -37,6 +37,8 @@ class ServerProcess:
         self.data_dir = str(data_dir)
         self.port = port
         self.passkey = passkey
+        #: None: the server uses (and prints) the passkey kept in its data directory
+        self.given_passkey = passkey
         self.extra = extra or []
         self.output: List[str] = []
         self._partial = b""
@@ -48,8 +50,8 @@ class ServerProcess:
     def start(self) -> "ServerProcess":
         args = [TWISTD, "-n", "--pidfile=", "tcpchat", "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
                 "--data-dir", self.data_dir, *self.extra]
-        if self.passkey is not None:
-            args += ["--passkey", self.passkey]
+        if self.given_passkey is not None:
+            args += ["--passkey", self.given_passkey]
         if not self.tls:  # these tests speak the protocol with plain sockets
             args += ["--insecure-plaintext"] + ([] if self.limits else ["--message-rate", "0"])
         args = self.prefix + args
@@ -59,14 +61,15 @@ class ServerProcess:
             self._eof = False
             self._partial = b""
             self._searched = len(self.output)
+            self._searched_from = self._searched
         self.proc = subprocess.Popen(args, cwd=self.data_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if self.log not in STARTED:
             STARTED.append(self.log)
         threading.Thread(target=self._reader, daemon=True).start()
         match = self.wait_for(r"Join at:\s+127\.0\.0\.1:(\d+)")
         self.port = int(match.group(1))
-        if self.passkey is None:
-            self.passkey = self.wait_for(r"Passkey:\s+(\S+)", start=0).group(1)
+        if self.given_passkey is None:
+            self.passkey = self.wait_for(r"Passkey:\s+(\S+)", start=self._searched_from).group(1)
         return self
 
     def _reader(self) -> None:

@@ -3,7 +3,10 @@
 import os
 import stat
 
+import pexpect
 import pytest
+
+from tcpchat.ui import text
 
 from .procs import TWISTD, RawClient, ServerProcess
 
@@ -48,3 +51,72 @@ def test_passkey_on_the_command_line_overrides_but_does_not_replace(tmp_path):
     assert "from the command line" in server.log()
     server.stop()
     assert (tmp_path / "passkey").read_text().strip() == kept
+
+
+CLI = os.path.join(os.path.dirname(TWISTD), "tcpchat-cli")
+
+
+def terminal_client(tmp_path, port, name, passkey):
+    env = dict(os.environ, TERM="dumb", LANG="C.UTF-8", HOME=str(tmp_path), XDG_DATA_HOME=str(tmp_path / "share"),
+               TCPCHAT_PASSKEY=passkey)
+    transcript = open(tmp_path / f"{name}.txt", "w", encoding="utf-8")
+    child = pexpect.spawn(CLI, ["--host", "127.0.0.1", "--port", str(port), "--name", name], env=env,
+                          encoding="utf-8", timeout=30, dimensions=(40, 200))
+    child.logfile_read = transcript
+    child.expect("end of history")
+    return child
+
+
+@pytest.mark.skipif(not os.path.exists(CLI), reason="tcpchat-cli is not installed next to this Python")
+def test_restart_and_rotation_from_the_clients_side(tmp_path):
+    """
+    Two terminal clients over TLS: a restart brings both back by themselves with what was written meanwhile; after
+    /passkey and a restart, the operator's client goes on and the other asks for the new passkey (hidden), then
+    delivers the message it queued.
+    """
+    (tmp_path / "server").mkdir()
+    server = ServerProcess(tmp_path / "server", passkey=None, tls=True).start()
+    first = server.passkey
+    alice = terminal_client(tmp_path, server.port, "alice", first)
+    bob = terminal_client(tmp_path, server.port, "bob", first)
+    try:
+        assert server.stop() == 0
+        for child in (alice, bob):
+            child.expect("reconnecting")
+        alice.sendline("written during the outage")
+        alice.expect("queued")
+        server.start()  # the same command: the same port, the same passkey
+        assert server.passkey == first
+        for child in (alice, bob):
+            child.expect("Connected to")
+        bob.expect("alice: written during the outage")
+
+        alice.sendline("/oper " + (tmp_path / "server" / "admin-passkey").read_text().strip())
+        alice.expect("operator")
+        alice.sendline("/passkey")
+        rotated = alice.expect(r"New passkey: (\S+) ") == 0 and alice.match.group(1)
+        assert rotated and rotated != first
+
+        assert server.stop() == 0
+        bob.expect("reconnecting")
+        bob.sendline("bob wrote this while it was down")
+        bob.expect("queued")
+        server.start()
+        assert server.passkey == rotated  # kept across the restart
+        alice.expect("Connected to")  # the operator's client knows the rotated passkey
+        bob.expect_exact(text.PASSKEY_CHANGED)
+        bob.expect_exact("New passkey (or /quit): ")
+        bob.sendline(rotated)
+        bob.expect(r"Rejoining \(1 message\(s\) waiting to be sent\)")
+        bob.expect("Connected to")
+        alice.expect("bob: bob wrote this while it was down")
+        assert rotated not in (tmp_path / "bob.txt").read_text()  # typed without echo
+        for child in (alice, bob):
+            child.sendline("/quit")
+            child.expect(pexpect.EOF)
+            child.close()
+            assert child.exitstatus == 0
+    finally:
+        for child in (alice, bob):
+            child.close(force=True)
+        server.close()

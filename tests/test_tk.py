@@ -4,10 +4,13 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
 from tcpchat.client.core import CONNECTED
+from tcpchat.ui import text
 
 from .clienttools import InProcessServer, make_client, turns
 from .helpers import PASSKEY
@@ -347,3 +350,79 @@ class RoomsTests(TkTestCase):
         await turns(lambda: app.client.state == "disconnected")
         self.assertIn("shouting", app.chat.status.cget("text"))
         self.assertTrue(app.client.stopped)
+
+
+class JoiningTests(TkTestCase):
+    async def test_changed_passkey_returns_to_the_form_and_the_queued_message_goes_out(self):
+        """After a rotation the reconnect is refused: the form says so, keeps server/port/name; typing the new
+        passkey brings the conversation back and sends what was written meanwhile."""
+        app = await self.setUpApp()
+        await self.submit_form("alice")
+        bob, brec = make_client(self.port, "bob")
+        self.addCleanup(bob.stop)
+        await bob.start()
+        self.server.factory.verifier.rotate("the-new-one")
+        app.client.proto.transport.abortConnection()  # e.g. the server restarted
+        await turns(lambda: app.client.state != CONNECTED)
+        app.chat.input.insert("1.0", "written while out")
+        app.chat.send()
+        self.assertIn("written while out", [f["text"] for f in app.client.outbox.values()])
+        await turns(lambda: app.connect.winfo_ismapped())
+        self.assertEqual(app.connect.message.cget("text"), text.PASSKEY_CHANGED)
+        self.assertEqual((app.connect.host.get(), app.connect.port.get(), app.connect.name.get()),
+                         ("127.0.0.1", str(self.port), "alice"))
+        self.assertEqual(app.connect.passkey.get(), "")
+        await turns(lambda: self.root.focus_get() is app.connect.entries["passkey"])
+        if write_docs():
+            self.root.update()
+            screenshot(os.path.join(DOCS, "tk-passkey-changed.png"), self.window())
+        if shutil.which("xdotool"):
+            await self.type_into(app.connect.entries["passkey"], "the-new-one")
+            xdotool("key", "Return")
+        else:
+            app.connect.passkey.set("the-new-one")
+            app.connect.button.invoke()
+        await brec.until(lambda: "written while out" in brec.texts())
+        await turns(lambda: app.chat.winfo_ismapped() and "alice: written while out" in app.chat.conversation())
+        self.assertEqual(app.client.outbox, {})
+        self.assertFalse(app.connect.winfo_ismapped())
+
+    async def test_join_link_fills_the_form_pins_and_refuses_another_certificate(self):
+        """A link pasted into the address field (or given on the command line) fills the form; its certificate is
+        checked: the right server is pinned on first contact, a server with another certificate is refused."""
+        from tcpchat import link
+        from tcpchat.client.core import KnownServers
+        from tcpchat.ui.tk import parse_args
+
+        app = await self.setUpApp()
+        good = link.JoinLink("127.0.0.1", self.port, self.server.fingerprint, PASSKEY).format()
+        wrong = link.JoinLink("127.0.0.1", self.port, "SHA256:" + ":".join(["0F"] * 32), PASSKEY).format()
+
+        app.connect.host.set(wrong)  # as if pasted
+        self.assertEqual((app.connect.host.get(), app.connect.port.get(), app.connect.passkey.get()),
+                         ("127.0.0.1", str(self.port), PASSKEY))
+        app.connect.name.set("alice")
+        app.connect.button.invoke()
+        await turns(lambda: "not the one in the join link" in app.connect.message.cget("text"))
+        self.assertIsNone(KnownServers(self.settings.known_servers).get("127.0.0.1", self.port))
+        self.assertIsNone(app.chat)
+
+        args = parse_args([good, "--name", "bob"])
+        app.prefill(args.joined, name=args.name)
+        self.assertEqual(app.connect.name.get(), "bob")
+        app.connect.button.invoke()
+        await turns(lambda: app.client.state == CONNECTED)
+        self.assertEqual(KnownServers(self.settings.known_servers).get("127.0.0.1", self.port), self.server.fingerprint)
+
+
+def test_desktop_client_options():
+    """--host/--port/--name and a link fill the form; anything else is refused (exit status 2), not ignored."""
+    from tcpchat.ui.tk import parse_args
+
+    args = parse_args(["--host", "10.0.0.5", "--port", "999", "--name", "zoe"])
+    assert (args.host, args.port, args.name, args.joined) == ("10.0.0.5", 999, "zoe", None)
+    assert parse_args(["tcpchat://10.1.1.1:77/"]).joined.port == 77
+    for bad in (["--hots", "x"], ["--port", "0"], ["not-a-link"], ["a", "b"]):
+        with pytest.raises(SystemExit) as raised:
+            parse_args(bad)
+        assert raised.value.code == 2

@@ -306,6 +306,7 @@ class ChatClient:
         known_servers: Optional[str] = None,
         trust_new_certificate: bool = False,
         password: Optional[str] = None,
+        fingerprint: Optional[str] = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -325,7 +326,11 @@ class ChatClient:
         self.tls = tls
         self.knownServers = KnownServers(known_servers)
         self.trustNewCertificate = trust_new_certificate
+        #: the certificate a join link named (``SHA256:…``): any other is refused, whatever is pinned
+        self.expectedFingerprint = fingerprint
         self.fingerprint: Optional[str] = None
+        #: why the server last refused the login (a :class:`LoginRefused`), until the next one succeeds
+        self.refused: Optional[LoginRefused] = None
         self._pake: Any = None
         self.endpoint = endpoint or HostnameEndpoint(reactor, host, port, timeout=10)
         if tls:
@@ -377,6 +382,7 @@ class ChatClient:
         After the first success the client reconnects by itself for ever.
         """
         self.stopped = False
+        self.refused = None
         self._loginWaiter: Deferred = Deferred()
         self._service = ClientService(self.endpoint, _ClientFactory(self), retryPolicy=self._retryPolicy, clock=self.reactor)
         self._setState(CONNECTING, f"Connecting to {self.host}:{self.port}…")
@@ -384,6 +390,16 @@ class ChatClient:
         first = self._service.whenConnected(failAfterFailures=1)
         first.addErrback(self._firstAttemptFailed)
         return self._loginWaiter
+
+    def relogin(self, passkey: str) -> Deferred:
+        """
+        Log in again with another passkey, after the server refused this one
+        (it was rotated, or the server restarted with a new one).  What was
+        shown, the outbox and waiting transfers are kept: the messages
+        written meanwhile are sent once logged in.
+        """
+        self.passkey = passkey
+        return self.start()
 
     def stop(self, grace: float = 2.0) -> Deferred:
         """
@@ -655,6 +671,8 @@ class ChatClient:
 
     def _giveUp(self, error: Exception, message: str) -> None:
         self.stopped = True
+        if isinstance(error, LoginRefused):
+            self.refused = error
         self._stopService().addErrback(lambda f: None)
         self._setState(FAILED, message)
         if not self._loginWaiter.called:
@@ -678,15 +696,13 @@ class ChatClient:
 
             self.fingerprint = _tls.peer_fingerprint(proto.transport)
             pinned = self.knownServers.get(self.host, self.port)
-            if pinned is not None and pinned != self.fingerprint and not self.trustNewCertificate:
-                message = (
-                    f"WARNING: the server at {self.host}:{self.port} shows a different certificate than before "
-                    f"({self.fingerprint}; it was {pinned}). Someone may be intercepting the connection. If the "
-                    "server was reinstalled, ask its operator, then forget the old certificate and connect again."
-                )
+            complaint = self._identityComplaint(pinned)
+            if complaint is not None:
                 proto.transport.abortConnection()
-                self._giveUp(IdentityChanged(message), message)
+                self._giveUp(IdentityChanged(complaint), complaint)
                 return
+            if self.expectedFingerprint is not None and pinned != self.fingerprint:
+                pinned = None  # the link vouches for it (newer word than a pin); the login proves it, then it is pinned
         if pinned is not None and pinned == self.fingerprint:
             hello["passkey"] = self.passkey  # a pinned, already-proved server: the cheap way
             if self.password:
@@ -702,6 +718,21 @@ class ChatClient:
             hello["session"] = self.info.get("session")
         proto.sendFrame(hello)
         self._schedulePing()
+
+    def _identityComplaint(self, pinned: Optional[str]) -> Optional[str]:
+        """Why the certificate just shown is not to be trusted (None: it is): the join link's, else the pin, decides."""
+        where = f"the server at {self.host}:{self.port}"
+        if self.expectedFingerprint is not None:
+            if self.fingerprint == self.expectedFingerprint:
+                return None
+            return (f"WARNING: {where} is not the one in the join link: it shows certificate {self.fingerprint}, the "
+                    f"link names {self.expectedFingerprint}. Someone may be intercepting the connection; ask whoever "
+                    "runs the server for a new link.")
+        if pinned is None or pinned == self.fingerprint or self.trustNewCertificate:
+            return None
+        return (f"WARNING: {where} shows a different certificate than before ({self.fingerprint}; it was {pinned}). "
+                "Someone may be intercepting the connection. If the server was reinstalled, ask its operator, then "
+                "forget the old certificate and connect again.")
 
     def _disconnected(self, proto: ClientProtocol, reason: Any) -> None:
         if proto is not self.proto:
@@ -820,6 +851,8 @@ class ChatClient:
         self._answer("oper", frame)
 
     def _on_mod_done(self, proto: ClientProtocol, frame: Dict[str, Any]) -> None:
+        if isinstance(frame.get("passkey"), str) and frame["passkey"]:
+            self.passkey = frame["passkey"]  # we rotated it: our next login needs the new one
         if not self._answer("mod", frame) and frame.get("message"):
             self.listener.notice(str(frame["message"]))
 

@@ -126,6 +126,8 @@ class ChatFactory(Factory):
         self.verifier = verifier
         self.clock = clock
         self.server_name = server_name
+        #: ``tcpchat://…`` (no passkey) where people on the network join, once the service knows its addresses
+        self.join_link: Optional[str] = None
         self.limits = limits or Limits()
         self.files = files
         #: logged-in protocols by name key

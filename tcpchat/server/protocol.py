@@ -440,6 +440,8 @@ class ChatProtocol(FrameReceiver):
             "session": self.session,
             "limits": limits.advertised(),
         }
+        if factory.join_link:
+            welcome["link"] = factory.join_link  # for a client's Invite… (never carries the passkey)
         if self.rich:
             welcome["features"] = list(wire.FEATURES)
             welcome["presence"] = factory.presence()

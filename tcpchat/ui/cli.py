@@ -20,12 +20,12 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
 from twisted.protocols.basic import LineReceiver
 
-from tcpchat import wire
+from tcpchat import link, wire
 from tcpchat.client.core import CONNECTED, FAILED, LOBBY, ChatClient, ChatListener, Transfer, conversation_of
 from tcpchat.ui import text
 from tcpchat.ui.commands import Commands
 
-DEFAULT_PORT = 12345
+DEFAULT_PORT = wire.DEFAULT_PORT
 #: Commands whose argument is a secret: not echoed.
 SECRET_COMMANDS = ("/register", "/oper", "/passkey")
 
@@ -93,6 +93,9 @@ class TerminalView(ChatListener, LineReceiver):
         self.commands = Commands(client, self)
         self._readSoon: Dict[str, Any] = {}
         self._seenShown: Dict[str, tuple] = {}
+        #: the server refused our passkey after a reconnect: the next line typed is the new one
+        self.askingPasskey = False
+        self._echo: Any = None
 
     # ------------------------------------------------------------ input
 
@@ -102,6 +105,9 @@ class TerminalView(ChatListener, LineReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         entry = line.decode("utf-8", "replace").rstrip("\r")
+        if self.askingPasskey:
+            self._passkeyTyped(entry.strip())
+            return
         if self.screen.tty:
             self.screen.out.write("\033[1A\033[2K")  # the terminal echoed the line; our own display replaces it
         if not entry.strip():
@@ -139,6 +145,33 @@ class TerminalView(ChatListener, LineReceiver):
 
     def command(self, entry: str) -> None:
         self.commands.run(entry)
+
+    def askPasskey(self) -> None:
+        """Ask for the new passkey (hidden): the outbox waits, then goes out after the login."""
+        self.askingPasskey = True
+        self.screen.line(text.PASSKEY_CHANGED, "system")
+        self._echo = _hide_input(sys.stdin)
+        self.screen.out.write("New passkey (or /quit): ")
+        self.screen.flush()
+
+    def _passkeyTyped(self, entry: str) -> None:
+        if self._echo is not None:
+            self._echo()
+            self._echo = None
+            self.screen.out.write("\n")
+        if entry == "/quit":
+            self.askingPasskey = False
+            self.quit()
+            return
+        if not entry:
+            self.screen.out.write("New passkey (or /quit): ")
+            self._echo = _hide_input(sys.stdin)
+            self.screen.flush()
+            return
+        self.askingPasskey = False
+        waiting = len(self.client.outbox)
+        self.screen.line(f"Rejoining{f' ({waiting} message(s) waiting to be sent)' if waiting else ''}…", "system")
+        self.client.relogin(entry).addErrback(lambda f: None)  # a refusal is shown by stateChanged
 
     # the view the shared slash commands drive
     def show(self, line: str, style: str = "system") -> None:
@@ -196,6 +229,8 @@ class TerminalView(ChatListener, LineReceiver):
             self.screen.line("(If it is yours: tcpchat-cli --name-password, or set TCPCHAT_NAME_PASSWORD.)", "system")
         if state == FAILED and not self.client.everLoggedIn:
             self.reactor.callLater(0, self._stopReactor)
+        elif state == FAILED and text.passkey_changed(self.client) and not getattr(self, "_quitting", False):
+            self.askPasskey()
 
     def _stopReactor(self) -> None:
         if self.reactor.running:
@@ -317,6 +352,23 @@ class TerminalView(ChatListener, LineReceiver):
             self.screen.line(f"{verb} {transfer.name} failed: {transfer.error}", "error")
 
 
+def _hide_input(stream: Any) -> Optional[Any]:
+    """Stop the terminal echoing what is typed; returns how to undo it (None if it cannot)."""
+    try:
+        import termios
+
+        if not stream.isatty():
+            return None
+        fd = stream.fileno()
+        old = termios.tcgetattr(fd)
+        new = termios.tcgetattr(fd)
+        new[3] &= ~termios.ECHO
+        termios.tcsetattr(fd, termios.TCSADRAIN, new)
+    except (ImportError, OSError, ValueError, AttributeError):
+        return None
+    return lambda: termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+
 class _TransportWriter:
     def __init__(self, transport: Any) -> None:
         self.transport = transport
@@ -327,6 +379,9 @@ class _TransportWriter:
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tcpchat-cli", description="Join a tcpchat server from a terminal.")
+    parser.add_argument("link", nargs="?", help="a join link, tcpchat://HOST:PORT/?fp=… (printed by the server and "
+                        "by Invite… in the desktop client): fills in the address and checks the server's certificate")
+    parser.add_argument("--discover", action="store_true", help="list the tcpchat servers announced on this network, then exit")
     parser.add_argument("--host", "-H", help="server address (asked if not given)")
     parser.add_argument("--port", "-p", type=int, help=f"server port (default {DEFAULT_PORT})")
     parser.add_argument("--name", "-n", help="your user name (asked if not given)")
@@ -339,7 +394,18 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="forget the certificate remembered for this server (after it was reinstalled)")
     parser.add_argument("--download-dir", default=os.path.join(os.path.expanduser("~"), "Downloads"),
                         help="where /get saves files (default ~/Downloads)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.fingerprint = None
+    if args.link is not None:
+        try:
+            joined = link.parse(args.link)
+        except link.BadLink as e:
+            parser.error(f"{args.link!r} is not a join link: {e}")
+        args.host = args.host or joined.host
+        args.port = args.port or joined.port
+        args.passkey = args.passkey or joined.passkey
+        args.fingerprint = joined.fingerprint
+    return args
 
 
 def ask(prompt: str, default: Optional[str] = None, secret: bool = False) -> str:
@@ -356,6 +422,10 @@ def ask(prompt: str, default: Optional[str] = None, secret: bool = False) -> str
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    if args.discover:
+        from tcpchat import discovery
+
+        raise SystemExit(discovery.print_servers(sys.stdout))
     host = args.host or ask("Server", "127.0.0.1")
     port = args.port or int(ask("Port", str(DEFAULT_PORT)))
     name = args.name or ask("Your name")
@@ -365,7 +435,8 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     tty = sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and "NO_COLOR" not in os.environ
     password = args.name_password or os.environ.get("TCPCHAT_NAME_PASSWORD")
-    client = ChatClient(host, port, name, passkey, reactor=reactor, tls=not args.insecure_plaintext, password=password)
+    client = ChatClient(host, port, name, passkey, reactor=reactor, tls=not args.insecure_plaintext, password=password,
+                        fingerprint=args.fingerprint)
     if args.forget_server and client.knownServers.forget(host, port):
         print(f"Forgot the certificate remembered for {host}:{port}.")
     view = TerminalView(client, Screen(sys.stdout, tty), args.download_dir, reactor)

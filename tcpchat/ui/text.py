@@ -92,3 +92,13 @@ def typing_line(names: List[str]) -> str:
 def mentions(text: str, name: str) -> bool:
     """True if ``text`` mentions ``@name`` (ignoring case)."""
     return f"@{name}".casefold() in text.casefold()
+
+
+#: what both clients say when a reconnect is refused because the passkey changed (PROTOCOL.rst documents it)
+PASSKEY_CHANGED = "The server's passkey has changed. Type the new one to rejoin; what you wrote meanwhile is kept."
+
+
+def passkey_changed(client: Any) -> bool:
+    """True if ``client`` was logged in before and the server now refuses its passkey."""
+    refused = getattr(client, "refused", None)
+    return bool(client.everLoggedIn and refused is not None and refused.code == "bad-passkey")

@@ -19,13 +19,13 @@ import tkinter as tk
 from tkinter import filedialog, ttk
 from typing import Any, Callable, Dict, List, Optional
 
-from tcpchat import wire
+from tcpchat import link, wire
 from tcpchat.client.core import (CONNECTED, FAILED, LOBBY, RECONNECTING, ChatClient, ChatListener, IdentityChanged,
                                  Transfer, conversation_of, same_conv)
 from tcpchat.ui import notify, text
 from tcpchat.ui.commands import Commands
 
-DEFAULT_PORT = 12345
+DEFAULT_PORT = wire.DEFAULT_PORT
 TITLE = "tcpchat"
 SEARCH_HINT = "Search messages…"
 
@@ -94,6 +94,9 @@ class ConnectScreen(ttk.Frame):
         self.passkey = tk.StringVar()
         self.password = tk.StringVar()
         self.show = tk.BooleanVar(value=False)
+        #: the certificate a join link named for this server (checked on connecting), if any
+        self.fingerprint: Optional[str] = None
+        self._linked: Optional[tuple] = None
         self.entries: Dict[str, ttk.Entry] = {}
         for row, (label, var, key) in enumerate(
             [("Server address", self.host, "host"), ("Port", self.port, "port"), ("Your name", self.name, "name"),
@@ -120,6 +123,33 @@ class ConnectScreen(ttk.Frame):
         # shown only when the server's certificate changed since the last login
         self.trust = ttk.Button(self, text="The server was reinstalled: trust its new certificate")
         self.columnconfigure(1, weight=1)
+        # a join link pasted into the address field fills in the form
+        self.host.trace_add("write", lambda *_: self._maybeLink())
+
+    def _maybeLink(self) -> None:
+        value = self.host.get()
+        if link.is_link(value):
+            try:
+                self.fill(link.parse(value))
+            except link.BadLink as e:
+                self.error(f"That is not a join link: {e}.")
+
+    def fill(self, joined: link.JoinLink) -> None:
+        """Fill the form from a join link; its certificate will be checked on connecting."""
+        self.host.set(joined.host)
+        self.port.set(str(joined.port))
+        if joined.passkey:
+            self.passkey.set(joined.passkey)
+        self.fingerprint = joined.fingerprint
+        self._linked = (joined.host, joined.port)
+        if joined.fingerprint:
+            self.message.configure(text=f"From a join link: the server must show certificate "
+                                   f"{joined.fingerprint[:7 + 23]}…", style="Info.TLabel")
+        self.focus()
+
+    def linkedFingerprint(self, host: str, port: int) -> Optional[str]:
+        """The link's certificate, while the form still points at the linked server."""
+        return self.fingerprint if self._linked == (host, port) else None
 
     def _toggle(self) -> None:
         self.entries["passkey"].configure(show="" if self.show.get() else "•")
@@ -150,7 +180,7 @@ class ConnectScreen(ttk.Frame):
             return
         self.busy(True)
         self.message.configure(text=f"Connecting to {host}:{port}…", style="Info.TLabel")
-        self.on_connect(host, port, name, passkey, self.password.get())
+        self.on_connect(host, port, name, passkey, self.password.get(), self.linkedFingerprint(host, port))
 
     def busy(self, busy: bool) -> None:
         self.button.configure(state="disabled" if busy else "normal")
@@ -583,11 +613,34 @@ class App(ChatListener):
 
     # ------------------------------------------------------------ actions
 
-    def start(self, host: str, port: int, name: str, passkey: str, password: str = "") -> None:
-        self.client = self.make_client(host, port, name, passkey, self, self.reactor, password=password or None)
-        self.client.knownServers.path = self.settings.known_servers or self.client.knownServers.path
-        self.commands = Commands(self.client, self)
-        d = self.client.start()
+    def prefill(self, joined: Optional[link.JoinLink] = None, host: Optional[str] = None, port: Optional[int] = None,
+                name: Optional[str] = None) -> None:
+        """What the command line gave: a join link, then --host/--port/--name over it."""
+        form = self.connect
+        if joined is not None:
+            form.fill(joined)
+        if host:
+            form.host.set(host)
+        if port:
+            form.port.set(str(port))
+        if name:
+            form.name.set(name)
+        form.focus()
+
+    def start(self, host: str, port: int, name: str, passkey: str, password: str = "",
+              fingerprint: Optional[str] = None) -> None:
+        old = self.client
+        if old is not None and text.passkey_changed(old) and (old.host, old.port, old.name) == (host, port, name):
+            d = old.relogin(passkey)  # same server and name: keep the conversation and what is waiting to go
+        else:
+            if old is not None and self.chat is not None:
+                self.chat.destroy()  # another server or name: a fresh conversation
+                self.chat = None
+            self.client = self.make_client(host, port, name, passkey, self, self.reactor, password=password or None,
+                                           fingerprint=fingerprint)
+            self.client.knownServers.path = self.settings.known_servers or self.client.knownServers.path
+            self.commands = Commands(self.client, self)
+            d = self.client.start()
 
         def failed(failure: Any) -> None:
             trust = None
@@ -601,12 +654,21 @@ class App(ChatListener):
         d.addCallbacks(lambda info: self.settings.save(host=host, port=port, name=self.client.name), failed)
 
     def showChat(self) -> None:
+        self.connect.grid_forget()
         if self.chat is None:
-            self.connect.grid_forget()
             self.chat = ChatScreen(self.root, self)
-            self.chat.grid(row=0, column=0, sticky="nsew", padx=10, pady=(10, 0))
             self.chat.rowconfigure(0, weight=1)
-            self.chat.input.focus_set()
+        self.chat.grid(row=0, column=0, sticky="nsew", padx=10, pady=(10, 0))
+        self.chat.input.focus_set()
+
+    def showForm(self, message: str) -> None:
+        """Back to the form (server, port and name kept; the chat screen waits behind it)."""
+        if self.chat is not None:
+            self.chat.grid_forget()
+        self.connect.grid(row=0, column=0)
+        self.connect.passkey.set("")
+        self.connect.error(message)
+        self.connect.entries["passkey"].focus_set()
 
     def pickFile(self) -> None:
         path = filedialog.askopenfilename(parent=self.root, title="Share a file")
@@ -722,6 +784,8 @@ class App(ChatListener):
             self.chat.status.configure(text=("● " if state == CONNECTED else "○ ") + detail)
             if state in (RECONNECTING, FAILED):
                 self.chat.notice(detail, "error" if state == FAILED else "system")
+            if state == FAILED and self.client is not None and text.passkey_changed(self.client):
+                self.showForm(text.PASSKEY_CHANGED)
         elif state == FAILED:
             self.connect.error(detail)
 
@@ -881,9 +945,25 @@ def _style(root: tk.Tk, fonts: Dict[str, Any]) -> None:
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tcpchat-client", description="The tcpchat desktop client.")
-    parser.add_argument("--cli", action="store_true", help="use the terminal client instead (same as tcpchat-cli)")
-    return parser.parse_known_args(argv)[0]
+    parser = argparse.ArgumentParser(prog="tcpchat-client", description="The tcpchat desktop client. What is given here "
+                                     "fills in the connection form.")
+    parser.add_argument("link", nargs="?", help="a join link, tcpchat://HOST:PORT/?fp=… (printed by the server, or by "
+                        "Invite… in another client): fills in the address and checks the server's certificate")
+    parser.add_argument("--host", "-H", help="server address")
+    parser.add_argument("--port", "-p", type=int, help=f"server port (default {DEFAULT_PORT})")
+    parser.add_argument("--name", "-n", help="your user name")
+    parser.add_argument("--cli", action="store_true", help="use the terminal client instead (same as tcpchat-cli; "
+                        "the other options are then tcpchat-cli's)")
+    args = parser.parse_args(argv)
+    args.joined = None
+    if args.link is not None:
+        try:
+            args.joined = link.parse(args.link)
+        except link.BadLink as e:
+            parser.error(f"{args.link!r} is not a join link: {e}")
+    if args.port is not None and not 0 < args.port < 65536:
+        parser.error("the port must be a number from 1 to 65535")
+    return args
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -893,14 +973,15 @@ def main(argv: Optional[List[str]] = None) -> None:
 
         cli.main([a for a in argv if a != "--cli"])
         return
-    parse_args(argv)
+    args = parse_args(argv)
     from twisted.internet import reactor, tksupport
 
     try:
         root = tk.Tk()
     except tk.TclError as e:
         raise SystemExit(f"tcpchat-client needs a display ({e}); try tcpchat-cli in a terminal.") from None
-    App(root, reactor)
+    app = App(root, reactor)
+    app.prefill(args.joined, host=args.host, port=args.port, name=args.name)
     tksupport.install(root)
     reactor.run()
     tksupport.uninstall()
