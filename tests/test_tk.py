@@ -426,3 +426,42 @@ def test_desktop_client_options():
         with pytest.raises(SystemExit) as raised:
             parse_args(bad)
         assert raised.value.code == 2
+
+
+class InviteTests(TkTestCase):
+    async def test_invite_shows_a_qr_code_of_the_join_link(self):
+        """Invite… shows the server's network address with the proved certificate, as a QR code that decodes to
+        the link shown; leaving out the passkey redraws both."""
+        from tcpchat import link
+
+        from .qrtools import decode
+
+        app = await self.setUpApp()
+        # what a real server advertises: its LAN address (and a certificate claim the client does not take)
+        self.server.factory.join_link = f"tcpchat://192.0.2.7:{self.port}/?fp=SHA256-" + "00" * 32
+        await self.submit_form("alice")
+        app.chat.inviteButton.invoke()
+        dialog = app.inviteDialog
+        await turns(lambda: dialog.winfo_viewable())
+
+        def shown_code():
+            grid = [[False] * (int(dialog.canvas.cget("width")) // dialog.MODULE)
+                    for _ in range(int(dialog.canvas.cget("height")) // dialog.MODULE)]
+            for item in dialog.canvas.find_all():
+                x0, y0, _, _ = dialog.canvas.coords(item)
+                grid[int(y0) // dialog.MODULE][int(x0) // dialog.MODULE] = True
+            return decode(grid)
+
+        joined = link.parse(dialog.text.get())
+        self.assertEqual((joined.host, joined.port, joined.passkey), ("192.0.2.7", self.port, PASSKEY))
+        self.assertEqual(joined.fingerprint, self.server.fingerprint)  # what the login proved
+        self.assertEqual(shown_code(), dialog.text.get())
+        if write_docs():
+            self.root.update()
+            screenshot(os.path.join(DOCS, "tk-invite.png"), str(int(dialog.wm_frame(), 16)))
+        dialog.withPasskey.set(False)
+        dialog.draw()
+        self.assertIsNone(link.parse(dialog.text.get()).passkey)
+        self.assertEqual(shown_code(), dialog.text.get())
+        self.assertIs(app.invite(), dialog)  # one dialog, brought to the front
+        dialog.destroy()

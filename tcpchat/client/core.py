@@ -401,6 +401,22 @@ class ChatClient:
         self.passkey = passkey
         return self.start()
 
+    def inviteLink(self, with_passkey: bool = False) -> str:
+        """
+        A join link for someone else (Invite…): the address the server gave
+        for its network (else the one we used), its certificate and, if asked,
+        the passkey.
+        """
+        from tcpchat import link
+
+        try:
+            joined = link.parse(str(self.info.get("link") or ""))
+        except link.BadLink:
+            joined = link.JoinLink(self.host, self.port)
+        fingerprint = self.fingerprint if self.tls else None  # the one this login proved, not the server's word
+        return link.JoinLink(joined.host, joined.port, fingerprint, self.passkey if with_passkey else None,
+                             joined.name).format()
+
     def stop(self, grace: float = 2.0) -> Deferred:
         """
         Say goodbye and stop reconnecting.  Messages still waiting for their

@@ -187,6 +187,14 @@ class TerminalView(ChatListener, LineReceiver):
     def share(self, path: str) -> None:
         self.client.share(path, conv=self.current)
 
+    def invite(self) -> None:
+        from tcpchat import qr
+
+        joined = self.client.inviteLink(with_passkey=True)
+        self.screen.line("Join link (it carries the passkey: anyone with it can join):", "system")
+        self.screen.line(joined, "message")
+        self.screen.line(qr.terminal(joined), "message")
+
     def get(self, rest: str) -> None:
         ident, _, dest = rest.partition(" ")
         try:

@@ -7,7 +7,7 @@ client core and tells the *view* what to show.  A view provides:
 * ``show(line, style="system")`` — print a line (styles as in :mod:`text`);
 * ``current`` — the conversation on screen (``"#room"`` or ``"@name"``) and
   ``switch(conv)`` to change it;
-* ``share(path)``, ``get(rest)`` and ``quit()``.
+* ``share(path)``, ``get(rest)``, ``invite()`` and ``quit()``.
 
 No toolkit, no sockets: the same code serves the terminal and the Tk window.
 """
@@ -51,6 +51,7 @@ COMMANDS: List[Tuple[str, str]] = [
     ("/passkey [NEW]", "operator: change the join passkey now (people here stay)"),
     ("/bans", "operator: list bans and mutes"),
     ("/release NAME", "operator: remove a name's password (its owner forgot it)"),
+    ("/invite", "a join link (and QR code) with the passkey, to bring someone in"),
     ("/help", "show this list"),
     ("/quit", "leave the chat"),
 ]
@@ -119,6 +120,9 @@ class Commands:
 
     def do_help(self, rest: str) -> None:
         self.view.show("Commands:\n" + help_text())
+
+    def do_invite(self, rest: str) -> None:
+        self.view.invite()
 
     def do_quit(self, rest: str) -> None:
         self.view.quit()

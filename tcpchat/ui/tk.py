@@ -108,6 +108,7 @@ class ConnectScreen(ttk.Frame):
             entry.grid(row=row, column=1, sticky="ew", pady=4)
             entry.bind("<Return>", lambda e: self.submit())
             self.entries[key] = entry
+        ttk.Label(self, text="or paste a join link", style="Small.TLabel").grid(row=1, column=2, sticky="w", padx=(8, 0))
         ttk.Checkbutton(self, text="Show", variable=self.show, command=self._toggle).grid(row=4, column=2, padx=(8, 0))
         # only for names protected with /register
         ttk.Label(self, text="Name password", style="Info.TLabel").grid(row=5, column=0, sticky="w", pady=4, padx=(0, 12))
@@ -233,6 +234,59 @@ class TransferRow(ttk.Frame):
             self.cancel.configure(state="disabled")
 
 
+class InviteDialog(tk.Toplevel):
+    """The join link as a QR code and as text, to bring the next person in."""
+
+    MODULE = 5  # pixels per QR module
+
+    def __init__(self, master: Any, client: ChatClient) -> None:
+        super().__init__(master, background=COLORS["bg"], padx=18, pady=14)
+        self.client = client
+        self.title("Invite someone")
+        self.transient(master)
+        self.resizable(False, False)
+        self.withPasskey = tk.BooleanVar(value=True)
+        ttk.Label(self, text="Scan or share this link to join", style="Side.TLabel").grid(row=0, column=0, sticky="w")
+        self.canvas = tk.Canvas(self, background="white", highlightthickness=0)
+        self.canvas.grid(row=1, column=0, pady=(8, 8))
+        self.text = tk.StringVar()
+        shown = ttk.Entry(self, textvariable=self.text, width=52, state="readonly")
+        shown.grid(row=2, column=0, sticky="ew")
+        ttk.Checkbutton(self, text="Include the passkey (anyone with the link can join)", variable=self.withPasskey,
+                        command=self.draw).grid(row=3, column=0, sticky="w", pady=(6, 0))
+        ttk.Label(self, text="Open it with tcpchat-client LINK or tcpchat-cli LINK, or paste it into the form. "
+                  "The link also names the server's certificate, so a look-alike server is refused.",
+                  style="Small.TLabel", wraplength=380, justify="left").grid(row=4, column=0, sticky="w", pady=(6, 0))
+        buttons = ttk.Frame(self)
+        buttons.grid(row=5, column=0, sticky="e", pady=(12, 0))
+        ttk.Button(buttons, text="Copy link", command=self.copy).grid(row=0, column=0, padx=(0, 8))
+        ttk.Button(buttons, text="Close", command=self.destroy, style="Accent.TButton").grid(row=0, column=1)
+        self.bind("<Escape>", lambda e: self.destroy())
+        self.draw()
+
+    def link(self) -> str:
+        return self.client.inviteLink(with_passkey=self.withPasskey.get())
+
+    def draw(self) -> None:
+        from tcpchat import qr
+
+        value = self.link()
+        self.text.set(value)
+        grid = qr.modules(value)
+        size = len(grid) * self.MODULE
+        self.canvas.delete("all")
+        self.canvas.configure(width=size, height=size)
+        for y, row in enumerate(grid):
+            for x, dark in enumerate(row):
+                if dark:
+                    x0, y0 = x * self.MODULE, y * self.MODULE
+                    self.canvas.create_rectangle(x0, y0, x0 + self.MODULE, y0 + self.MODULE, fill="black", width=0)
+
+    def copy(self) -> None:
+        self.clipboard_clear()
+        self.clipboard_append(self.link())
+
+
 class ChatScreen(ttk.Frame):
     """Conversations, the one on screen, input, online list, search, transfers and status bar."""
 
@@ -342,7 +396,9 @@ class ChatScreen(ttk.Frame):
         bar.grid(row=1, column=0, sticky="ew", pady=(8, 0))
         self.status = ttk.Label(bar, text="", style="Status.TLabel", anchor="w")
         self.status.grid(row=0, column=0, sticky="ew")
-        ttk.Button(bar, text="Exit", command=app.close).grid(row=0, column=1, padx=4, pady=2)
+        self.inviteButton = ttk.Button(bar, text="Invite…", command=app.invite)
+        self.inviteButton.grid(row=0, column=1, padx=4, pady=2)
+        ttk.Button(bar, text="Exit", command=app.close).grid(row=0, column=2, padx=4, pady=2)
         bar.columnconfigure(0, weight=1)
         self.rowconfigure(0, weight=1)
         self.columnconfigure(0, weight=1)
@@ -610,6 +666,7 @@ class App(ChatListener):
         self.connect.grid(row=0, column=0)
         self.connect.focus()
         self.chat: Optional[ChatScreen] = None
+        self.inviteDialog: Optional[InviteDialog] = None
 
     # ------------------------------------------------------------ actions
 
@@ -669,6 +726,15 @@ class App(ChatListener):
         self.connect.passkey.set("")
         self.connect.error(message)
         self.connect.entries["passkey"].focus_set()
+
+    def invite(self) -> Optional[InviteDialog]:
+        if self.client is None or not self.client.everLoggedIn:
+            return None
+        if self.inviteDialog is not None and self.inviteDialog.winfo_exists():
+            self.inviteDialog.lift()
+            return self.inviteDialog
+        self.inviteDialog = InviteDialog(self.root, self.client)
+        return self.inviteDialog
 
     def pickFile(self) -> None:
         path = filedialog.askopenfilename(parent=self.root, title="Share a file")
