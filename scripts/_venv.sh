@@ -10,6 +10,9 @@ stamp_of() {
 ensure_venv() {
     extras="$1"
     [ -x .venv/bin/python ] || python3 -m venv .venv
+    # a setuptools that builds wheels by itself (70.1+), so later installs of a changed project need no index
+    .venv/bin/python -c 'from setuptools.command import bdist_wheel' 2>/dev/null ||
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check 'setuptools>=70.1'
     want=$(stamp_of)
     have=$(sed -n 1p .venv/.tcpchat-installed 2>/dev/null || true)
     had=$(sed -n 2p .venv/.tcpchat-installed 2>/dev/null || true)

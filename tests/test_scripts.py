@@ -33,3 +33,50 @@ def test_serve_starts_offline_quickly(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+OFFLINE = dict(PIP_NO_INDEX="1", PIP_FIND_LINKS="", PIP_INDEX_URL="http://127.0.0.1:9/simple",
+               http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, ".venv", ".tcpchat-installed")),
+                    reason="the scripts have not set up .venv here")
+def test_offline_bundle_installs_into_a_fresh_venv_with_no_index(tmp_path):
+    """scripts/bundle writes a wheelhouse from this setup; its install.sh installs it with --no-index elsewhere,
+    and the server it installed starts; a bundle for another Python is refused with a clear message."""
+    env = dict(os.environ, **OFFLINE)
+    usb = tmp_path / "usb"
+    made = subprocess.run([os.path.join(ROOT, "scripts", "bundle"), str(usb)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert made.returncode == 0, made.stdout + made.stderr
+    wheels = sorted(os.listdir(usb / "wheels"))
+    for needed in ("tcpchat-", "Twisted-", "spake2-", "cryptography-", "segno-", "zeroconf-"):
+        assert any(w.startswith(needed) for w in wheels), (needed, wheels)
+
+    target = tmp_path / "elsewhere"
+    installed = subprocess.run(["sh", str(usb / "install.sh"), str(target)], env=env, capture_output=True,
+                               text=True, timeout=300, cwd=tmp_path)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert "tcpchat is installed" in installed.stdout
+    proc = subprocess.Popen([str(target / "bin" / "twistd"), "-n", "--pidfile=", "tcpchat", "--listen",
+                             "tcp:0:interface=127.0.0.1", "--data-dir", str(tmp_path / "data")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        out = b""
+        deadline = time.monotonic() + 30
+        while b"is ready" not in out and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+        assert b"is ready" in out, out.decode(errors="replace")
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+    (usb / "BUILT-FOR").write_text("python=2.7 machine=pdp11\n")
+    refused = subprocess.run(["sh", str(usb / "install.sh"), str(tmp_path / "other")], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 1
+    assert "made for python=2.7 machine=pdp11" in refused.stderr
+    assert not (tmp_path / "other").exists()
