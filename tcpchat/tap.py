@@ -71,6 +71,8 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["insecure-plaintext", None, "DANGER: no TLS. Passkeys and messages cross the network readable by anyone."],
+        ["no-announce", None, "Do not announce this server on the local network (mDNS/DNS-SD, _tcpchat._tcp: it "
+         "tells the network the server's name, addresses, port and certificate fingerprint, so clients can list it)."],
     ]
 
     def __init__(self) -> None:
@@ -143,6 +145,9 @@ class ChatService(service.Service):
         self.runners = runners
         self.ports: List[Any] = []
         self.ready: defer.Deferred = defer.Deferred()
+        #: announce on the local network (mDNS) once listening
+        self.announcing = True
+        self.announcer: Any = None
 
     def startService(self) -> None:
         super().startService()
@@ -176,7 +181,13 @@ class ChatService(service.Service):
             listening = LazyTLSFactory(self.tls_options, self.factory)
         for endpoint in self.endpoints:
             self.ports.append(await endpoint.listen(listening))
-        self.announce()
+        addresses = self.announce()
+        if self.announcing and self.ports:
+            from tcpchat.discovery import Announcer
+
+            hosts = [a.rpartition(":")[0].strip("[]") for a in addresses]
+            self.announcer = Announcer(self.factory.server_name, self.ports[0].getHost().port, hosts, self.fingerprint)
+            self.announcer.start()  # in the background: serving does not wait for the network's answer
         self.ready.callback(self.ports)
 
     def _rotated(self, passkey: str) -> None:
@@ -207,7 +218,8 @@ class ChatService(service.Service):
         host, _, port = addresses[0].rpartition(":")
         return link.JoinLink(host.strip("[]"), int(port), self.fingerprint).format(with_passkey=False)
 
-    def announce(self) -> None:
+    def announce(self) -> List[str]:
+        """The banner; returns every ``address:port`` people can join at."""
         addresses = []
         for port in self.ports:
             host = port.getHost()
@@ -238,8 +250,11 @@ class ChatService(service.Service):
         )
         if not self.fingerprint:
             self.log.warn("TLS is OFF (--insecure-plaintext): passkeys and messages travel in clear text")
+        return addresses
 
     async def _stop(self) -> None:
+        if self.announcer is not None:
+            await self.announcer.stop()  # a goodbye, so clients drop it from their lists at once
         await defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in self.ports])
         await self.factory.stop()
         for runner in self.runners:
@@ -349,6 +364,7 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
             fingerprint = tls.fingerprint_pem(f.read())
     chat = ChatService(factory, endpoints, passkey, [runner, reader], tls_options, fingerprint, admin_passkey)
     chat.passkey_file = passkey_file
+    chat.announcing = not config["no-announce"]
     return chat
 
 

@@ -40,6 +40,8 @@ class ServerProcess:
         #: None: the server uses (and prints) the passkey kept in its data directory
         self.given_passkey = passkey
         self.extra = extra or []
+        #: a --listen endpoint instead of 127.0.0.1 on ``port``
+        self.listen: Optional[str] = None
         self.output: List[str] = []
         self._partial = b""
         self._searched = 0
@@ -48,7 +50,8 @@ class ServerProcess:
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self) -> "ServerProcess":
-        args = [TWISTD, "-n", "--pidfile=", "tcpchat", "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
+        listen = self.listen or f"tcp:{self.port}:interface=127.0.0.1:backlog=1024"
+        args = [TWISTD, "-n", "--pidfile=", "tcpchat", "--listen", listen,
                 "--data-dir", self.data_dir, *self.extra]
         if self.given_passkey is not None:
             args += ["--passkey", self.given_passkey]
@@ -66,7 +69,7 @@ class ServerProcess:
         if self.log not in STARTED:
             STARTED.append(self.log)
         threading.Thread(target=self._reader, daemon=True).start()
-        match = self.wait_for(r"Join at:\s+127\.0\.0\.1:(\d+)")
+        match = self.wait_for(r"Join at:.*?\b127\.0\.0\.1:(\d+)")
         self.port = int(match.group(1))
         if self.given_passkey is None:
             self.passkey = self.wait_for(r"Passkey:\s+(\S+)", start=self._searched_from).group(1)

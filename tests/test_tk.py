@@ -465,3 +465,31 @@ class InviteTests(TkTestCase):
         self.assertEqual(shown_code(), dialog.text.get())
         self.assertIs(app.invite(), dialog)  # one dialog, brought to the front
         dialog.destroy()
+
+
+class DiscoveryFormTests(TkTestCase):
+    async def test_servers_heard_on_the_network_fill_the_form_on_a_click(self):
+        """The form lists announced servers (fed here by a stand-in browser: the real one is tested in network
+        namespaces); a click fills in address and port only — an announcement is never trusted for the certificate."""
+        from tcpchat.discovery import Server
+
+        app = await self.setUpApp()
+        form = app.connect
+        self.assertFalse(form.foundList.winfo_ismapped())
+        form.fingerprint = "SHA256:" + ":".join(["11"] * 32)  # from an earlier link, for another server
+        form.showServers([Server("a._tcpchat._tcp.local.", "Library", "192.0.2.44", 4000, 1, True,
+                                 "SHA256:" + ":".join(["22"] * 32)),
+                          Server("b._tcpchat._tcp.local.", "test server", "127.0.0.1", self.port, 1, True, None)])
+        await turns(lambda: form.foundList.winfo_ismapped())
+        self.assertEqual(form.foundList.get(0, "end"), ("Library — 192.0.2.44:4000", f"test server — 127.0.0.1:{self.port}"))
+        if write_docs():
+            self.root.update()
+            screenshot(os.path.join(DOCS, "tk-discovered.png"), self.window())
+        form.foundList.selection_set(1)
+        form.foundList.event_generate("<<ListboxSelect>>")
+        await turns(lambda: form.port.get() == str(self.port))
+        self.assertEqual(form.host.get(), "127.0.0.1")
+        self.assertIsNone(form.linkedFingerprint("127.0.0.1", self.port))
+        await self.submit_form("alice")
+        form.showServers([])
+        self.assertFalse(form.foundList.winfo_ismapped())

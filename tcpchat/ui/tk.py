@@ -123,6 +123,12 @@ class ConnectScreen(ttk.Frame):
         self.message.grid(row=7, column=0, columnspan=3, sticky="w", pady=(12, 0))
         # shown only when the server's certificate changed since the last login
         self.trust = ttk.Button(self, text="The server was reinstalled: trust its new certificate")
+        # servers announced on the network (shown once one is heard); a click fills in the address
+        self.found: List[Any] = []
+        self.foundLabel = ttk.Label(self, text="Servers on this network (click to fill in):", style="Small.TLabel")
+        self.foundList = tk.Listbox(self, height=4, relief="flat", activestyle="none", highlightthickness=0,
+                                    exportselection=False, selectbackground="#dbe6fb", selectforeground="#1d1f23")
+        self.foundList.bind("<<ListboxSelect>>", self._foundPicked)
         self.columnconfigure(1, weight=1)
         # a join link pasted into the address field fills in the form
         self.host.trace_add("write", lambda *_: self._maybeLink())
@@ -146,6 +152,33 @@ class ConnectScreen(ttk.Frame):
         if joined.fingerprint:
             self.message.configure(text=f"From a join link: the server must show certificate "
                                    f"{joined.fingerprint[:7 + 23]}…", style="Info.TLabel")
+        self.focus()
+
+    def showServers(self, servers: List[Any]) -> None:
+        """What LAN discovery heard (a list of :class:`tcpchat.discovery.Server`)."""
+        self.found = list(servers)
+        self.foundList.delete(0, "end")
+        for server in self.found:
+            self.foundList.insert("end", f"{server.name} — {server.address()}" + ("" if server.tls else "  (no TLS)"))
+        if self.found:
+            self.foundLabel.grid(row=9, column=0, columnspan=3, sticky="w", pady=(18, 2))
+            self.foundList.grid(row=10, column=0, columnspan=3, sticky="ew")
+        else:
+            self.foundLabel.grid_forget()
+            self.foundList.grid_forget()
+
+    def _foundPicked(self, event: Any = None) -> None:
+        picked = self.foundList.curselection()
+        if not picked:
+            return
+        server = self.found[picked[0]]
+        # an announcement is not proof: only the address is taken; the passkey and the pin still decide
+        self.host.set(server.host)
+        self.port.set(str(server.port))
+        self.fingerprint = None
+        self._linked = None
+        self.message.configure(text=f"{server.name} at {server.address()}: type your name and the passkey.",
+                               style="Info.TLabel")
         self.focus()
 
     def linkedFingerprint(self, host: str, port: int) -> Optional[str]:
@@ -638,7 +671,9 @@ class App(ChatListener):
     """The window: the connection screen, then the chat screen."""
 
     def __init__(self, root: tk.Tk, reactor: Any, settings: Optional[Settings] = None,
-                 make_client: Callable[..., ChatClient] = ChatClient) -> None:
+                 make_client: Callable[..., ChatClient] = ChatClient,
+                 browser: Optional[Callable[..., Any]] = None) -> None:
+        """``browser(reactor, changed)``: LAN discovery for the form (e.g. :class:`tcpchat.discovery.Browser`)."""
         self.root = root
         self.reactor = reactor
         self.settings = settings or Settings()
@@ -667,6 +702,9 @@ class App(ChatListener):
         self.connect.focus()
         self.chat: Optional[ChatScreen] = None
         self.inviteDialog: Optional[InviteDialog] = None
+        self.browser = browser(reactor, self.connect.showServers) if browser is not None else None
+        if self.browser is not None:
+            self.browser.start()
 
     # ------------------------------------------------------------ actions
 
@@ -814,7 +852,13 @@ class App(ChatListener):
         if self.closing:
             return
         self.closing = True
-        d = self.client.stop() if self.client is not None else None
+        waits = [self.client.stop()] if self.client is not None else []
+        if self.browser is not None:
+            waits.append(self.browser.stop())
+            self.browser = None
+        from twisted.internet.defer import DeferredList
+
+        d = DeferredList(waits) if waits else None
 
         def done(_: Any = None) -> None:
             if self.reactor.running:
@@ -1046,7 +1090,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         root = tk.Tk()
     except tk.TclError as e:
         raise SystemExit(f"tcpchat-client needs a display ({e}); try tcpchat-cli in a terminal.") from None
-    app = App(root, reactor)
+    from tcpchat import discovery
+
+    app = App(root, reactor, browser=discovery.Browser)
     app.prefill(args.joined, host=args.host, port=args.port, name=args.name)
     tksupport.install(root)
     reactor.run()
