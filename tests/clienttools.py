@@ -82,6 +82,9 @@ def fast_retry(attempt: int) -> float:
 class InProcessServer:
     """A ChatFactory listening on 127.0.0.1 in this reactor, with a synchronous store."""
 
+    #: port -> the server listening there now (so clients keep their pins per server)
+    listening: Dict[int, "InProcessServer"] = {}
+
     def __init__(self, path: str, tls: bool = True, **limits: Any) -> None:
         self.store = Store(str(path) + "/chat.sqlite3")
         self.tls = tls
@@ -104,6 +107,7 @@ class InProcessServer:
                 self.fingerprint = tls.fingerprint_pem(f.read())
             listening = TLSMemoryBIOFactory(tls.server_options(cert, key), False, self.factory)
         self.port = reactor.listenTCP(port, listening, interface="127.0.0.1")
+        InProcessServer.listening[self.port.getHost().port] = self
         return self.port.getHost().port
 
     async def stop(self) -> None:
@@ -125,12 +129,21 @@ async def turns(predicate: Callable[[], bool], limit: int = 2000) -> None:
     raise AssertionError("condition never held")
 
 
-KNOWN = os.path.join(tempfile.mkdtemp(prefix="tcpchat-known-"), "known_servers.json")
+KNOWN_DIR = tempfile.mkdtemp(prefix="tcpchat-known-")
+#: pins are kept per port *and* server: test servers come and go, and a later one may get an earlier one's port
+_known: Dict[tuple, str] = {}
+
+
+def known_servers_for(port: int, server: Any = None) -> str:
+    key = (port, id(server) if server is not None else None)
+    if key not in _known:
+        _known[key] = os.path.join(KNOWN_DIR, f"known-{port}-{len(_known)}.json")
+    return _known[key]
 
 
 def make_client(port: int, name: str, passkey: str = PASSKEY, **kw: Any) -> tuple:
     recorder = Recorder()
     kw.setdefault("retry", fast_retry)
-    kw.setdefault("known_servers", KNOWN)
+    kw.setdefault("known_servers", known_servers_for(port, InProcessServer.listening.get(port)))
     client = ChatClient("127.0.0.1", port, name, passkey, recorder, reactor, **kw)
     return client, recorder

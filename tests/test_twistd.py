@@ -24,7 +24,7 @@ def strip(frames):
     """Frames without the parts that vary from run to run (ids, times, limits)."""
     out = []
     for f in frames:
-        f = {k: v for k, v in f.items() if k not in ("ts", "id", "limits", "last", "version", "server", "session")}
+        f = {k: v for k, v in f.items() if k not in ("ts", "id", "limits", "last", "version", "server", "session", "link")}
         out.append(f)
     return out
 
