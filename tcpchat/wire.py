@@ -185,9 +185,13 @@ class ProtocolError(Exception):
     A frame broke the protocol.  The only exception :func:`decode` raises.
     """
 
-    def __init__(self, code: str, message: Optional[str] = None) -> None:
+    def __init__(self, code: str, message: Optional[str] = None, ref: Optional[str] = None,
+                 req: Optional[str] = None) -> None:
         self.code = code
         self.message = message or ERROR_TEXT.get(code, code)
+        #: the frame type it answers, and the request id it carried, when they could be read
+        self.ref = ref
+        self.req = req
         super().__init__(f"{code}: {self.message}")
 
 
@@ -503,10 +507,19 @@ def decode(payload: bytes, table: Mapping[str, Mapping[str, Tuple[Validator, boo
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise _fail("missing type")
+    req = obj.get("req")
+    if req is not None:
+        try:
+            req = _REQ(req)
+        except ProtocolError:
+            raise _fail("req must be a string of 1-64 printable characters") from None
     fields = table.get(kind)
     if fields is None:
-        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"Unknown frame type {kind[:40]!r}.")
+        ref = kind[:40] if kind and not _CONTROLS.search(kind) else None
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"Unknown frame type {kind[:40]!r}.", ref=ref, req=req)
     out: Dict[str, Any] = {"type": kind}
+    if req is not None:
+        out["req"] = req  # any frame may carry a request id; answers and errors echo it
     for name, (check, required) in fields.items():
         if name in obj and obj[name] is not None:
             try:
@@ -518,6 +531,9 @@ def decode(payload: bytes, table: Mapping[str, Mapping[str, Tuple[Validator, boo
         elif required:
             raise _fail(f"{kind}: missing field {name!r}")
     return out
+
+
+_REQ = _line(MAX_CID_CHARS, 1)
 
 
 def encode(frame: Mapping[str, Any]) -> bytes:

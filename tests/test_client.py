@@ -107,7 +107,7 @@ class BasicsTests(ClientTestCase):
         alice, arec, bob, brec = await self.logged_in(port, "alice", "bob")
         alice.send("before")
         await brec.until(lambda: "before" in brec.texts())
-        server.factory.users["alice"].transport.abortConnection()
+        server.factory.users["alice"].link.transport.abortConnection()
         await arec.until(lambda: alice.state == RECONNECTING)
         alice.send("offline 1")
         alice.send("offline 2")
@@ -121,7 +121,7 @@ class BasicsTests(ClientTestCase):
         """A message stored just before the connection dropped is not duplicated by the resend."""
         server, port = await self.server()
         alice, arec, bob, brec = await self.logged_in(port, "alice", "bob")
-        proto = server.factory.users["alice"]
+        proto = server.factory.users["alice"].link  # the TCP transport under her session
         # stop the server's writes to alice from reaching her, so the ack is lost
         proto.transport.write = lambda data: None
         proto.transport.writeSequence = lambda data: None

@@ -3,15 +3,15 @@ The chat server's shared state and rules: the Factory.
 
 :class:`ChatFactory` holds what every connection shares (the passkey verifier,
 who is logged in, the recent conversation, the group-commit journal) and
-builds one :class:`tcpchat.server.protocol.ChatProtocol` per connection.  It
-never touches sockets itself: protocols call it, and it calls protocols back
-through :meth:`ChatProtocol.offer` and friends.
+builds one :class:`tcpchat.server.protocol.ChatProtocol` per TCP connection.
+It never touches sockets itself: it knows connected users only as sessions
+(:class:`tcpchat.server.session.ISession`), which call it, and which it calls
+back through that contract and their delivery (``session.delivery.offer``).
 """
 
 from __future__ import annotations
 
 import collections
-import struct
 import hmac
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
@@ -24,19 +24,16 @@ from tcpchat import wire
 from tcpchat.auth import IPasskeyVerifier
 from tcpchat.server.guard import LoginGuard, TokenBucket
 from tcpchat.server.moderation import Moderation
+from tcpchat.server.session import Shared
 from tcpchat.server.social import DEFAULT_KEY, Audience, Directory, audience, can_see, placement
-from tcpchat.store.sqlite import Event, Store, StoreBusy, StoreClosed
+from tcpchat.store.errors import StoreBusy, StoreClosed
+from tcpchat.store.sqlite import Event, Store
 
 
 #: Presence listed in ``welcome`` and ``users`` frames, in bytes at most.
 PRESENCE_BYTES = 64 * 1024
 #: The audience of events everyone may read (the default room).
 _EVERYONE = ("room", DEFAULT_KEY)
-
-
-def _framed(payload: bytes) -> bytes:
-    """A payload with its length prefix: the bytes that go on the wire."""
-    return struct.pack(">I", len(payload)) + payload
 
 
 class Limits:
@@ -194,17 +191,17 @@ class ChatFactory(Factory):
             if self._sweeper is not None and self._sweeper.running:
                 self._sweeper.stop()
             leaving = []
-            for proto in list(self.connections):
-                proto.sendFrame({"type": "bye", "reason": "shutdown", "message": "The server is shutting down."})
-                if proto.name is not None:
-                    leaving.append(self.submit(self.leave_event(proto, "shutdown")))
+            for session in list(self.connections):
+                session.sendFrame({"type": "bye", "reason": "shutdown", "message": "The server is shutting down."})
+                if session.name is not None:
+                    leaving.append(self.submit(self.leave_event(session, "shutdown")))
             if leaving:
                 await DeferredList(leaving, consumeErrors=True)
             await self.drained()
             await self.saveReads()
             await self.store.index_pending()
-            for proto in list(self.connections):
-                proto.close()
+            for session in list(self.connections):
+                session.close()
             self.closed = True
             await self.store.close()
 
@@ -307,18 +304,15 @@ class ChatFactory(Factory):
         connection.  Each frame is encoded once; a connection gets the whole
         batch in one write.
         """
-        framed = [_framed(wire.encode({"type": "event", **event})) for event in events]
+        shared = Shared([wire.encode({"type": "event", **event}) for event in events])
         senders = {event.get("name") for event in events if event["kind"] == "message"}
-        audiences = [audience(event) for event in events]
-        if all(aud == _EVERYONE for aud in audiences):
+        audiences: Optional[List[Any]] = [audience(event) for event in events]
+        if all(aud == _EVERYONE for aud in audiences or ()):
             # the usual case: everyone may read all of it, and most connections get exactly
-            # the same bytes: build them once and share them
-            together = framed[0] if len(framed) == 1 else b"".join(framed)
-            for proto in list(self.users.values()):
-                proto.offer(events, framed, together, senders)
-            return
-        for proto in list(self.users.values()):
-            proto.offer(events, framed, None, senders, audiences)
+            # the same bytes: each transport frames them once for all its connections
+            audiences = None
+        for session in list(self.users.values()):
+            session.delivery.offer(events, shared, senders, audiences)
 
     def _forget(self, event_id: int) -> None:
         """A deleted message leaves the in-memory conversation too."""
@@ -376,7 +370,7 @@ class ChatFactory(Factory):
             return succeed(cached)
         return self.store.events_after(after, limit)
 
-    def replay_start(self, proto: Any, after: Optional[int]) -> int:
+    def replay_start(self, session: Any, after: Optional[int]) -> int:
         """
         The id after which a freshly logged-in connection's replay starts:
         ``after`` if it asked, else just before the latest ``Limits.history``
@@ -389,7 +383,7 @@ class ChatFactory(Factory):
             return self.last_id
         count = 0
         for event in reversed(self.recent):
-            if event["kind"] != "deleted" and can_see(proto, audience(event)):
+            if event["kind"] != "deleted" and can_see(session, audience(event)):
                 count += 1
                 if count == history:
                     return event["id"] - 1
@@ -397,32 +391,32 @@ class ChatFactory(Factory):
 
     # ------------------------------------------------------------ rules
 
-    def register(self, proto: Any, name: str, session: Optional[str]) -> str:
+    def register(self, session: Any, name: str, token: Optional[str]) -> str:
         """
-        Give ``name`` to ``proto`` (whose passkey is proved), or raise
+        Give ``name`` to ``session`` (whose passkey is proved), or raise
         ``name-taken``.  A reconnecting client that shows the session token of
         a connection we have not yet seen die takes that name over.
         """
         key = wire.name_key(name)
         holder = self.users.get(key)
         if holder is not None:
-            if session is None or not hmac.compare_digest(session, holder.session):
+            if token is None or not hmac.compare_digest(token, holder.session):
                 raise wire.ProtocolError(wire.ErrorCode.NAME_TAKEN)
             # the same client is back before we noticed its old connection die
             self.log.info("{name} reconnected; closing the stale connection from {peer}", name=holder.name, peer=holder.peer)
             holder.leaveReason = "lost"
             self.logout(holder, "lost")
-            holder.transport.abortConnection()
-        self.users[key] = proto
+            holder.abort("replaced")
+        self.users[key] = session
         self._names = None
         return name
 
-    def admit(self, proto: Any) -> Optional[Tuple[str, str]]:
+    def admit(self, session: Any) -> Optional[Tuple[str, str]]:
         """Count a new connection; ``(error code, sentence)`` if it may not stay (then it is closed)."""
-        count = self.perHost.get(proto.host, 0) + 1
-        self.perHost[proto.host] = count
+        count = self.perHost.get(session.host, 0) + 1
+        self.perHost[session.host] = count
         limits = self.limits
-        banned = self.moderation.refusal("address", proto.host)
+        banned = self.moderation.refusal("address", session.host)
         if banned is not None:
             return wire.ErrorCode.BANNED, banned
         if limits.max_connections and len(self.connections) + self.waitingSockets > limits.max_connections:
@@ -453,27 +447,27 @@ class ChatFactory(Factory):
         else:
             self.perHost.pop(host, None)
 
-    def release(self, proto: Any) -> None:
-        count = self.perHost.get(proto.host, 1) - 1
+    def release(self, session: Any) -> None:
+        count = self.perHost.get(session.host, 1) - 1
         if count > 0:
-            self.perHost[proto.host] = count
+            self.perHost[session.host] = count
         else:
-            self.perHost.pop(proto.host, None)
+            self.perHost.pop(session.host, None)
 
-    def logout(self, proto: Any, reason: str) -> None:
-        """``proto`` (logged in) went away: forget it and record its leaving once."""
-        key = wire.name_key(proto.name)
-        if self.users.get(key) is proto:
+    def logout(self, session: Any, reason: str) -> None:
+        """``session`` (logged in) went away: forget it and record its leaving once."""
+        key = wire.name_key(session.name)
+        if self.users.get(key) is session:
             del self.users[key]
             self._names = None
             if not self.stopping:
-                self.submit(self.leave_event(proto, reason)).addErrback(lambda f: None)
+                self.submit(self.leave_event(session, reason)).addErrback(lambda f: None)
 
-    def join_event(self, proto: Any) -> Dict[str, Any]:
-        return {"kind": "join", "name": proto.name, "nkey": proto.nkey, **self.lobby()}
+    def join_event(self, session: Any) -> Dict[str, Any]:
+        return {"kind": "join", "name": session.name, "nkey": session.nkey, **self.lobby()}
 
-    def leave_event(self, proto: Any, reason: str) -> Dict[str, Any]:
-        return {"kind": "leave", "name": proto.name, "reason": reason, **self.lobby()}
+    def leave_event(self, session: Any, reason: str) -> Dict[str, Any]:
+        return {"kind": "leave", "name": session.name, "reason": reason, **self.lobby()}
 
     def lobby(self) -> Dict[str, str]:
         """The event fields of the default room."""
@@ -482,26 +476,21 @@ class ChatFactory(Factory):
     def presence(self) -> Dict[str, Dict[str, Any]]:
         """Who is away or has a status line: name -> {"away", "status"}."""
         out, size = {}, 0
-        for proto in self.users.values():
-            if proto.away or proto.status:
-                size += 4 * (len(proto.name) + len(proto.status)) + 40
+        for session in self.users.values():
+            if session.away or session.status:
+                size += 4 * (len(session.name) + len(session.status)) + 40
                 if size > PRESENCE_BYTES:
                     break  # bounded: a login never gets a frame it cannot take
-                out[proto.name] = {"away": proto.away, "status": proto.status}
+                out[session.name] = {"away": session.away, "status": session.status}
         return out
 
-    def tell(self, frame: Dict[str, Any], protos: Any, exclude: Any = None) -> None:
-        """Send one frame (not an event: nothing stored) to these connections."""
-        data = _framed(wire.encode(frame))
-        sendq = self.limits.sendq
-        for proto in protos:
-            if proto is exclude or not proto.live:
-                continue
-            if proto.writePaused:
-                if proto.queuedWhilePaused > sendq:
-                    continue  # a hint is not worth growing a slow reader's queue
-                proto.queuedWhilePaused += len(data)
-            proto.transport.write(data)
+    def tell(self, frame: Dict[str, Any], sessions: Any, exclude: Any = None) -> None:
+        """Send one frame (not an event: nothing stored) to these sessions."""
+        shared = Shared([wire.encode(frame)])
+        for session in sessions:
+            if session is exclude or not session.delivery.live or session.delivery.slow():
+                continue  # a hint is not worth growing a slow reader's queue
+            session.deliver(shared.payloads, shared)
 
     def tellConversation(self, aud: Audience, frame: Dict[str, Any], exclude: Any = None) -> None:
         """Send a hint (typing, read marker) to everyone logged in who may read conversation ``aud``."""
@@ -525,26 +514,26 @@ class ChatFactory(Factory):
             self._names = sorted((p.name for p in self.users.values()), key=wire.name_key)
         return self._names
 
-    def note_abort(self, proto: Any, why: str) -> None:
+    def note_abort(self, session: Any, why: str) -> None:
         """A connection was aborted or refused: counted, and logged once per sweep (a flood must not flood the log)."""
         self.tally[why] += 1
 
-    def read(self, proto: Any, method: Any, *args: Any, **kwargs: Any) -> Deferred:
+    def read(self, session: Any, method: Any, *args: Any, **kwargs: Any) -> Deferred:
         """
-        Run a store read for ``proto``: at most ``Limits.max_reads`` in flight per
+        Run a store read for ``session``: at most ``Limits.max_reads`` in flight per
         connection (past that its further requests wait unread), and skipped on
         the database thread if the connection has gone meanwhile.
         """
-        proto.readsInFlight += 1
-        if proto.readsInFlight >= self.limits.max_reads:
-            proto.holdReading("reads")
+        session.readsInFlight += 1
+        if session.readsInFlight >= self.limits.max_reads:
+            session.holdReading("reads")
 
         def done(result: Any) -> Any:
-            proto.readsInFlight -= 1
-            proto.releaseReading("reads")
+            session.readsInFlight -= 1
+            session.releaseReading("reads")
             return result
 
-        return method(*args, wanted=proto.isOpen, **kwargs).addBoth(done)
+        return method(*args, wanted=session.isOpen, **kwargs).addBoth(done)
 
     def sweep(self) -> None:
         """Apply every time limit to every connection (runs periodically)."""
@@ -554,8 +543,8 @@ class ChatFactory(Factory):
                           tally=", ".join(f"{n} {why}" for why, n in sorted(self.tally.items())))
             self.tally.clear()
         now = self.clock.seconds()
-        for proto in list(self.connections):
-            proto.checkTimeouts(now)
+        for session in list(self.connections):
+            session.checkTimeouts(now)
         self.saveReads()
         self.store.index_pending().addErrback(lambda f: self.log.failure("Could not update the search index", f))
         if self.files is not None:

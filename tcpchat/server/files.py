@@ -106,13 +106,13 @@ class FileService:
 
     # ------------------------------------------------------------ uploads
 
-    def upload(self, proto: Any, frame: Dict[str, Any]) -> None:
+    def upload(self, session: Any, frame: Dict[str, Any]) -> None:
         tid = frame["tid"]
         limits = self.factory.limits
         try:
-            if tid in proto.uploads:
+            if tid in session.uploads:
                 raise ProtocolError(ErrorCode.TRANSFER_IN_USE)
-            if len(proto.uploads) >= limits.max_uploads:
+            if len(session.uploads) >= limits.max_uploads:
                 raise ProtocolError(ErrorCode.TOO_MANY_UPLOADS)
             if frame["size"] > limits.max_file_size:
                 raise ProtocolError(
@@ -124,50 +124,50 @@ class FileService:
             if self.storedBytes + self.reserved + frame["size"] > limits.max_storage:
                 raise ProtocolError(ErrorCode.QUOTA_EXCEEDED)
             # where it is shared: only that room's members (or the two people) may download it
-            aud, where = self.factory.directory.resolve(proto, frame)
-            muted = self.factory.moderation.refusal("mute", proto.nkey)
+            aud, where = self.factory.directory.resolve(session, frame)
+            muted = self.factory.moderation.refusal("mute", session.nkey)
             if muted is not None:
                 raise ProtocolError(ErrorCode.MUTED, muted)
         except ProtocolError as e:
-            self._dropped.setdefault(proto, set()).add(tid)
-            proto.sendError(e.code, e.message, ref="upload", tid=tid)
+            self._dropped.setdefault(session, set()).add(tid)
+            session.sendError(e.code, e.message, ref="upload", tid=tid)
             return
-        self._dropped.get(proto, set()).discard(tid)
+        self._dropped.get(session, set()).discard(tid)
         fd, path = tempfile.mkstemp(dir=self.tmp, prefix="up-")
         upload = Upload(tid, frame, fd, path, self.factory.clock.seconds())
         upload.aud, upload.where = aud, where
-        proto.uploads[tid] = upload
+        session.uploads[tid] = upload
         self.reserved += upload.size
-        proto.sendFrame({"type": "upload-ready", "tid": tid})
-        self.log.info("{name} is uploading {file!r} ({size} bytes)", name=proto.name, file=upload.name, size=upload.size)
+        session.sendFrame({"type": "upload-ready", "tid": tid})
+        self.log.info("{name} is uploading {file!r} ({size} bytes)", name=session.name, file=upload.name, size=upload.size)
         if upload.size:
             # reserve the space first, in the worker (where the C library has to
             # emulate fallocate it writes zeros): a full disk fails fast, writes go faster
             upload.writing = True
             d = self._run(_preallocate, upload.file, upload.size)
-            d.addCallbacks(self._written, self._writeFailed, callbackArgs=(proto, upload), errbackArgs=(proto, upload))
+            d.addCallbacks(self._written, self._writeFailed, callbackArgs=(session, upload), errbackArgs=(session, upload))
         if upload.size == 0:
-            self._finish(proto, upload)
+            self._finish(session, upload)
 
-    def chunk(self, proto: Any, chunk: wire.Chunk) -> None:
-        upload = proto.uploads.get(chunk.tid)
+    def chunk(self, session: Any, chunk: wire.Chunk) -> None:
+        upload = session.uploads.get(chunk.tid)
         if upload is None or upload.finishing:
-            if chunk.tid in self._dropped.get(proto, ()):
+            if chunk.tid in self._dropped.get(session, ()):
                 return  # data that was in flight when the upload ended
             raise ProtocolError(ErrorCode.NO_SUCH_TRANSFER)
         if upload.received + len(chunk.data) > upload.size:
-            self._abort(proto, upload)
-            proto.sendError(ErrorCode.SIZE_MISMATCH, ref="data", tid=upload.tid)
+            self._abort(session, upload)
+            session.sendError(ErrorCode.SIZE_MISMATCH, ref="data", tid=upload.tid)
             return
         upload.buffer.append(chunk.data)
         upload.buffered += len(chunk.data)
         upload.received += len(chunk.data)
         upload.lastActivity = self.factory.clock.seconds()
         if upload.buffered > BUFFER_HIGH:
-            proto.holdReading("disk")  # the disk is slower than the network: let TCP push back
-        self._drain(proto, upload)
+            session.holdReading("disk")  # the disk is slower than the network: let TCP push back
+        self._drain(session, upload)
 
-    def _drain(self, proto: Any, upload: Upload) -> None:
+    def _drain(self, session: Any, upload: Upload) -> None:
         """Write and hash buffered data in a worker thread, one batch at a time, in order."""
         if upload.writing or upload.aborted:
             return
@@ -175,50 +175,50 @@ class FileService:
             chunks, upload.buffer = upload.buffer, []
             upload.writing = True
             d = self._run(_write_chunks, upload.file, upload.hasher, chunks)
-            d.addCallbacks(self._written, self._writeFailed, callbackArgs=(proto, upload), errbackArgs=(proto, upload))
+            d.addCallbacks(self._written, self._writeFailed, callbackArgs=(session, upload), errbackArgs=(session, upload))
         elif upload.received == upload.size and not upload.finishing:
-            self._finish(proto, upload)
+            self._finish(session, upload)
 
-    def _written(self, count: int, proto: Any, upload: Upload) -> None:
+    def _written(self, count: int, session: Any, upload: Upload) -> None:
         upload.writing = False
         upload.buffered -= count
         if upload.aborted:
             self._discard(upload)
             return
-        if all(u.buffered < BUFFER_LOW for u in proto.uploads.values()):
-            proto.releaseReading("disk")
-        self._drain(proto, upload)
+        if all(u.buffered < BUFFER_LOW for u in session.uploads.values()):
+            session.releaseReading("disk")
+        self._drain(session, upload)
 
-    def _writeFailed(self, failure: Any, proto: Any, upload: Upload) -> None:
+    def _writeFailed(self, failure: Any, session: Any, upload: Upload) -> None:
         upload.writing = False
         if getattr(failure.value, "errno", None) == errno.ENOSPC:
             self.log.warn("Disk full: the upload {file!r} was refused", file=upload.name)
         else:
             self.log.failure("Could not write the upload {file!r}", failure, file=upload.name)
         if not upload.aborted:
-            self._abort(proto, upload)
+            self._abort(session, upload)
             if getattr(failure.value, "errno", None) == errno.ENOSPC:
-                proto.sendError(ErrorCode.QUOTA_EXCEEDED, "The server's disk is full.", ref="upload", tid=upload.tid)
+                session.sendError(ErrorCode.QUOTA_EXCEEDED, "The server's disk is full.", ref="upload", tid=upload.tid)
             else:
-                proto.sendError(ErrorCode.INTERNAL, "The server could not write the file.", ref="data", tid=upload.tid)
+                session.sendError(ErrorCode.INTERNAL, "The server could not write the file.", ref="data", tid=upload.tid)
         else:
             self._discard(upload)
 
-    def cancelUpload(self, proto: Any, tid: int) -> None:
-        upload = proto.uploads.get(tid)
+    def cancelUpload(self, session: Any, tid: int) -> None:
+        upload = session.uploads.get(tid)
         if upload is None or upload.finishing:
             raise ProtocolError(ErrorCode.NO_SUCH_TRANSFER)
-        self.log.info("{name} cancelled the upload of {file!r}", name=proto.name, file=upload.name)
-        self._abort(proto, upload)
+        self.log.info("{name} cancelled the upload of {file!r}", name=session.name, file=upload.name)
+        self._abort(session, upload)
 
-    def _abort(self, proto: Any, upload: Upload) -> None:
-        proto.uploads.pop(upload.tid, None)
-        self._dropped.setdefault(proto, set()).add(upload.tid)
+    def _abort(self, session: Any, upload: Upload) -> None:
+        session.uploads.pop(upload.tid, None)
+        self._dropped.setdefault(session, set()).add(upload.tid)
         self.reserved -= upload.size
         upload.aborted = True
         upload.buffer = []
-        if all(u.buffered < BUFFER_LOW for u in proto.uploads.values()):
-            proto.releaseReading("disk")
+        if all(u.buffered < BUFFER_LOW for u in session.uploads.values()):
+            session.releaseReading("disk")
         if not upload.writing:  # else the worker's callback discards it
             self._discard(upload)
 
@@ -226,18 +226,18 @@ class FileService:
         upload.file.close()
         _remove(upload.path)
 
-    def _finish(self, proto: Any, upload: Upload) -> None:
+    def _finish(self, session: Any, upload: Upload) -> None:
         upload.finishing = True
         digest = upload.hasher.hexdigest()
         if digest != upload.sha256:
-            self.log.warn("Upload of {file!r} by {name} failed its SHA-256 check", file=upload.name, name=proto.name)
-            self._abort(proto, upload)
-            proto.sendError(ErrorCode.HASH_MISMATCH, ref="data", tid=upload.tid)
+            self.log.warn("Upload of {file!r} by {name} failed its SHA-256 check", file=upload.name, name=session.name)
+            self._abort(session, upload)
+            session.sendError(ErrorCode.HASH_MISMATCH, ref="data", tid=upload.tid)
             return
-        d = Deferred.fromCoroutine(self._store(proto, upload))
-        d.addErrback(self._storeFailed, proto, upload)
+        d = Deferred.fromCoroutine(self._store(session, upload))
+        d.addErrback(self._storeFailed, session, upload)
 
-    async def _store(self, proto: Any, upload: Upload) -> None:
+    async def _store(self, session: Any, upload: Upload) -> None:
         final = self.objectPath(upload.sha256)
         isNew = await self._run(_commit_file, upload.file, upload.path, final)
         self.reserved -= upload.size
@@ -249,107 +249,107 @@ class FileService:
             "size": upload.size,
             "name": upload.name,
             "mime": upload.mime,
-            "uploader": proto.name,
+            "uploader": session.name,
             "ts": ts,
             "conv": social.conv_of(upload.aud),
         }
         fileId = await self.factory.store.add_file(record)
         info = {k: v for k, v in record.items() if k not in ("uploader", "ts", "conv") and v is not None}
         info["id"] = fileId
-        event = {"kind": "file", "name": proto.name, "nkey": proto.nkey, "file": info, "ts": ts, **upload.where,
+        event = {"kind": "file", "name": session.name, "nkey": session.nkey, "file": info, "ts": ts, **upload.where,
                  **social.placement(upload.aud)}
         stored, _ = await self.factory.submit(event)
-        proto.uploads.pop(upload.tid, None)
-        self.log.info("{name} shared {file!r} as file {id}", name=proto.name, file=upload.name, id=fileId)
-        proto.sendFrame({"type": "upload-done", "tid": upload.tid, "id": stored["id"], "file": info})
+        session.uploads.pop(upload.tid, None)
+        self.log.info("{name} shared {file!r} as file {id}", name=session.name, file=upload.name, id=fileId)
+        session.sendFrame({"type": "upload-done", "tid": upload.tid, "id": stored["id"], "file": info})
 
-    def _storeFailed(self, failure: Any, proto: Any, upload: Upload) -> None:
+    def _storeFailed(self, failure: Any, session: Any, upload: Upload) -> None:
         self.log.failure("Could not store the upload {file!r}", failure, file=upload.name)
-        if upload.tid in proto.uploads:
-            self._abort(proto, upload)
-        proto.sendError(ErrorCode.INTERNAL, "The file could not be stored.", ref="data", tid=upload.tid)
+        if upload.tid in session.uploads:
+            self._abort(session, upload)
+        session.sendError(ErrorCode.INTERNAL, "The file could not be stored.", ref="data", tid=upload.tid)
 
     # ------------------------------------------------------------ downloads
 
-    def download(self, proto: Any, frame: Dict[str, Any]) -> None:
+    def download(self, session: Any, frame: Dict[str, Any]) -> None:
         tid = frame["tid"]
-        if tid in proto.downloads:
-            proto.sendError(ErrorCode.TRANSFER_IN_USE, ref="download", tid=tid)
+        if tid in session.downloads:
+            session.sendError(ErrorCode.TRANSFER_IN_USE, ref="download", tid=tid)
             return
-        proto.downloads[tid] = None  # reserved while we look the file up
+        session.downloads[tid] = None  # reserved while we look the file up
         offset = frame.get("offset", 0)
         d = self.factory.store.get_file(frame["file"])
 
         def found(record: Optional[Dict[str, Any]]) -> None:
-            if proto.downloads.get(tid, False) is not None:
+            if session.downloads.get(tid, False) is not None:
                 return  # cancelled or disconnected meanwhile
-            if record is None or not social.may_read(proto, record.get("conv")):
+            if record is None or not social.may_read(session, record.get("conv")):
                 # a file shared where this user cannot read is, for them, no file at all
-                del proto.downloads[tid]
-                proto.sendError(ErrorCode.NO_SUCH_FILE, ref="download", tid=tid)
+                del session.downloads[tid]
+                session.sendError(ErrorCode.NO_SUCH_FILE, ref="download", tid=tid)
                 return
             if offset > record["size"]:
-                del proto.downloads[tid]
-                proto.sendError(ErrorCode.BAD_OFFSET, ref="download", tid=tid)
+                del session.downloads[tid]
+                session.sendError(ErrorCode.BAD_OFFSET, ref="download", tid=tid)
                 return
             info = {k: record[k] for k in ("id", "name", "size", "sha256", "mime") if k in record}
-            proto.downloads[tid] = Download(tid, self.objectPath(record["sha256"]), offset, record["size"])
-            proto.sendFrame({"type": "download-start", "tid": tid, "file": info, "offset": offset})
-            self.resume(proto)
+            session.downloads[tid] = Download(tid, self.objectPath(record["sha256"]), offset, record["size"])
+            session.sendFrame({"type": "download-start", "tid": tid, "file": info, "offset": offset})
+            self.resume(session)
 
         def failed(failure: Any) -> None:
-            proto.downloads.pop(tid, None)
+            session.downloads.pop(tid, None)
             self.log.failure("Download of file {id} failed", failure, id=frame["file"])
-            proto.sendError(ErrorCode.INTERNAL, ref="download", tid=tid)
+            session.sendError(ErrorCode.INTERNAL, ref="download", tid=tid)
 
         d.addCallbacks(found, failed)
 
-    def cancelDownload(self, proto: Any, tid: int) -> None:
-        if tid not in proto.downloads:
+    def cancelDownload(self, session: Any, tid: int) -> None:
+        if tid not in session.downloads:
             raise ProtocolError(ErrorCode.NO_SUCH_TRANSFER)
-        download = proto.downloads.pop(tid)
+        download = session.downloads.pop(tid)
         if download is not None:
             download.file.close()
 
-    def resume(self, proto: Any) -> None:
-        """Send file data to ``proto`` until its transport asks us to pause."""
-        while proto.downloads and not proto.writePaused and proto.state != "closed":
-            for tid, download in list(proto.downloads.items()):
+    def resume(self, session: Any) -> None:
+        """Send file data to ``session`` until its transport asks us to pause."""
+        while session.downloads and session.peerReading() and session.isOpen():
+            for tid, download in list(session.downloads.items()):
                 if download is None:
                     continue
                 data = download.file.read(min(wire.CHUNK_SIZE, download.remaining))
                 if data:
                     download.remaining -= len(data)
-                    proto.sendPayload(wire.encode_chunk(tid, data))
+                    session.sendPayload(wire.encode_chunk(tid, data))
                 if not data or download.remaining <= 0:
                     download.file.close()
-                    del proto.downloads[tid]
-                    proto.sendFrame({"type": "download-done", "tid": tid})
-                if proto.writePaused:
+                    del session.downloads[tid]
+                    session.sendFrame({"type": "download-done", "tid": tid})
+                if not session.peerReading():
                     return
-            if all(d is None for d in proto.downloads.values()):
+            if all(d is None for d in session.downloads.values()):
                 return
 
     # ------------------------------------------------------------ lifecycle
 
-    def connectionClosed(self, proto: Any) -> None:
-        for upload in list(proto.uploads.values()):
+    def connectionClosed(self, session: Any) -> None:
+        for upload in list(session.uploads.values()):
             if not upload.finishing:
-                self._abort(proto, upload)
-        for download in proto.downloads.values():
+                self._abort(session, upload)
+        for download in session.downloads.values():
             if download is not None:
                 download.file.close()
-        proto.downloads.clear()
-        self._dropped.pop(proto, None)
+        session.downloads.clear()
+        self._dropped.pop(session, None)
 
     def sweep(self, now: float) -> None:
         """Abandon uploads that have stalled."""
         timeout = self.factory.limits.upload_timeout
-        for proto in list(self.factory.connections):
-            for upload in list(proto.uploads.values()):
+        for session in list(self.factory.connections):
+            for upload in list(session.uploads.values()):
                 if not upload.finishing and now - upload.lastActivity > timeout:
-                    self._abort(proto, upload)
-                    proto.sendError(ErrorCode.UPLOAD_TIMEOUT, ref="upload", tid=upload.tid)
+                    self._abort(session, upload)
+                    session.sendError(ErrorCode.UPLOAD_TIMEOUT, ref="upload", tid=upload.tid)
 
 
 def _preallocate(f: Any, size: int) -> int:

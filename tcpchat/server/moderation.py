@@ -92,18 +92,18 @@ class Moderation:
 
     # ------------------------------------------------------------ actions
 
-    async def act(self, proto: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
+    async def act(self, session: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
         """Carry out an operator's ``mod`` frame; returns the ``mod-done`` frame."""
         action = frame["action"]
         if action not in ACTIONS:
             raise ProtocolError(ErrorCode.BAD_FRAME, f"mod.action must be one of {', '.join(ACTIONS)}.")
         handler = getattr(self, "_" + action)
-        reply: Dict[str, Any] = await handler(proto, frame)
+        reply: Dict[str, Any] = await handler(session, frame)
         detail = {k: v for k, v in frame.items() if k not in ("type", "action", "passkey")}
         now = self.factory.clock.seconds()
-        self.log.info("Operator {actor} ({peer}): {action} {detail}", actor=proto.name, peer=proto.peer, action=action,
+        self.log.info("Operator {actor} ({peer}): {action} {detail}", actor=session.name, peer=session.peer, action=action,
                       detail=detail)
-        await self.factory.store.audit(now, proto.name, action, detail)
+        await self.factory.store.audit(now, session.name, action, detail)
         reply.setdefault("type", "mod-done")
         reply.setdefault("action", action)
         return reply
@@ -116,7 +116,7 @@ class Moderation:
         key = wire.name_key(name)
         return key, self.factory.users.get(key)
 
-    async def _kick(self, proto: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
+    async def _kick(self, session: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
         key, target = self._target(frame)
         if target is None:
             raise ProtocolError(ErrorCode.NO_SUCH_USER, "Nobody of that name is online.")
@@ -124,7 +124,7 @@ class Moderation:
         target.kick("kicked", f"You were removed by the operator: {reason}.")
         return {"message": f"{target.name} was kicked."}
 
-    async def _ban(self, proto: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
+    async def _ban(self, session: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
         now = self.factory.clock.seconds()
         duration = frame.get("duration") or 0
         until = now + duration if duration else None
@@ -138,24 +138,24 @@ class Moderation:
                 raise ProtocolError(ErrorCode.NO_SUCH_USER, "Banning by address needs the name of someone online.")
             address = target.host
         if key is not None:
-            await self._put("name", key, until, reason, proto.name, now)
+            await self._put("name", key, until, reason, session.name, now)
             done.append(f"name {frame['name']}")
             if target is not None:
                 targets.append(target)
         if address:
-            await self._put("address", address, until, reason, proto.name, now)
+            await self._put("address", address, until, reason, session.name, now)
             done.append(f"address {address}")
             targets += [p for p in self.factory.connections if p.host == address and p not in targets]
         if not done:
             raise ProtocolError(ErrorCode.BAD_FRAME, "Ban a name, an address, or both.")
         message = f"You are banned: {reason}." if reason else "You are banned from this server."
         for target in targets:
-            if target is not proto:
+            if target is not session:
                 target.kick("banned", message)
         when = f"for {_duration(duration)}" if duration else "for good"
         return {"message": f"Banned {' and '.join(done)} {when}."}
 
-    async def _unban(self, proto: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
+    async def _unban(self, session: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
         removed = []
         if frame.get("name"):
             if await self._remove("name", wire.name_key(frame["name"])):
@@ -167,25 +167,25 @@ class Moderation:
             raise ProtocolError(ErrorCode.BAD_FRAME, "No such ban.")
         return {"message": f"Lifted the ban on {' and '.join(removed)}."}
 
-    async def _mute(self, proto: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
+    async def _mute(self, session: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
         key, target = self._target(frame)
         if key not in self.factory.directory.known:
             raise ProtocolError(ErrorCode.NO_SUCH_USER)
         now = self.factory.clock.seconds()
         duration = frame.get("duration") or 0
-        await self._put("mute", key, now + duration if duration else None, frame.get("reason"), proto.name, now)
+        await self._put("mute", key, now + duration if duration else None, frame.get("reason"), session.name, now)
         if target is not None:
             target.sendFrame(wire.error(ErrorCode.MUTED, self.refusal("mute", key)))
         when = f"for {_duration(duration)}" if duration else "until unmuted"
         return {"message": f"{frame['name']} is muted {when}."}
 
-    async def _unmute(self, proto: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
+    async def _unmute(self, session: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
         key, _ = self._target(frame)
         if not await self._remove("mute", key):
             raise ProtocolError(ErrorCode.BAD_FRAME, f"{frame['name']} is not muted.")
         return {"message": f"{frame['name']} may speak again."}
 
-    async def _rotate(self, proto: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
+    async def _rotate(self, session: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
         passkey = frame.get("passkey") or auth.generate_passkey()
         if not auth.canonical_passkey(passkey):
             raise ProtocolError(ErrorCode.BAD_FRAME, "The passkey must not be empty.")
@@ -194,15 +194,15 @@ class Moderation:
         return {"message": "The passkey was changed; people already here stay, new logins need the new one.",
                 "passkey": passkey}
 
-    async def _announce(self, proto: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
+    async def _announce(self, session: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
         text = frame.get("text")
         if not text or wire.is_blank(text):
             raise ProtocolError(ErrorCode.EMPTY_MESSAGE)
-        stored, _ = await self.factory.submit({"kind": "announce", "name": proto.name, "text": text,
+        stored, _ = await self.factory.submit({"kind": "announce", "name": session.name, "text": text,
                                                **self.factory.lobby()})
         return {"message": f"Announced (event {stored['id']})."}
 
-    async def _release(self, proto: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
+    async def _release(self, session: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
         """Lift a name's password (its owner forgot it)."""
         key, _ = self._target(frame)
         if self.factory.directory.secrets.pop(key, None) is None:
@@ -210,7 +210,7 @@ class Moderation:
         await self.factory.store.set_secret(key, frame["name"], None)
         return {"message": f"{frame['name']} is no longer protected; its owner can log in and /register again."}
 
-    async def _bans(self, proto: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
+    async def _bans(self, session: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
         now = self.factory.clock.seconds()
         listed = []
         for (kind, value), ban in sorted(self.bans.items()):

@@ -49,11 +49,11 @@ def conv_of(aud: Audience) -> str:
     return room_conv(aud[1]) if aud[0] == "room" else dm_conv(aud[1], aud[2])
 
 
-def can_see(proto: Any, aud: Audience) -> bool:
-    """May the logged-in connection ``proto`` read events with audience ``aud``?"""
+def can_see(session: Any, aud: Audience) -> bool:
+    """May the logged-in connection ``session`` read events with audience ``aud``?"""
     if aud[0] == "room":
-        return aud[1] in proto.rooms
-    return proto.rich and (proto.nkey == aud[1] or proto.nkey == aud[2])
+        return aud[1] in session.rooms
+    return session.rich and (session.nkey == aud[1] or session.nkey == aud[2])
 
 
 def placement(aud: Audience) -> Dict[str, str]:
@@ -63,14 +63,14 @@ def placement(aud: Audience) -> Dict[str, str]:
     return {"conv": conv_of(aud)}
 
 
-def may_read(proto: Any, conv: Optional[str]) -> bool:
-    """May ``proto`` read stored conversation ``conv`` (None: the default room; ``!…``: nobody's)?"""
+def may_read(session: Any, conv: Optional[str]) -> bool:
+    """May ``session`` read stored conversation ``conv`` (None: the default room; ``!…``: nobody's)?"""
     if conv is None:
         return True
     if conv.startswith("#"):
-        return can_see(proto, ("room", conv[1:]))
+        return can_see(session, ("room", conv[1:]))
     if conv.startswith("@"):
-        return can_see(proto, ("dm", *conv[1:].split("\n")))
+        return can_see(session, ("dm", *conv[1:].split("\n")))
     return False  # deleted
 
 
@@ -115,8 +115,8 @@ class Directory:
     def member_names(self, room_key: str) -> List[str]:
         return sorted(self.members.get(room_key, {}).values(), key=wire.name_key)
 
-    def listing(self, proto: Any) -> List[Dict[str, Any]]:
-        """Every room, with its number of members and whether ``proto`` is in it."""
+    def listing(self, session: Any) -> List[Dict[str, Any]]:
+        """Every room, with its number of members and whether ``session`` is in it."""
         out = []
         for key, name in sorted(self.rooms.items()):
             if key == DEFAULT_KEY:
@@ -125,7 +125,7 @@ class Directory:
                 count = len(self.members.get(key, ()))
                 if not count:
                     continue  # empty rooms are not listed (they come back when someone joins)
-            out.append({"room": name, "members": count, "joined": key in proto.rooms})
+            out.append({"room": name, "members": count, "joined": key in session.rooms})
         return out
 
     def join(self, room: str, nkey: str, name: str) -> Tuple[str, bool]:
@@ -151,28 +151,28 @@ class Directory:
 
     # ------------------------------------------------------------ conversations
 
-    def resolve(self, proto: Any, frame: Dict[str, Any], member: bool = True) -> Tuple[Audience, Dict[str, str]]:
+    def resolve(self, session: Any, frame: Dict[str, Any], member: bool = True) -> Tuple[Audience, Dict[str, str]]:
         """
         The conversation a client frame names (``room`` or ``to``, default:
         the default room) and the fields naming it in events.  Raises unless
-        ``proto`` may write to (and read) it.
+        ``session`` may write to (and read) it.
         """
         to = frame.get("to")
         if to is not None:
-            if not proto.rich:
+            if not session.rich:
                 raise ProtocolError(ErrorCode.BAD_FRAME, "Direct messages need the 'rooms' feature (hello.features).")
             key = wire.name_key(to)
             name = self.known.get(key)
             if name is None:
                 raise ProtocolError(ErrorCode.NO_SUCH_USER)
-            if key == proto.nkey:
+            if key == session.nkey:
                 raise ProtocolError(ErrorCode.NO_SUCH_USER, "You cannot send direct messages to yourself.")
-            return ("dm", proto.nkey, key), {"to": name}
+            return ("dm", session.nkey, key), {"to": name}
         room = frame.get("room", DEFAULT_ROOM)
         key = wire.name_key(room)
         if key not in self.rooms:
             raise ProtocolError(ErrorCode.NO_SUCH_ROOM)
-        if member and key not in proto.rooms:
+        if member and key not in session.rooms:
             raise ProtocolError(ErrorCode.NOT_A_MEMBER)
         return ("room", key), {"room": self.rooms[key]}
 

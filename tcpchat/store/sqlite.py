@@ -15,6 +15,7 @@ import json
 import sqlite3
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from tcpchat.store.errors import StoreBusy, StoreClosed, StoreUnusable
 from tcpchat.wire import DEFAULT_ROOM
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -142,23 +143,6 @@ def fts_query(text: str) -> str:
     return " ".join(quoted)
 
 
-class StoreUnusable(Exception):
-    """The database cannot be opened: damaged, not a database, locked or unreadable."""
-
-    def __init__(self, path: str, cause: BaseException) -> None:
-        self.path = path
-        self.cause = cause
-        super().__init__(f"cannot use the database {path}: {cause}")
-
-
-class StoreBusy(Exception):
-    """Another process holds a lock on the database: nothing was written; try again."""
-
-
-class StoreClosed(Exception):
-    """The store is closed (the server is stopping): nothing was written."""
-
-
 class Store:
     """
     The conversation and file index in one SQLite database (WAL mode).
@@ -166,6 +150,9 @@ class Store:
     Only the blocking ``_do_*`` methods touch the database; the public methods
     hand them to the runner and return Deferreds.
     """
+
+    #: how a search's words become a query (raises ValueError when there is no word)
+    parse_query = staticmethod(fts_query)
 
     def __init__(self, path: str, runner: Runner = run_now, synchronous: str = "FULL",
                  reader: Optional[Runner] = None, busy_timeout: float = 2.0) -> None:
