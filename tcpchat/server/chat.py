@@ -16,17 +16,17 @@ import hmac
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import task
-from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from tcpchat import wire
 from tcpchat.auth import IPasskeyVerifier
 from tcpchat.server.guard import LoginGuard, TokenBucket
+from tcpchat.server.journal import Journal
 from tcpchat.server.moderation import Moderation
 from tcpchat.server.session import Shared
 from tcpchat.server.social import DEFAULT_KEY, Audience, Directory, audience, can_see, placement
-from tcpchat.store.errors import StoreBusy, StoreClosed
 from tcpchat.store.sqlite import Event, Store
 
 
@@ -134,11 +134,7 @@ class ChatFactory(Factory):
         self.recent: Deque[Event] = collections.deque(maxlen=max(self.limits.recent_cache, self.limits.history))
         self.last_id = 0
         self.stopping = False
-        #: the store is closed: nothing more can be written
-        self.closed = False
-        self._pending: List[Tuple[Dict[str, Any], Deferred]] = []
-        self._flushing = False
-        self._drained: List[Deferred] = []
+        self.journal = Journal(store, clock, self.limits, self._committed)
         self._sweeper: Optional[task.LoopingCall] = None
         self.perHost: Dict[str, int] = {}
         #: sockets accepted whose TLS has not started (counted in ``perHost`` too)
@@ -157,8 +153,6 @@ class ChatFactory(Factory):
         self.passkeyListeners: List[Any] = []
         #: connections aborted or refused since the last sweep, by reason (logged once per sweep, not per socket)
         self.tally: Dict[str, int] = collections.Counter()
-        #: events of a failed batch, written one per commit so only a bad one fails
-        self._solo = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -202,7 +196,7 @@ class ChatFactory(Factory):
             await self.store.index_pending()
             for session in list(self.connections):
                 session.close()
-            self.closed = True
+            self.journal.closed = True
             await self.store.close()
 
         return Deferred.fromCoroutine(stop())
@@ -210,91 +204,24 @@ class ChatFactory(Factory):
     # ------------------------------------------------------------ journal
 
     def submit(self, event: Dict[str, Any]) -> Deferred:
-        """
-        Queue ``event`` for storage.  Fires with ``(stored_event, duplicate)``
-        once it is committed and (unless a duplicate) broadcast; fails with
-        :class:`StoreBusy` (retry) or :class:`StoreClosed` (stopped) when
-        nothing was written.
-
-        Events submitted while a commit is in flight are written together in
-        the next one (group commit), so the disk is touched once per batch.
-        """
-        event.setdefault("ts", round(self.clock.seconds(), 3))
-        if self.closed:
-            return fail(StoreClosed())
-        d: Deferred = Deferred()
-        self._pending.append((event, d))
-        if not self._flushing:
-            self._flush()
-        return d
+        """Store ``event`` (group commit, see :class:`Journal`); fires with ``(stored_event, duplicate)``."""
+        return self.journal.submit(event)
 
     def drained(self) -> Deferred:
-        """Fires when nothing is waiting to be written."""
-        if not self._flushing and not self._pending:
-            return succeed(None)
-        d: Deferred = Deferred()
-        self._drained.append(d)
-        return d
+        return self.journal.drained()
 
-    def _flush(self) -> None:
-        # a batch is written with one commit and broadcast with one write per
-        # connection, so it is bounded in bytes too: that write is buffered once
-        # per connection until the socket takes it
-        count, size = 0, 0
-        if self._solo:
-            self._solo -= 1
-        for event, _ in self._pending[: 1 if self._solo else self.limits.batch_max]:
-            count += 1
-            size += len(event.get("text") or "") + 100
-            if size >= self.limits.batch_bytes:
-                break
-        batch = self._pending[:count]
-        del self._pending[:count]
-        self._flushing = True
-        d = self.store.append([event for event, _ in batch])
-        d.addCallbacks(self._committed, self._commitFailed, callbackArgs=(batch,), errbackArgs=(batch,))
+    @property
+    def closed(self) -> bool:
+        return self.journal.closed
 
-    def _committed(self, results: List[Tuple[Event, bool]], batch: List[Tuple[Dict[str, Any], Deferred]]) -> None:
-        fresh = [stored for stored, duplicate in results if not duplicate]
+    def _committed(self, fresh: List[Event]) -> None:
+        """Events just committed (not duplicates): remember and deliver them."""
         for event in fresh:
             if event["kind"] == "delete":
                 self._forget(event["target"])
-        if fresh:
-            self.recent.extend(fresh)
-            self.last_id = fresh[-1]["id"]
-            self.broadcast(fresh)
-        for (_, d), result in zip(batch, results):
-            d.callback(result)
-        self._afterFlush()
-
-    def _commitFailed(self, failure: Any, batch: List[Tuple[Dict[str, Any], Deferred]]) -> None:
-        if failure.check(StoreBusy):
-            self.log.warn("The database is locked by another process; {count} events were refused (retryable)",
-                          count=len(batch))
-        elif failure.check(StoreClosed):
-            pass  # stopping: the submitters are told
-        elif len(batch) > 1:
-            # one bad event must not fail the others: write them again, one per commit
-            self.log.warn("A batch of {count} events failed ({why}); writing them one by one",
-                          count=len(batch), why=failure.getErrorMessage())
-            self._pending[:0] = batch
-            self._solo = len(batch) + 1
-            self._afterFlush()
-            return
-        else:
-            self.log.failure("Could not store an event", failure)
-        for _, d in batch:
-            d.errback(failure)
-        self._afterFlush()
-
-    def _afterFlush(self) -> None:
-        self._flushing = False
-        if self._pending:
-            self._flush()
-        elif self._drained:
-            waiting, self._drained = self._drained, []
-            for d in waiting:
-                d.callback(None)
+        self.recent.extend(fresh)
+        self.last_id = fresh[-1]["id"]
+        self.broadcast(fresh)
 
     # ------------------------------------------------------------ delivery
 
