@@ -1,0 +1,262 @@
+"""
+The conversation as one user sees it: a pure model, no network.
+
+:class:`Conversations` keeps events by id (nothing is shown twice), who is
+online, the rooms this user is in with their members and read markers, read
+markers of direct conversations, presence, who is typing (hidden again after
+:data:`TYPING_SHOWN` seconds of the injected clock) and unread counts.  The
+client core feeds it the server's frames; UIs ask it through its methods.
+It tells the listener (``IChatListener``) what changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional
+
+from tcpchat import wire
+
+#: the conversation every user is in ("#general")
+LOBBY = "#" + wire.DEFAULT_ROOM
+#: seconds a "typing…" hint is shown without a new typing frame
+TYPING_SHOWN = 6.0
+
+Event = Dict[str, Any]
+
+
+def conversation_of(event: Dict[str, Any], me: str) -> str:
+    """
+    The conversation an event (or typing/seen frame) belongs to, as the user
+    ``me`` sees it: ``"#room"``, or ``"@name"`` for the direct conversation
+    with ``name``.
+    """
+    to = event.get("to")
+    if to is not None:
+        sender = event.get("name") or ""
+        other = sender if wire.name_key(to) == wire.name_key(me) else to
+        return "@" + other
+    return "#" + (event.get("room") or wire.DEFAULT_ROOM)
+
+
+def conv_fields(conv: Optional[str]) -> Dict[str, str]:
+    """The frame members naming conversation ``conv`` (``room`` or ``to``)."""
+    if not conv:
+        return {}
+    if conv.startswith("@"):
+        return {"to": conv[1:]}
+    return {"room": conv.lstrip("#")}
+
+
+def same_conv(a: str, b: str) -> bool:
+    """Conversation names compare like user and room names: case does not matter."""
+    return a[:1] == b[:1] and wire.name_key(a[1:]) == wire.name_key(b[1:])
+
+
+class Conversations:
+    """
+    :param clock: ``callLater``/``seconds`` (a reactor, or ``task.Clock`` in tests).
+    :param listener: told what changed.
+    :param acked: ``acked(event) -> bool``: True if ``event`` is one of our own
+        messages still waiting in the outbox (then it is taken as its ack).
+    """
+
+    def __init__(self, clock: Any, listener: Any, acked: Callable[[Event], bool] = lambda e: False) -> None:
+        self.clock = clock
+        self.listener = listener
+        self.acked = acked
+        self.name = ""
+        #: event id -> event
+        self.events: Dict[int, Event] = {}
+        self.lastEventId = 0
+        self.users: List[str] = []
+        #: rooms this user is in: name -> {"members": [...], "seen": {name: id}}
+        self.rooms: Dict[str, Dict[str, Any]] = {}
+        #: read markers of direct conversations: name key of the other -> {reader: id}
+        self.dmSeen: Dict[str, Dict[str, int]] = {}
+        #: who is away or has a status: name -> {"away", "status"}
+        self.presence: Dict[str, Dict[str, Any]] = {}
+        #: conv -> {name: delayed call hiding their typing hint}
+        self.typing: Dict[str, Dict[str, Any]] = {}
+        #: unread messages per conversation (live ones, not from this user)
+        self.unread: Dict[str, int] = {}
+
+    # ------------------------------------------------------------ questions the UIs ask
+
+    def messages(self, conv: Optional[str] = None) -> List[Event]:
+        """The conversation held so far (one of them, or all), in order."""
+        events = [self.events[i] for i in sorted(self.events)]
+        if conv is None:
+            return events
+        return [e for e in events if same_conv(conversation_of(e, self.name), conv)]
+
+    def lastOwnMessage(self, conv: str) -> Optional[Event]:
+        """This user's latest message in ``conv`` held so far, if any."""
+        for event in reversed(self.messages(conv)):
+            if event["kind"] == "message" and event.get("name") == self.name:
+                return event
+        return None
+
+    def typingIn(self, conv: str) -> List[str]:
+        return sorted(self.typing.get(conv, {}))
+
+    def unreadIn(self, conv: str) -> int:
+        return self.unread.get(conv, 0)
+
+    def presenceOf(self, name: str) -> Dict[str, Any]:
+        """``{"away": bool, "status": str}`` (empty when here with no status)."""
+        return self.presence.get(name) or {}
+
+    def roomNames(self) -> List[str]:
+        """The rooms this user is in: the default room first, then by name."""
+        return sorted(self.rooms, key=lambda r: (wire.name_key(r) != wire.DEFAULT_ROOM, wire.name_key(r)))
+
+    def members(self, room: str) -> List[str]:
+        return list((self.rooms.get(room) or {}).get("members") or [])
+
+    def markers(self, conv: str) -> Optional[Dict[str, int]]:
+        """The read markers of ``conv`` (reader -> last id seen), or None if not known here."""
+        if conv.startswith("@"):
+            return self.dmSeen.setdefault(wire.name_key(conv[1:]), {})
+        for name, room in self.rooms.items():
+            if wire.name_key(name) == wire.name_key(conv[1:]):
+                return room.setdefault("seen", {})
+        return None
+
+    def seenBy(self, conv: str, event: Event) -> List[str]:
+        """Who else (not its sender, not this user) has seen ``event``."""
+        markers = self.markers(conv) or {}
+        skip = {wire.name_key(self.name), wire.name_key(event.get("name") or "")}
+        return sorted((n for n, last in markers.items() if last >= event["id"] and wire.name_key(n) not in skip),
+                      key=wire.name_key)
+
+    # ------------------------------------------------------------ what the server said
+
+    def welcome(self, frame: Dict[str, Any]) -> None:
+        self.name = frame["name"]
+        self.users = list(frame["users"])
+        self.presence = dict(frame.get("presence") or {})
+        self.rooms = {}
+
+    def room(self, frame: Dict[str, Any]) -> None:
+        self.rooms[frame["room"]] = {"members": list(frame["members"]), "seen": dict(frame.get("seen") or {})}
+        self.listener.roomsChanged(self.roomNames())
+        self.listener.seenChanged("#" + frame["room"])
+
+    def usersNow(self, users: List[str]) -> None:
+        self.users = list(users)
+        self.listener.usersChanged(list(self.users))
+
+    def presenceChanged(self, frame: Dict[str, Any]) -> None:
+        name, away, status = frame["name"], bool(frame["away"]), str(frame.get("status") or "")
+        if away or status:
+            self.presence[name] = {"away": away, "status": status}
+        else:
+            self.presence.pop(name, None)
+        self.listener.presenceChanged(name, away, status)
+
+    def typingSeen(self, frame: Dict[str, Any]) -> None:
+        conv = conversation_of(frame, self.name)
+        who = frame["name"]
+        shown = self.typing.setdefault(conv, {})
+        old = shown.pop(who, None)
+        if old is not None and old.active():
+            old.cancel()
+        shown[who] = self.clock.callLater(TYPING_SHOWN, self.stoppedTyping, conv, who)
+        self.listener.typingChanged(conv, sorted(shown))
+
+    def stoppedTyping(self, conv: str, who: str) -> None:
+        shown = self.typing.get(conv, {})
+        call = shown.pop(who, None)
+        if call is not None and call.active():
+            call.cancel()
+        self.listener.typingChanged(conv, sorted(shown))
+
+    def clearTyping(self, conv: Optional[str] = None) -> None:
+        """Hide every typing hint of ``conv`` (default: of every conversation)."""
+        for c in [conv] if conv is not None else list(self.typing):
+            for who in list(self.typing.get(c, {})):
+                self.stoppedTyping(c, who)
+            self.typing.pop(c, None)
+
+    def seen(self, frame: Dict[str, Any]) -> None:
+        conv = conversation_of(frame, self.name)
+        markers = self.markers(conv)
+        if markers is None:
+            return
+        if frame["id"] > markers.get(frame["name"], 0):
+            markers[frame["name"]] = frame["id"]
+        self.listener.seenChanged(conv)
+
+    def read(self, conv: str) -> Optional[int]:
+        """The user has seen everything held in ``conv``: the id to tell the server, or None if nothing new."""
+        self.unread.pop(conv, None)
+        held = self.messages(conv)
+        if not held:
+            return None
+        last = held[-1]["id"]
+        markers = self.markers(conv)
+        if markers is not None and markers.get(self.name, 0) >= last:
+            return None
+        if markers is not None:
+            markers[self.name] = last
+        return int(last)
+
+    def event(self, event: Event, replay: bool) -> None:
+        self.lastEventId = max(self.lastEventId, event["id"])
+        if event["id"] in self.events:
+            return
+        kind, who = event["kind"], event.get("name")
+        conv = conversation_of(event, self.name)
+        if kind == "delete":
+            target = self.events.pop(event.get("target"), None)  # type: ignore[arg-type]
+            if target is not None:
+                self.listener.eventRemoved(target, conv)
+            self.events[event["id"]] = event
+            return
+        if kind in ("message", "file", "announce") and who:
+            if conv in self.typing and who in self.typing[conv]:
+                self.stoppedTyping(conv, who)
+            if not replay and who != self.name:
+                self.unread[conv] = self.unread.get(conv, 0) + 1
+        if kind in ("room-join", "room-leave"):
+            self._membership(event)
+        self.events[event["id"]] = event
+        if not (kind == "message" and who == self.name and self.acked(event)):
+            self.listener.eventReceived(event, replay)
+        if kind == "join" and who and who not in self.users:
+            self.users.append(who)
+            self.listener.usersChanged(list(self.users))
+        elif kind == "leave" and who in self.users:
+            self.users.remove(who)
+            self.listener.usersChanged(list(self.users))
+
+    def _membership(self, event: Event) -> None:
+        room = self.rooms.get(event.get("room") or "")
+        who = event.get("name")
+        if event["kind"] == "room-leave" and who == self.name:
+            self.rooms.pop(event.get("room") or "", None)
+            self.listener.roomsChanged(self.roomNames())
+        elif room is not None and who:
+            members = room.setdefault("members", [])
+            if event["kind"] == "room-join" and who not in members:
+                members.append(who)
+            elif event["kind"] == "room-leave" and who in members:
+                members.remove(who)
+
+    def stored(self, ack: Dict[str, Any], said: Optional[Dict[str, Any]]) -> Optional[Event]:
+        """Our message ``said`` was stored (its ``ack``): the event as the conversation holds it."""
+        if ack["id"] in self.events or said is None:
+            return None
+        event = {"id": ack["id"], "ts": ack["ts"], "kind": "message", "name": self.name, "text": said["text"],
+                 "cid": said["cid"]}
+        event.update({k: said[k] for k in ("room", "to") if k in said})
+        if "room" not in event and "to" not in event:
+            event["room"] = wire.DEFAULT_ROOM
+        self.events[ack["id"]] = event
+        return event
+
+    def older(self, events: List[Any]) -> List[Event]:
+        """A history page: the events not held yet (now held)."""
+        fresh = [e for e in events if isinstance(e, dict) and isinstance(e.get("id"), int) and e["id"] not in self.events]
+        for event in fresh:
+            self.events[event["id"]] = event
+        return fresh
