@@ -15,7 +15,6 @@ imports a UI toolkit, and UIs never touch a socket.
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from typing import Any, Callable, Dict, List, Optional
 
@@ -32,6 +31,7 @@ from tcpchat.client.known import KnownServers
 from tcpchat.client.frames import FRAMES
 from tcpchat.client.listener import (CONNECTED, CONNECTING, DISCONNECTED, FAILED, RECONNECTING, ChatListener,
                                      IChatListener)
+from tcpchat.client.pending import PendingRequests
 from tcpchat.client.model import LOBBY, TYPING_SHOWN, Conversations, conv_fields, conversation_of, same_conv
 from tcpchat.client.transfers import Transfer, TransferFailed, Transfers, file_digest
 
@@ -41,11 +41,6 @@ __all__ = [
     "LoginRefused", "Refused", "RequestFailed", "Transfer", "TransferFailed", "conv_fields", "conversation_of",
     "describe_failure", "file_digest", "same_conv",
 ]
-
-#: answer frame type -> the request type it answers (for servers that do not echo request ids)
-ANSWERS = {"room": "join", "room-list": "rooms", "search-results": "search", "registered": "register",
-           "oper": "oper", "mod-done": "mod"}
-
 
 class ChatClient:
     """
@@ -119,9 +114,7 @@ class ChatClient:
         self.outbox: Dict[str, Dict[str, Any]] = {}
         self.operator = False
         self._typingSent: Dict[str, float] = {}
-        #: requests waiting for their answer: request id -> (answer type, Deferred)
-        self._waiting: Dict[str, tuple] = {}
-        self._reqs = itertools.count(1)
+        self.pending = PendingRequests()
         self._service: Optional[ClientService] = None
         self._pingCall: Any = None
         self._lastHeard = 0.0
@@ -228,20 +221,8 @@ class ChatClient:
         return d
 
     def inviteLink(self, with_passkey: bool = False) -> str:
-        """
-        A join link for someone else (Invite…): the address the server gave
-        for its network (else the one we used), its certificate and, if asked,
-        the passkey.
-        """
-        from tcpchat import link
-
-        try:
-            joined = link.parse(str(self.info.get("link") or ""))
-        except link.BadLink:
-            joined = link.JoinLink(self.host, self.port)
-        fingerprint = self.fingerprint if self.tls else None  # the one this login proved, not the server's word
-        return link.JoinLink(joined.host, joined.port, fingerprint, self.passkey if with_passkey else None,
-                             joined.name).format()
+        """A join link for someone else (Invite…), with the passkey if asked (see :func:`login.invite_link`)."""
+        return login.invite_link(self, with_passkey)
 
     # ------------------------------------------------------------ messages
 
@@ -270,29 +251,10 @@ class ChatClient:
 
     def _request(self, frame: Dict[str, Any], answer: str) -> Deferred:
         """Send a frame whose answer is a frame of type ``answer`` (or an error echoing its request id)."""
-        d: Deferred = Deferred()
-        req = f"r{next(self._reqs)}"
-        frame["req"] = req
-        if not self._send(frame):
-            d.errback(RequestFailed("not-connected", "Not connected."))
-            return d
-        self._waiting[req] = (frame["type"], d)
-        return d
+        return self.pending.ask(frame, self._send)
 
     def _answer(self, frame: Dict[str, Any], result: Any = None) -> bool:
-        """Resolve the request ``frame`` answers (by its ``req``; else the oldest request of its kind)."""
-        req = frame.get("req")
-        if req not in self._waiting:
-            kind = frame.get("ref") if frame["type"] == "error" else ANSWERS.get(frame["type"])
-            req = next((r for r, (k, _) in self._waiting.items() if k == kind), None)
-            if req is None:
-                return False
-        _, d = self._waiting.pop(req)
-        if isinstance(result, Exception):
-            d.errback(result)
-        else:
-            d.callback(frame)
-        return True
+        return self.pending.answer(frame, result)
 
     def who(self) -> None:
         self._send({"type": "who"})
@@ -427,9 +389,7 @@ class ChatClient:
             self._pingCall.cancel()
         self._pingCall = None
         self.transfers.disconnected()
-        waiting, self._waiting = self._waiting, {}
-        for _, d in waiting.values():
-            d.errback(RequestFailed("not-connected", "The connection was lost."))
+        self.pending.failAll(RequestFailed("not-connected", "The connection was lost."))
         self.model.clearTyping()
         self.operator = False
         if not self.stopped and self.everLoggedIn:

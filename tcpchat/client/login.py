@@ -106,3 +106,20 @@ def welcomed(client: Any, frame: Dict[str, Any]) -> None:
     client.model.welcome(frame)
     client.listener.welcomed(frame)
     client.listener.usersChanged(list(client.users))
+
+
+def invite_link(client: Any, with_passkey: bool = False) -> str:
+    """
+    A join link for someone else: the address the server gave for its
+    network (else the one we used), the certificate this login proved (not
+    the server's word) and, if asked, the passkey.
+    """
+    from tcpchat import link
+
+    try:
+        joined = link.parse(str(client.info.get("link") or ""))
+    except link.BadLink:
+        joined = link.JoinLink(client.host, client.port)
+    fingerprint = client.fingerprint if client.tls else None
+    return link.JoinLink(joined.host, joined.port, fingerprint, client.passkey if with_passkey else None,
+                         joined.name).format()
