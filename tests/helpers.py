@@ -55,15 +55,8 @@ class Peer:
 
     def frames(self) -> List[Any]:
         """Every frame written to this peer since the last call, decoded."""
-        self._buffer += self.transport.value()
+        out, self._buffer = split_frames(self._buffer + self.transport.value(), wire.SERVER_FRAMES)
         self.transport.clear()
-        out = []
-        while len(self._buffer) >= 4:
-            (n,) = struct.unpack(">I", self._buffer[:4])
-            if len(self._buffer) < 4 + n:
-                break
-            out.append(wire.decode(self._buffer[4 : 4 + n], wire.SERVER_FRAMES))
-            self._buffer = self._buffer[4 + n :]
         return out
 
     def login(self, name: str, passkey: str = PASSKEY, **extra: Any) -> List[Any]:
@@ -73,6 +66,18 @@ class Peer:
     @property
     def connected(self) -> bool:
         return self.transport.connected
+
+
+def split_frames(buffer: bytes, table: Any = wire.CLIENT_FRAMES) -> tuple:
+    """Decode the whole length-prefixed frames at the start of ``buffer``: (frames, what is left)."""
+    out = []
+    while len(buffer) >= 4:
+        (n,) = struct.unpack(">I", buffer[:4])
+        if len(buffer) < 4 + n:
+            break
+        out.append(wire.decode(buffer[4 : 4 + n], table))
+        buffer = buffer[4 + n :]
+    return out, buffer
 
 
 def kinds(frames: List[Any]) -> List[str]:

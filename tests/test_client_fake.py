@@ -20,7 +20,7 @@ from tcpchat.client.core import CONNECTED, RECONNECTING, ChatClient
 from tcpchat.client.model import TYPING_SHOWN
 
 from .clienttools import Recorder
-from .helpers import PASSKEY
+from .helpers import PASSKEY, split_frames
 
 DELAYS = [0.5, 1.0, 2.0, 4.0, 8.0]
 
@@ -58,15 +58,8 @@ class Connection:
 
     def received(self):
         """Frames (and data chunks) the client sent since the last call."""
-        self._buffer += self.transport.value()
+        out, self._buffer = split_frames(self._buffer + self.transport.value())
         self.transport.clear()
-        out = []
-        while len(self._buffer) >= 4:
-            (n,) = struct.unpack(">I", self._buffer[:4])
-            if len(self._buffer) < 4 + n:
-                break
-            out.append(wire.decode(self._buffer[4: 4 + n]))
-            self._buffer = self._buffer[4 + n:]
         return out
 
     def send(self, frame):
