@@ -1,42 +1,22 @@
 """
-Passkeys: generation, and the one place where a passkey is checked.
-
-The passkey is what the person running the server reads aloud.  It uses an
-alphabet without look-alike characters (no 0/o, 1/l/i) and is shown as two
-groups of five, e.g. ``k7m2x-qp9ra`` (10 characters of a 31-letter alphabet:
-49 bits).  Case, spaces and dashes do not matter when it is typed.
+The one place where a passkey is checked (directly, or through the SPAKE2
+proof of :mod:`tcpchat.pake`), and name passwords.  What a passkey looks like
+is :mod:`tcpchat.passkeys`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 import secrets
 
 from zope.interface import Interface, implementer
 
-ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
-GROUP = 5
-GROUPS = 2
-#: Entropy of a generated passkey, in bits.
-BITS = GROUP * GROUPS * math.log2(len(ALPHABET))
+from tcpchat import pake
+from tcpchat.passkeys import ALPHABET, BITS, GROUP, GROUPS, canonical_passkey, generate_passkey
 
-
-def generate_passkey() -> str:
-    """
-    A fresh random passkey, easy to read aloud and type.
-    """
-    groups = ("".join(secrets.choice(ALPHABET) for _ in range(GROUP)) for _ in range(GROUPS))
-    return "-".join(groups)
-
-
-def canonical_passkey(text: str) -> str:
-    """
-    The form passkeys are compared in: lower case, no spaces or dashes.
-    """
-    return "".join(c for c in text.lower() if c not in " -\t")
-
+__all__ = ["ALPHABET", "BITS", "GROUP", "GROUPS", "IPasskeyVerifier", "MIN_PASSWORD", "PasskeyVerifier",
+           "canonical_passkey", "check_password", "generate_passkey", "hash_password"]
 
 class IPasskeyVerifier(Interface):
     """
@@ -76,8 +56,6 @@ class PasskeyVerifier:
         return hmac.compare_digest(self._key, canonical_passkey(offered).encode("utf-8"))
 
     def pakeRespond(self, clientMessage: bytes, binding: bytes) -> tuple:
-        from tcpchat import pake
-
         return pake.server_respond(self.passkey, clientMessage, binding)
 
 

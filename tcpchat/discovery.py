@@ -193,7 +193,7 @@ class Heard:
             server = server_from_info(name, zeroconf.get_service_info(service_type, name, timeout=2000))
             with self._lock:
                 news = server is not None and (name in self._servers or len(self._servers) < MAX_SERVERS)
-                if news:
+                if server is not None and news:
                     self._servers[name] = server
         if news:
             self.changed()

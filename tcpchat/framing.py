@@ -18,7 +18,7 @@ class FrameReceiver(Int32StringReceiver):
 
     _buffer: bytearray
 
-    def makeConnection(self, transport) -> None:  # type: ignore[no-untyped-def]
+    def makeConnection(self, transport) -> None:
         self._buffer = bytearray()
         super().makeConnection(transport)
 

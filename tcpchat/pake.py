@@ -25,7 +25,7 @@ from typing import Tuple
 from spake2 import SPAKE2_A, SPAKE2_B
 from spake2.parameters.ed25519 import ParamsEd25519
 
-from tcpchat.auth import canonical_passkey
+from tcpchat.passkeys import canonical_passkey
 
 CLIENT_ID = b"tcpchat client"
 SERVER_ID = b"tcpchat server"

@@ -94,7 +94,9 @@ def server_options(cert_path: str, key_path: str) -> Any:
         cert = x509.load_pem_x509_certificate(f.read())
     with open(key_path, "rb") as f:
         key = serialization.load_pem_private_key(f.read(), password=None)
-    return ssl.CertificateOptions(privateKey=key, certificate=cert, raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+    # (Twisted takes cryptography's key and certificate objects; its stubs still name pyOpenSSL's)
+    return ssl.CertificateOptions(privateKey=key, certificate=cert,  # type: ignore[arg-type]
+                                  raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
 
 
 def client_options() -> Any:

@@ -40,7 +40,7 @@ def test_defaults(tmp_path, monkeypatch):
         "no-announce": 0,
     }
     assert options["server-name"].startswith("tcpchat on ")
-    assert os.path.isdir(tmp_path / "tcpchat-data")
+    assert not os.path.isdir(tmp_path / "tcpchat-data")  # made by makeService: parsing has no side effects (0.3)
 
 
 def test_everything_given(tmp_path):
@@ -70,7 +70,6 @@ def test_passkey_file(tmp_path):
         (["--passkey-file", "/nonexistent/key"], "cannot read --passkey-file"),
         (["--passkey", " - "], "must not be empty"),
         (["--max-file-size", "lots"], "not a size"),
-        (["--data-dir", "/proc/nope/data"], "cannot create --data-dir"),
     ],
 )
 def test_bad_values_are_usage_errors(tmp_path, monkeypatch, args, message):
@@ -78,6 +77,19 @@ def test_bad_values_are_usage_errors(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(usage.UsageError, match=message):
         parse(*args)
+
+
+def test_option_parsing_changes_nothing_and_a_bad_data_dir_is_one_clear_line(tmp_path):
+    """Parsing creates no directory; makeService does, and one it cannot create stops with a clear message."""
+    options = parse("--data-dir", str(tmp_path / "not-yet"))
+    assert not (tmp_path / "not-yet").exists()
+    bad = parse("--data-dir", "/proc/nope/data")
+    with pytest.raises(SystemExit, match="cannot create --data-dir /proc/nope/data"):
+        tap.makeService(bad, MemoryReactorClock())
+    service = tap.makeService(options, MemoryReactorClock())
+    assert (tmp_path / "not-yet").is_dir()
+    for runner in service.runners:
+        runner.stop()
 
 
 def test_help_documents_every_option():
@@ -136,3 +148,48 @@ def test_verifier_rotates():
     assert verifier.verify("OLDKEY")
     verifier.rotate("new-key")
     assert not verifier.verify("old-key") and verifier.verify("new key")
+
+
+def test_process_settings_are_set_while_running_and_put_back():
+    """The one place that changes the process: the switch interval on start, signal handlers once the (injected)
+    reactor runs; SIGTERM stops that reactor; stopping puts both back."""
+    import signal
+    import sys
+
+    from tcpchat.server.service import SWITCH_INTERVAL, ProcessSettings
+
+    class Reactor(MemoryReactorClock):
+        def callFromThread(self, f, *args):
+            f(*args)
+
+    reactor = Reactor()
+    interval, handler = sys.getswitchinterval(), signal.getsignal(signal.SIGTERM)
+    settings = ProcessSettings(reactor)
+    settings.startService()
+    try:
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL)
+        assert signal.getsignal(signal.SIGTERM) == handler  # not before the reactor runs
+        for hook, args, kwargs in reactor.whenRunningHooks:
+            hook(*args, **kwargs)
+        ours = signal.getsignal(signal.SIGTERM)
+        assert ours != handler and signal.getsignal(signal.SIGINT) == ours
+        reactor.running = True
+        ours(signal.SIGTERM, None)
+        assert reactor.hasStopped
+    finally:
+        settings.stopService()
+    assert sys.getswitchinterval() == pytest.approx(interval)
+    assert signal.getsignal(signal.SIGTERM) == handler
+
+
+def test_service_is_a_multiservice_that_listens_only_once_storage_is_open(tmp_path):
+    """makeService: process settings, then storage; the listeners, the sweep timer and the banner come after."""
+    from twisted.application.service import MultiService
+
+    from tcpchat.server.service import ProcessSettings, StorageService
+
+    service = tap.makeService(parse("-l", "tcp:0", "-d", str(tmp_path), "--insecure-plaintext"), MemoryReactorClock())
+    assert isinstance(service, MultiService) and service.name == "tcpchat"
+    assert [type(s) for s in service] == [ProcessSettings, StorageService]
+    for runner in service.runners:
+        runner.stop()

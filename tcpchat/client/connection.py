@@ -33,6 +33,7 @@ class ClientProtocol(FrameReceiver):
 
     MAX_LENGTH = wire.MAX_FRAME
     client: Any
+    transport: Any
 
     def connectionMade(self) -> None:
         self.writePaused = False

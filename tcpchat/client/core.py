@@ -196,7 +196,7 @@ class ChatClient:
         if self.outbox and self.loggedIn and grace > 0 and not self.stopped:
             d: Deferred = Deferred()
             self._outboxWaiters.append(d)
-            timer = self.reactor.callLater(grace, lambda: d.called or d.callback(None))
+            timer = self.reactor.callLater(grace, lambda: None if d.called else d.callback(None))
             d.addBoth(lambda _: timer.active() and timer.cancel())
             return d.addCallback(lambda _: self.stop(grace=0))
         self.stopped = True

@@ -156,8 +156,12 @@ class ChatFactory(Factory):
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self) -> Deferred:
-        """Open storage and load the recent conversation; fires when ready."""
+    def start(self, sweeping: bool = True) -> Deferred:
+        """
+        Open storage and load the recent conversation; fires when ready.
+        ``sweeping``: run :meth:`sweep` every ``Limits.sweep_interval`` (the
+        server's service runs it with a ``TimerService`` instead).
+        """
 
         async def start() -> None:
             self.last_id = await self.store.open()
@@ -168,9 +172,10 @@ class ChatFactory(Factory):
                 self.recent.append(event)
             if self.files is not None:
                 await self.files.start()
-            self._sweeper = task.LoopingCall(self.sweep)
-            self._sweeper.clock = self.clock
-            self._sweeper.start(self.limits.sweep_interval, now=False)
+            if sweeping:
+                self._sweeper = task.LoopingCall(self.sweep)
+                self._sweeper.clock = self.clock
+                self._sweeper.start(self.limits.sweep_interval, now=False)
 
         return Deferred.fromCoroutine(start())
 
@@ -246,7 +251,7 @@ class ChatFactory(Factory):
         i = self._recent_position(event_id)
         if i is not None:
             old = self.recent[i]
-            tomb = {k: old[k] for k in ("id", "ts", "room", "to", "name") if k in old}
+            tomb: Dict[str, Any] = {k: old[k] for k in ("id", "ts", "room", "to", "name") if k in old}
             tomb["kind"] = "deleted"
             self.recent[i] = tomb
 

@@ -22,6 +22,7 @@ class Waiting(Protocol):
     """One accepted socket, before and after its first bytes."""
 
     __slots__ = ("owner", "host", "tls", "timer")
+    transport: Any
 
     def __init__(self, owner: "LazyTLSFactory") -> None:
         self.owner = owner

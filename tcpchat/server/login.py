@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from tcpchat import auth, pake, wire
 from tcpchat.server import social
 from tcpchat.server.guard import TokenBucket
-from tcpchat.server.session import ANY, CHECKING, CLOSED, LIVE, LOGGED_IN, NEW, handles
+from tcpchat.server.table import ANY, CHECKING, CLOSED, LIVE, LOGGED_IN, NEW, handles
 from tcpchat.wire import ErrorCode, ProtocolError
 
 

@@ -32,6 +32,7 @@ class ChatProtocol(FrameReceiver):
 
     factory: Any
     session: Session
+    transport: Any
 
     def connectionMade(self) -> None:
         address = self.transport.getPeer()

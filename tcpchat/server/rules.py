@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from tcpchat import wire
 from tcpchat.server import moderation, social
 from tcpchat.server.login import send_room
-from tcpchat.server.session import ANY, LOGGED_IN, ROOMS, handles
+from tcpchat.server.table import ANY, ROOMS, handles
 from tcpchat.store.errors import StoreBusy, StoreClosed
 from tcpchat.wire import ErrorCode, ProtocolError
 
@@ -120,6 +120,7 @@ def delete(session: Any, frame: Frame) -> None:
             raise ProtocolError(ErrorCode.NO_SUCH_MESSAGE)
         if not session.operator and wire.name_key(event.get("name", "")) != session.nkey:
             raise ProtocolError(ErrorCode.NOT_ALLOWED)
+        assert aud is not None
         tomb = {"kind": "delete", "name": event.get("name"), "target": event["id"], "by": session.name,
                 **social.placement(aud)}
         tomb.update({k: event[k] for k in ("room", "to") if k in event})

@@ -8,14 +8,14 @@ transport under it (``protocol.py`` for TCP; a WebSocket one later) provides
 an :class:`ILink` and hands it decoded frames; the session never sees bytes
 arrive, and nothing above it sees a socket.
 
-Frames go to their handlers through one table (:data:`HANDLERS`, filled by
+Frames go to their handlers through one table (``table.HANDLERS``, filled by
 ``login.py`` and ``rules.py``) that also says in which state each is allowed.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set
+from typing import Any, Dict, List, Optional, Sequence, Set
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -23,36 +23,14 @@ from zope.interface import Attribute, Interface, implementer
 
 from tcpchat import wire
 from tcpchat.server import social
+from tcpchat.server.delivery import Delivery
 from tcpchat.server.guard import TokenBucket
+from tcpchat.server.login import Login
+from tcpchat.server.table import ANY, CHECKING, CLOSED, COSTS, HANDLERS, LIVE, LOGGED_IN, NEW, ROOMS
 from tcpchat.wire import ErrorCode, ProtocolError
 
-# session states
-NEW, CHECKING, LIVE, CLOSED = "new", "checking", "live", "closed"
-# what a frame needs before it is handled
-ANY, LOGGED_IN, ROOMS = "any", "logged-in", "rooms"
-
-#: What each kind of request costs from the sender's request budget (PROTOCOL.rst,
-#: "Request budget").  ``say`` has a budget of its own; data frames are paced by TCP.
-COSTS: Dict[str, float] = {
-    "hello": 1, "pake-confirm": 0, "register": 5, "say": 0, "history": 2, "who": 2, "join": 1, "leave": 1,
-    "rooms": 2, "typing": 0.25, "read": 0.25, "presence": 1, "search": 3, "delete": 1, "oper": 1, "mod": 1,
-    "ping": 0.5, "pong": 0, "bye": 0, "upload": 1, "upload-cancel": 0.25, "download": 1, "download-cancel": 0.25,
-}
-
-Handler = Callable[["Session", Dict[str, Any]], None]
-#: frame type -> (what it needs, handler); every client frame type of wire.CLIENT_FRAMES has one
-HANDLERS: Dict[str, tuple] = {}
-
-
-def handles(kind: str, needs: str = LOGGED_IN) -> Callable[[Handler], Handler]:
-    """Register ``f(session, frame)`` as the handler of frames of type ``kind``."""
-
-    def register(f: Handler) -> Handler:
-        HANDLERS[kind] = (needs, f)
-        return f
-
-    return register
-
+__all__ = ["ANY", "CHECKING", "CLOSED", "COSTS", "HANDLERS", "LIVE", "LOGGED_IN", "NEW", "ROOMS", "ILink",
+           "ISession", "Session", "Shared", "int32_framed"]
 
 class ILink(Interface):
     """What a session needs from the transport that carries it."""
@@ -151,9 +129,6 @@ class Session:
     session = ""
 
     def __init__(self, factory: Any, link: Any, host: str, peer: str) -> None:
-        from tcpchat.server.delivery import Delivery
-        from tcpchat.server.login import Login
-
         self.factory = factory
         self.link = link
         self.host = host

@@ -429,7 +429,8 @@ class Store:
         return [_row_to_event(r) for r in rows]
 
     def _do_before(self, before: Optional[int], limit: int, conv: Optional[str] = None) -> List[Event]:
-        where, args = ["id < ?"], [before if before is not None else 2**62]
+        where: List[str] = ["id < ?"]
+        args: List[Any] = [before if before is not None else 2**62]
         if conv is not None:
             where += ["conv = ?", "kind != 'deleted'"]
             args.append(conv)
@@ -535,7 +536,7 @@ class Store:
             (record["sha256"], record["size"], record["name"], record.get("mime"), record["uploader"], record["ts"],
              record.get("conv")),
         )
-        return int(cursor.lastrowid)
+        return int(cursor.lastrowid or 0)
 
     def _do_get_file(self, file_id: int) -> Optional[Dict[str, Any]]:
         row = self._reader_db.execute(
