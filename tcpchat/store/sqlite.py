@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import sqlite3
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from tcpchat.store.errors import StoreBusy, StoreClosed, StoreUnusable
-from tcpchat.wire import DEFAULT_ROOM
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
@@ -27,44 +28,27 @@ Event = Dict[str, Any]
 _PRIVATE = frozenset({"nkey", "conv", "tkey"})
 Runner = Callable[..., Deferred]
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id    INTEGER PRIMARY KEY,
-    ts    REAL NOT NULL,
-    kind  TEXT NOT NULL,
-    name  TEXT,
-    nkey  TEXT,
-    text  TEXT,
-    cid   TEXT,
-    extra TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS events_cid ON events (nkey, cid) WHERE cid IS NOT NULL;
-CREATE TABLE IF NOT EXISTS files (
-    id       INTEGER PRIMARY KEY,
-    sha256   TEXT NOT NULL,
-    size     INTEGER NOT NULL,
-    name     TEXT NOT NULL,
-    mime     TEXT,
-    uploader TEXT NOT NULL,
-    ts       REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS files_sha ON files (sha256);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS rooms (key TEXT PRIMARY KEY, name TEXT NOT NULL, creator TEXT, ts REAL);
-CREATE TABLE IF NOT EXISTS members (
-    room TEXT NOT NULL, nkey TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (room, nkey)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS known (nkey TEXT PRIMARY KEY, name TEXT NOT NULL, last_seen REAL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS reads (
-    conv TEXT NOT NULL, nkey TEXT NOT NULL, name TEXT NOT NULL, last_id INTEGER NOT NULL, PRIMARY KEY (conv, nkey)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS bans (
-    kind TEXT NOT NULL, value TEXT NOT NULL, until REAL, reason TEXT, actor TEXT, ts REAL, PRIMARY KEY (kind, value)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, ts REAL NOT NULL, actor TEXT, action TEXT, detail TEXT);
-"""
-#: Version 2 added conversations (rooms, direct messages), search, moderation.
-SCHEMA_VERSION = "2"
+#: the schema, as files: ``v1.sql`` makes a version 1 database, each ``vN-to-vM.sql`` moves one on
+SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema")
+#: Version 2 (0.2) added conversations (rooms, direct messages), search, moderation.
+SCHEMA_VERSION = 2
+
+
+def schema_steps() -> List[Tuple[int, str]]:
+    """``(version reached, path)`` of every schema file, in order: ``v1.sql``, then the migrations."""
+    steps = []
+    for name in os.listdir(SCHEMA_DIR):
+        match = re.fullmatch(r"v(\d+)\.sql|v(\d+)-to-v(\d+)\.sql", name)
+        if match:
+            start, to = (0, match.group(1)) if match.group(1) else (match.group(2), match.group(3))
+            if int(to) != int(start) + 1:
+                raise ValueError(f"{name}: a migration moves one version on")
+            steps.append((int(to), os.path.join(SCHEMA_DIR, name)))
+    steps.sort()
+    if [v for v, _ in steps] != list(range(1, SCHEMA_VERSION + 1)):
+        raise ValueError(f"schema files for versions 1..{SCHEMA_VERSION} are missing or doubled: {steps}")
+    return steps
+
 
 #: Event fields kept in the ``extra`` JSON column.
 _EXTRA_FIELDS = ("file", "reason", "room", "to", "target", "by")
@@ -73,6 +57,17 @@ DELETED_CONV = "!deleted"
 #: Event kinds whose text is indexed for search.
 SEARCHABLE = ("message", "announce")
 _SEARCHABLE_SQL = "kind IN (" + ", ".join(f"'{kind}'" for kind in SEARCHABLE) + ")"
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    """The schema version of a database: 0 when empty, 1 for 0.1's (which may not say)."""
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "events" not in tables:
+        return 0
+    if "meta" not in tables:
+        return 1
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    return int(row[0]) if row and str(row[0]).isdigit() else 1
 
 
 @contextlib.contextmanager
@@ -292,9 +287,7 @@ class Store:
         (check,) = db.execute("PRAGMA quick_check(1)").fetchone()
         if check != "ok":
             raise sqlite3.DatabaseError(f"the database is damaged ({check})")
-        db.executescript(SCHEMA)
         self._migrate(db)
-        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         row = db.execute("SELECT value FROM meta WHERE key = 'fts_upto'").fetchone()
         self._indexed = int(row[0]) if row else 0
         self._db = db
@@ -314,35 +307,27 @@ class Store:
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
-        """Bring a database of an older version up to this one (in one transaction)."""
-        columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
-        with transaction(db):
-            if "conv" not in columns:
-                # version 1 had one conversation: it becomes the default room
-                db.execute("ALTER TABLE events ADD COLUMN conv TEXT")
-                db.execute("ALTER TABLE events ADD COLUMN tkey TEXT")
-                db.execute("ALTER TABLE files ADD COLUMN conv TEXT")
-                db.execute(
-                    "UPDATE events SET conv = ?, extra = json_set(COALESCE(extra, '{}'), '$.room', ?)",
-                    ("#" + DEFAULT_ROOM, DEFAULT_ROOM),
-                )
-                db.execute("UPDATE files SET conv = ?", ("#" + DEFAULT_ROOM,))
-            if "secret" not in {row[1] for row in db.execute("PRAGMA table_info(known)")}:
-                db.execute("ALTER TABLE known ADD COLUMN secret TEXT")
-            db.execute("CREATE INDEX IF NOT EXISTS events_conv ON events (conv, id)")
-            db.execute("CREATE INDEX IF NOT EXISTS events_dm ON events (tkey, id) WHERE tkey IS NOT NULL")
-            exists = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events_fts'").fetchone()
-            if not exists:
-                db.execute(
-                    "CREATE VIRTUAL TABLE events_fts USING fts5(text, content='events', content_rowid='id', "
-                    "tokenize='unicode61 remove_diacritics 2')"
-                )
-                db.execute(
-                    "INSERT INTO events_fts (rowid, text) SELECT id, text FROM events "
-                    "WHERE " + _SEARCHABLE_SQL + " AND text IS NOT NULL"
-                )
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('fts_upto', (SELECT COALESCE(MAX(id), 0) FROM events))")
-            db.execute("INSERT OR IGNORE INTO rooms VALUES (?, ?, NULL, NULL)", (DEFAULT_ROOM, DEFAULT_ROOM))
+        """
+        Make a new database, or bring one of an older version up to this one:
+        each step (a schema file) in one transaction with its version number,
+        so a step is either done or not started.
+        """
+        version = schema_version(db)
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"it was written by a newer tcpchat (schema {version}; this one knows "
+                                        f"{SCHEMA_VERSION})")
+        for reached, path in schema_steps():
+            if reached <= version:
+                continue
+            with open(path, encoding="utf-8") as f:
+                script = f.read()
+            try:
+                db.executescript(f"BEGIN IMMEDIATE;\n{script}\n"
+                                 f"INSERT OR REPLACE INTO meta VALUES ('schema', '{reached}');\nCOMMIT;")
+            except sqlite3.Error:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     def _do_close(self) -> None:
         for db in (self._rdb, self._db):
