@@ -102,7 +102,7 @@ class Login:
             self.judgeProof(False)
             raise ProtocolError(ErrorCode.BAD_FRAME, "hello.pake is not a valid SPAKE2 message.") from None
         self.pending = (frame, name, expected)
-        session.sendFrame({"type": "pake", "msg": reply.hex(), "confirm": serverConfirm.hex()})
+        session.answer(frame, {"type": "pake", "msg": reply.hex(), "confirm": serverConfirm.hex()})
 
     def _resume(self, frame: Dict[str, Any]) -> None:
         """A login slot may be free for our address: try the waiting hello again."""

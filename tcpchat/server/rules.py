@@ -155,12 +155,12 @@ def join(session: Any, frame: Frame) -> None:
             raise ProtocolError(ErrorCode.TOO_MANY_ROOMS, "This server has as many rooms as it allows.")
     room, fresh = directory.join(frame["room"], session.nkey, session.name)
     session.rooms.add(key)
+    send_room(session, key, frame)  # the answer first, then (once stored) the room-join event
     if fresh:
         log.info("{name} joined room {room}", name=session.name, room=room)
         event = {"kind": "room-join", "name": session.name, "nkey": session.nkey, "room": room,
                  **social.placement(("room", key))}
         factory.submit(event).addErrback(lambda f: None)
-    send_room(session, key, frame)
 
 
 @handles("leave", ROOMS)
