@@ -270,7 +270,7 @@ def discover(seconds: float = 3.0) -> List[Server]:
 
 def print_servers(out: TextIO, seconds: float = 3.0) -> int:
     """``tcpchat-cli --discover``: one line a server; exit status 0 if any was found, 1 if none."""
-    out.write(f"Looking for tcpchat servers on this network ({seconds:.0f} s)…\n")
+    out.write(f"Looking for tcpchat servers on this network ({seconds:g} s)…\n")
     out.flush()
     try:
         servers = discover(seconds)

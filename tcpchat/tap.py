@@ -70,6 +70,8 @@ class Options(usage.Options):
         ["max-connections", None, Limits.max_connections, "Open connections allowed in all (0: no limit).", int],
         ["max-per-address", None, Limits.max_per_address, "Open connections allowed from one address (0: no limit; default 256: a classroom behind one router).", int],
         ["message-rate", None, Limits.message_rate, "Messages per second one user may keep sending (0: no per-user rate limits at all).", float],
+        ["login-timeout", None, Limits.login_timeout, "Seconds a connection may take to log in, TLS handshake "
+         "included (default 15; raise it for very slow links).", float],
     ]
     optFlags = [
         ["insecure-plaintext", None, "DANGER: no TLS. Passkeys and messages cross the network readable by anyone."],
@@ -112,6 +114,8 @@ class Options(usage.Options):
         for key in ("max-connections", "max-per-address", "message-rate"):
             if self[key] < 0:
                 raise usage.UsageError(f"--{key} cannot be negative")
+        if not 1 <= self["login-timeout"] <= 600:
+            raise usage.UsageError("--login-timeout must be from 1 to 600 seconds")
         if not self["listen"]:
             self["listen"] = [f"tcp:{self['port']}:backlog=1024"]  # a classroom logging in at once
         self["data-dir"] = os.path.abspath(self["data-dir"])  # created by makeService: parsing changes nothing
@@ -146,7 +150,8 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
     limits = Limits(
         history=config["history"], max_file_size=config["max-file-size"], max_storage=config["max-storage"],
         max_connections=config["max-connections"], max_per_address=config["max-per-address"],
-        message_rate=config["message-rate"],
+        message_rate=config["message-rate"], login_timeout=config["login-timeout"],
+        handshake_timeout=min(Limits.handshake_timeout, config["login-timeout"]),
     )
     from tcpchat.server.files import FileService
 

@@ -6,6 +6,7 @@ from twisted.logger import globalLogPublisher
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "tracebacks_expected: the test provokes a logged server traceback on purpose")
+    config.addinivalue_line("markers", "server_options(*args): extra twistd tcpchat options for the test's server")
 
 
 @pytest.fixture(autouse=True)

@@ -71,7 +71,9 @@ class Chatter(threading.Thread):
 
 @pytest.fixture(params=["plaintext", "tls"])
 def server(request, tmp_path):
-    proc = ServerProcess(tmp_path, tls=request.param == "tls", limits=True).start()
+    marker = request.node.get_closest_marker("server_options")
+    proc = ServerProcess(tmp_path, tls=request.param == "tls", limits=True,
+                         extra=list(marker.args) if marker else None).start()
     yield proc
     proc.close()
 
@@ -138,6 +140,7 @@ def test_pings_before_login_from_a_peer_that_never_reads(server, chatter):
     assert "Traceback" not in server.log()
 
 
+@pytest.mark.server_options("--login-timeout", "3")  # (the bound is what is tested, not its default length)
 def test_sockets_that_never_start_tls_or_log_in(server, chatter):
     """1,000 idle sockets from one address: the cap refuses most at once, the rest are closed; others log in meanwhile."""
     socks = [socket.create_connection(("127.0.0.1", server.port), timeout=10, source_address=("127.0.0.3", 0))

@@ -23,9 +23,9 @@ def test_txt_record_round_trips_and_bad_values_are_dropped():
     assert discovery.txt_record("plain", None) == {"v": "1", "name": "plain", "tls": "0"}
 
 
-def discover(net, env):
-    return subprocess.run(net.run(net.client_ns, [CLI, "--discover"]), capture_output=True, text=True, env=env,
-                          timeout=60)
+def discover(net, env, seconds=1.5):
+    return subprocess.run(net.run(net.client_ns, [CLI, "--discover", "--discover-seconds", str(seconds)]),
+                          capture_output=True, text=True, env=env, timeout=60)
 
 
 def test_discovered_in_a_namespace_lan_and_joined(tmp_path):

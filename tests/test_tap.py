@@ -38,6 +38,7 @@ def test_defaults(tmp_path, monkeypatch):
         "message-rate": 10.0,
         "insecure-plaintext": 0,
         "no-announce": 0,
+        "login-timeout": 15.0,
     }
     assert options["server-name"].startswith("tcpchat on ")
     assert not os.path.isdir(tmp_path / "tcpchat-data")  # made by makeService: parsing has no side effects (0.3)

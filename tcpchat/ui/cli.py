@@ -390,6 +390,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("link", nargs="?", help="a join link, tcpchat://HOST:PORT/?fp=… (printed by the server and "
                         "by Invite… in the desktop client): fills in the address and checks the server's certificate")
     parser.add_argument("--discover", action="store_true", help="list the tcpchat servers announced on this network, then exit")
+    parser.add_argument("--discover-seconds", type=float, default=3.0, metavar="S",
+                        help="how long --discover listens (default 3; 0.5-60)")
     parser.add_argument("--host", "-H", help="server address (asked if not given)")
     parser.add_argument("--port", "-p", type=int, help=f"server port (default {DEFAULT_PORT})")
     parser.add_argument("--name", "-n", help="your user name (asked if not given)")
@@ -433,7 +435,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.discover:
         from tcpchat import discovery
 
-        raise SystemExit(discovery.print_servers(sys.stdout))
+        raise SystemExit(discovery.print_servers(sys.stdout, min(60.0, max(0.5, args.discover_seconds))))
     host = args.host or ask("Server", "127.0.0.1")
     port = args.port or int(ask("Port", str(DEFAULT_PORT)))
     name = args.name or ask("Your name")
