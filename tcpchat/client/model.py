@@ -112,6 +112,10 @@ class Conversations:
     def members(self, room: str) -> List[str]:
         return list((self.rooms.get(room) or {}).get("members") or [])
 
+    def roomOf(self, conv: str) -> Optional[Dict[str, Any]]:
+        """``{"members", "seen"}`` of room ``conv`` ("#name", any case) if this user is in it, else None."""
+        return next((r for name, r in self.rooms.items() if same_conv("#" + name, conv)), None)
+
     def markers(self, conv: str) -> Optional[Dict[str, int]]:
         """The read markers of ``conv`` (reader -> last id seen), or None if not known here."""
         if conv.startswith("@"):

@@ -172,7 +172,7 @@ class Commands:
             self.view.switch(target)
         elif target:
             room = wire.normalize_room(target)
-            if not any(wire.name_key(r) == wire.name_key(room) for r in self.client.rooms):
+            if self.client.model.roomOf("#" + room) is None:
                 self.view.show(f"You are not in #{room}; /join {room} first.", "error")
                 return
             self.view.switch("#" + room)
@@ -184,7 +184,7 @@ class Commands:
     def do_who(self, rest: str) -> None:
         lines = []
         for name in sorted(self.client.users, key=wire.name_key):
-            info = self.client.presence.get(name) or {}
+            info = self.client.model.presenceOf(name)
             line = ("○ " if info.get("away") else "● ") + name + (" (you)" if name == self.client.name else "")
             if info.get("away"):
                 line += " — away"

@@ -444,9 +444,9 @@ class ChatScreen(ttk.Frame):
         client = self.app.client
         self.convList.delete(0, "end")
         for i, conv in enumerate(self.convs):
-            unread = client.unread.get(conv, 0) if client is not None and conv != self.current else 0
+            unread = client.model.unreadIn(conv) if client is not None and conv != self.current else 0
             label = ("#  " if conv.startswith("#") else "@  ") + conv[1:]
-            if conv.startswith("@") and client is not None and (client.presence.get(conv[1:]) or {}).get("away"):
+            if conv.startswith("@") and client is not None and client.model.presenceOf(conv[1:]).get("away"):
                 label += "  (away)"
             if unread:
                 label += f"   ● {unread}"
@@ -533,7 +533,7 @@ class ChatScreen(ttk.Frame):
     def showHeader(self) -> None:
         client, conv = self.app.client, self.current
         if conv.startswith("@"):
-            info = client.presence.get(conv[1:]) or {}
+            info = client.model.presenceOf(conv[1:])
             here = conv[1:] in client.users
             state = "away" if info.get("away") else ("online" if here else "offline")
             extra = f" — {info['status']}" if info.get("status") else ""
@@ -541,7 +541,7 @@ class ChatScreen(ttk.Frame):
         elif same_conv(conv, LOBBY):
             self.header.configure(text=f"# {conv[1:]}   ·   everyone ({len(client.users)} online)")
         else:
-            room = next((r for name, r in client.rooms.items() if same_conv("#" + name, conv)), {})
+            room = client.model.roomOf(conv) or {}
             count = len(room.get("members", []))
             self.header.configure(text=f"# {conv[1:]}   ·   {count} member{'s' if count != 1 else ''}")
 
@@ -634,13 +634,13 @@ class ChatScreen(ttk.Frame):
         conv = self.current
         room = None
         if conv.startswith("#") and not same_conv(conv, LOBBY):
-            room = next((r for name, r in client.rooms.items() if same_conv("#" + name, conv)), None)
+            room = client.model.roomOf(conv)
         online = {wire.name_key(u) for u in users}
         names = list(room.get("members", [])) if room is not None else list(users)
         self.online.delete(0, "end")
         self.onlineNames = sorted(names, key=str.casefold)
         for i, name in enumerate(self.onlineNames):
-            info = client.presence.get(name) or {}
+            info = client.model.presenceOf(name)
             here = wire.name_key(name) in online
             mark = "○ " if info.get("away") or not here else "● "
             line = mark + name + (" (you)" if name == client.name else "")
@@ -800,7 +800,7 @@ class App(ChatListener):
         conv = next(c for c in self.chat.convs if same_conv(c, conv))
         events = self.client.messages(conv)
         self.chat.render(conv, events)
-        self.chat.showTyping(sorted(self.client.typing.get(conv, {})))
+        self.chat.showTyping(self.client.model.typingIn(conv))
         self.chat.showSeen()
         self.chat.setUsers(self.client.users)
         if len(events) < 20 and conv not in self._loadedOlder:
