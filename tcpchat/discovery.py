@@ -106,7 +106,7 @@ class Announcer:
     """
 
     def __init__(self, server_name: str, port: int, addresses: List[str], fingerprint: Optional[str]) -> None:
-        self.server_name = server_name
+        self.serverName = server_name
         self.port = port
         self.addresses = [a for a in addresses if not a.startswith("127.")]
         self.fingerprint = fingerprint
@@ -128,9 +128,9 @@ class Announcer:
         host = instance_name(socket.gethostname().split(".")[0]).replace(" ", "-")
         info = ServiceInfo(
             SERVICE_TYPE,
-            f"{instance_name(self.server_name)}.{SERVICE_TYPE}",
+            f"{instance_name(self.serverName)}.{SERVICE_TYPE}",
             port=self.port,
-            properties=txt_record(self.server_name, self.fingerprint),
+            properties=txt_record(self.serverName, self.fingerprint),
             server=f"{host}.local.",
             parsed_addresses=self.addresses,
         )

@@ -42,7 +42,7 @@ def matches(expected, actual):
 
 def test_the_example_transcripts_are_what_the_server_does(tmp_path):
     factory = make_factory(tmp_path)
-    factory.server_name = "Room 4"
+    factory.serverName = "Room 4"
     factory.verifier.rotate("k7m2x-qp9ra")
     bob = Peer(factory, host="192.0.2.50")
     bob.login("bob", passkey="k7m2x-qp9ra", features=["rooms"])

@@ -140,7 +140,7 @@ def test_second_hello_is_refused(factory):
     peer = Peer(factory)
     peer.login("alice")
     assert peer.login("bob")[0]["code"] == "already-logged-in"
-    assert factory.user_names() == ["alice"]
+    assert factory.userNames() == ["alice"]
 
 
 # ---------------------------------------------------------------- messages
@@ -187,11 +187,11 @@ def test_empty_messages_are_refused(factory, text):
     peer = Peer(factory)
     peer.login("alice")
     peer.frames()
-    last = factory.last_id
+    last = factory.lastId
     peer.send({"type": "say", "text": text, "cid": "e"})
     (err,) = peer.frames()
     assert err["code"] == "empty-message" and err["ref"] == "say"
-    assert factory.last_id == last
+    assert factory.lastId == last
 
 
 def test_too_long_message_is_refused(factory):
@@ -331,7 +331,7 @@ def test_history_survives_a_restart(tmp_path):
     frames = Peer(second).login("bob")
     texts = [f.get("text") for f in frames if f.get("replay")]
     assert "before restart" in texts
-    assert second.last_id == first.last_id + 1  # bob's join follows without reusing ids
+    assert second.lastId == first.lastId + 1  # bob's join follows without reusing ids
 
 
 def test_reconnect_with_after_gets_exactly_what_was_missed(factory):
@@ -345,7 +345,7 @@ def test_reconnect_with_after_gets_exactly_what_was_missed(factory):
     again = Peer(factory)
     frames = again.login("bob", after=seen)
     ids = [f["id"] for f in events(frames)]
-    assert ids == list(range(seen + 1, factory.last_id + 1))
+    assert ids == list(range(seen + 1, factory.lastId + 1))
     assert [f["text"] for f in events(frames, "message")] == [f"while away {i}" for i in range(300)]
 
 
@@ -357,7 +357,7 @@ def test_catch_up_reads_storage_when_memory_is_short(tmp_path):
     for i in range(50):
         alice.send({"type": "say", "text": str(i)})
     frames = Peer(factory).login("bob", after=0)
-    assert [f["id"] for f in events(frames)] == list(range(1, factory.last_id + 1))
+    assert [f["id"] for f in events(frames)] == list(range(1, factory.lastId + 1))
 
 
 def test_history_pages_backwards(factory):
@@ -396,7 +396,7 @@ def test_slow_reader_falls_back_to_catch_up_and_misses_nothing(tmp_path):
         slow.proto.resumeProducing()
         frames += slow.frames()
     ids = [f["id"] for f in events(frames)]
-    assert ids == list(range(start + 1, factory.last_id + 1))
+    assert ids == list(range(start + 1, factory.lastId + 1))
     assert slow.transport.producerState == "producing"
 
 
@@ -626,10 +626,10 @@ def test_message_rate_limit_says_slow_down(tmp_path):
     assert kinds(frames).count("ack") == 30
     assert frames[-1] == {"type": "error", "code": "slow-down", "message": wire.ERROR_TEXT["slow-down"],
                           "ref": "say", "cid": "c30"}
-    last = factory.last_id
+    last = factory.lastId
     factory.clock.advance(1)
     peer.send({"type": "say", "text": "calm now", "cid": "c31"})
-    assert kinds(peer.frames()) == ["ack"] and factory.last_id == last + 1
+    assert kinds(peer.frames()) == ["ack"] and factory.lastId == last + 1
 
 
 def test_connections_over_the_per_address_cap_are_refused(tmp_path):

@@ -438,7 +438,7 @@ class InviteTests(TkTestCase):
 
         app = await self.setUpApp()
         # what a real server advertises: its LAN address (and a certificate claim the client does not take)
-        self.server.factory.join_link = f"tcpchat://192.0.2.7:{self.port}/?fp=SHA256-" + "00" * 32
+        self.server.factory.joinLink = f"tcpchat://192.0.2.7:{self.port}/?fp=SHA256-" + "00" * 32
         await self.submit_form("alice")
         app.chat.inviteButton.invoke()
         dialog = app.inviteDialog

@@ -83,8 +83,8 @@ class ChatClient:
         #: the password of a protected name (see :meth:`register`), if any
         self.password = password or None
         self._listener: Any = listener or ChatListener()
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
+        self.pingInterval = ping_interval
+        self.pingTimeout = ping_timeout
         self._retry = retry or backoffPolicy(initialDelay=0.5, maxDelay=30.0, factor=2.0)
         self.tls = tls
         self.knownServers = KnownServers(known_servers)
@@ -396,7 +396,7 @@ class ChatClient:
             self._setState(RECONNECTING, "Connection lost; reconnecting…")
 
     def _schedulePing(self) -> None:
-        self._pingCall = self.reactor.callLater(1.0 if self.ping_interval > 1 else self.ping_interval / 2,
+        self._pingCall = self.reactor.callLater(1.0 if self.pingInterval > 1 else self.pingInterval / 2,
                                                 self._checkAlive)
 
     def _checkAlive(self) -> None:
@@ -404,11 +404,11 @@ class ChatClient:
         if proto is None:
             return
         now = self.reactor.seconds()
-        if self._pingSent is not None and now - self._pingSent > self.ping_timeout:
+        if self._pingSent is not None and now - self._pingSent > self.pingTimeout:
             self.log.info("The server stopped answering; reconnecting")
             proto.transport.abortConnection()
             return
-        if self._pingSent is None and now - self._lastHeard > self.ping_interval:
+        if self._pingSent is None and now - self._lastHeard > self.pingInterval:
             self._pingSent = now
             proto.sendFrame({"type": "ping"})
         self._schedulePing()

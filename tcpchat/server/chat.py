@@ -122,9 +122,9 @@ class ChatFactory(Factory):
         self.store = store
         self.verifier = verifier
         self.clock = clock
-        self.server_name = server_name
+        self.serverName = server_name
         #: ``tcpchat://…`` (no passkey) where people on the network join, once the service knows its addresses
-        self.join_link: Optional[str] = None
+        self.joinLink: Optional[str] = None
         self.limits = limits or Limits()
         self.files = files
         #: logged-in protocols by name key
@@ -132,7 +132,7 @@ class ChatFactory(Factory):
         #: every open connection, logged in or not
         self.connections: Set[Any] = set()
         self.recent: Deque[Event] = collections.deque(maxlen=max(self.limits.recent_cache, self.limits.history))
-        self.last_id = 0
+        self.lastId = 0
         self.stopping = False
         self.journal = Journal(store, clock, self.limits, self._committed)
         self._sweeper: Optional[task.LoopingCall] = None
@@ -164,7 +164,7 @@ class ChatFactory(Factory):
         """
 
         async def start() -> None:
-            self.last_id = await self.store.open()
+            self.lastId = await self.store.open()
             social = await self.store.load_social()
             self.directory.load(social)
             self.moderation.load(social["bans"])
@@ -193,7 +193,7 @@ class ChatFactory(Factory):
             for session in list(self.connections):
                 session.sendFrame({"type": "bye", "reason": "shutdown", "message": "The server is shutting down."})
                 if session.name is not None:
-                    leaving.append(self.submit(self.leave_event(session, "shutdown")))
+                    leaving.append(self.submit(self.leaveEvent(session, "shutdown")))
             if leaving:
                 await DeferredList(leaving, consumeErrors=True)
             await self.drained()
@@ -225,7 +225,7 @@ class ChatFactory(Factory):
             if event["kind"] == "delete":
                 self._forget(event["target"])
         self.recent.extend(fresh)
-        self.last_id = fresh[-1]["id"]
+        self.lastId = fresh[-1]["id"]
         self.broadcast(fresh)
 
     # ------------------------------------------------------------ delivery
@@ -248,14 +248,14 @@ class ChatFactory(Factory):
 
     def _forget(self, event_id: int) -> None:
         """A deleted message leaves the in-memory conversation too."""
-        i = self._recent_position(event_id)
+        i = self._recentPosition(event_id)
         if i is not None:
             old = self.recent[i]
             tomb: Dict[str, Any] = {k: old[k] for k in ("id", "ts", "room", "to", "name") if k in old}
             tomb["kind"] = "deleted"
             self.recent[i] = tomb
 
-    def _recent_index(self, event_id: int) -> int:
+    def _recentIndex(self, event_id: int) -> int:
         """Index in ``recent`` of the first event with an id of at least ``event_id``."""
         recent = self.recent
         lo, hi = 0, len(recent)
@@ -267,52 +267,52 @@ class ChatFactory(Factory):
                 hi = mid
         return lo
 
-    def _recent_position(self, event_id: int) -> Optional[int]:
+    def _recentPosition(self, event_id: int) -> Optional[int]:
         """Where event ``event_id`` is in ``recent``, if memory holds it."""
-        i = self._recent_index(event_id)
+        i = self._recentIndex(event_id)
         return i if i < len(self.recent) and self.recent[i]["id"] == event_id else None
 
-    def find_event(self, event_id: int) -> Deferred:
+    def findEvent(self, event_id: int) -> Deferred:
         """Fires with a stored event (from memory when it is there) or None."""
-        i = self._recent_position(event_id)
+        i = self._recentPosition(event_id)
         if i is not None:
             return succeed(self.recent[i])
         return self.store.get_event(event_id).addCallback(lambda row: None if row is None else row[0])
 
-    def recent_after(self, after: int, limit: int) -> Optional[List[Event]]:
+    def recentAfter(self, after: int, limit: int) -> Optional[List[Event]]:
         """
         Up to ``limit`` committed events after ``after`` from memory, or None
         when memory no longer holds the event that follows ``after``.
         """
         recent = self.recent
-        if after >= self.last_id:
+        if after >= self.lastId:
             return []
         if not recent or recent[0]["id"] > after + 1:
             return None
-        lo = self._recent_index(after + 1)
+        lo = self._recentIndex(after + 1)
         out = []
         for i in range(lo, min(lo + limit, len(recent))):
             out.append(recent[i])
         return out
 
-    def events_after(self, after: int, limit: int) -> Deferred:
+    def eventsAfter(self, after: int, limit: int) -> Deferred:
         """Committed events after ``after``: from memory when it has them."""
-        cached = self.recent_after(after, limit)
+        cached = self.recentAfter(after, limit)
         if cached is not None:
             return succeed(cached)
         return self.store.events_after(after, limit)
 
-    def replay_start(self, session: Any, after: Optional[int]) -> int:
+    def replayStart(self, session: Any, after: Optional[int]) -> int:
         """
         The id after which a freshly logged-in connection's replay starts:
         ``after`` if it asked, else just before the latest ``Limits.history``
         events it may read (looked for among the events held in memory).
         """
         if after is not None:
-            return min(after, self.last_id)
+            return min(after, self.lastId)
         history = self.limits.history
         if history <= 0 or not self.recent:
-            return self.last_id
+            return self.lastId
         count = 0
         for event in reversed(self.recent):
             if event["kind"] != "deleted" and can_see(session, audience(event)):
@@ -393,12 +393,12 @@ class ChatFactory(Factory):
             del self.users[key]
             self._names = None
             if not self.stopping:
-                self.submit(self.leave_event(session, reason)).addErrback(lambda f: None)
+                self.submit(self.leaveEvent(session, reason)).addErrback(lambda f: None)
 
-    def join_event(self, session: Any) -> Dict[str, Any]:
+    def joinEvent(self, session: Any) -> Dict[str, Any]:
         return {"kind": "join", "name": session.name, "nkey": session.nkey, **self.lobby()}
 
-    def leave_event(self, session: Any, reason: str) -> Dict[str, Any]:
+    def leaveEvent(self, session: Any, reason: str) -> Dict[str, Any]:
         return {"kind": "leave", "name": session.name, "reason": reason, **self.lobby()}
 
     def lobby(self) -> Dict[str, str]:
@@ -441,12 +441,12 @@ class ChatFactory(Factory):
         for listener in self.passkeyListeners:
             listener(passkey)
 
-    def user_names(self) -> List[str]:
+    def userNames(self) -> List[str]:
         if self._names is None:  # cached: a login storm would otherwise sort N names N times
             self._names = sorted((p.name for p in self.users.values()), key=wire.name_key)
         return self._names
 
-    def note_abort(self, session: Any, why: str) -> None:
+    def noteAbort(self, session: Any, why: str) -> None:
         """A connection was aborted or refused: counted, and logged once per sweep (a flood must not flood the log)."""
         self.tally[why] += 1
 

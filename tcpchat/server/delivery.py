@@ -98,13 +98,13 @@ class Delivery:
             try:
                 factory = session.factory
                 while session.isLive() and not self.writePaused:
-                    if self.sentUpTo >= factory.last_id:
+                    if self.sentUpTo >= factory.lastId:
                         if not self.synced:
                             self.synced = True
                             session.sendFrame({"type": "synced", "last": self.sentUpTo})
                         self.live = True
                         return
-                    events = await factory.events_after(self.sentUpTo, factory.limits.catchup_page)
+                    events = await factory.eventsAfter(self.sentUpTo, factory.limits.catchup_page)
                     for event in events:
                         if event["id"] <= self.sentUpTo:
                             continue

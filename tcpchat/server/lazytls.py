@@ -34,14 +34,14 @@ class Waiting(Protocol):
         chat = self.owner.chat
         self.host = str(getattr(self.transport.getPeer(), "host", ""))
         if not chat.holdSocket(self.host):
-            chat.note_abort(self, "refused before TLS: over a connection cap")
+            chat.noteAbort(self, "refused before TLS: over a connection cap")
             self.transport.abortConnection()
             return
         self.timer = chat.clock.callLater(chat.limits.handshake_timeout, self._timedOut)
 
     def _timedOut(self) -> None:
         self.timer = None
-        self.owner.chat.note_abort(self, "TLS handshake timeout")
+        self.owner.chat.noteAbort(self, "TLS handshake timeout")
         self.transport.abortConnection()
 
     def _release(self) -> None:

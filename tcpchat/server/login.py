@@ -213,13 +213,13 @@ class Login:
             "type": "welcome",
             "version": wire.PROTOCOL_VERSION,
             "name": name,
-            "server": factory.server_name,
-            "users": factory.user_names(),
+            "server": factory.serverName,
+            "users": factory.userNames(),
             "session": session.session,
             "limits": limits.advertised(),
         }
-        if factory.join_link:
-            welcome["link"] = factory.join_link  # for a client's Invite… (never carries the passkey)
+        if factory.joinLink:
+            welcome["link"] = factory.joinLink  # for a client's Invite… (never carries the passkey)
         if session.rich:
             welcome["features"] = list(wire.FEATURES)
             welcome["presence"] = factory.presence()
@@ -233,9 +233,9 @@ class Login:
             for conv, reader, last, other in directory.dm_markers(key):
                 session.sendFrame({"type": "seen", "name": reader, "id": last,
                                    "to": name if wire.name_key(reader) != key else directory.known.get(other, other)})
-        session.delivery.sentUpTo = factory.replay_start(session, frame.get("after"))
+        session.delivery.sentUpTo = factory.replayStart(session, frame.get("after"))
         session.delivery.pump()
-        factory.submit(factory.join_event(session)).addErrback(lambda f: None)
+        factory.submit(factory.joinEvent(session)).addErrback(lambda f: None)
 
 
 def send_room(session: Any, room_key: str, request: Optional[Dict[str, Any]] = None) -> None:

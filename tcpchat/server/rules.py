@@ -114,7 +114,7 @@ def delete(session: Any, frame: Frame) -> None:
     factory = session.factory
 
     async def remove() -> None:
-        event = await factory.find_event(frame["id"])
+        event = await factory.findEvent(frame["id"])
         aud = social.audience(event) if event is not None else None
         if event is None or event["kind"] not in ("message", "file") or not session.canSee(aud):
             raise ProtocolError(ErrorCode.NO_SUCH_MESSAGE)
@@ -135,7 +135,7 @@ def delete(session: Any, frame: Frame) -> None:
 
 @handles("who")
 def who(session: Any, frame: Frame) -> None:
-    reply = {"type": "users", "users": session.factory.user_names()}
+    reply = {"type": "users", "users": session.factory.userNames()}
     if session.rich:
         reply["presence"] = session.factory.presence()
     session.answer(frame, wire.fit(reply, "users"))
@@ -199,7 +199,7 @@ def typing(session: Any, frame: Frame) -> None:
 def read(session: Any, frame: Frame) -> None:
     factory = session.factory
     aud, where = factory.directory.resolve(session, frame)
-    last = min(frame["id"], factory.last_id)
+    last = min(frame["id"], factory.lastId)
     conv = social.conv_of(aud)
     if factory.directory.mark_read(conv, session.nkey, session.name, last):
         factory.tellConversation(aud, {"type": "seen", "name": session.name, "id": last, **where}, exclude=session)

@@ -149,7 +149,7 @@ class AnnounceService(service.Service):
             from tcpchat.discovery import Announcer
 
             hosts = [a.rpartition(":")[0].strip("[]") for a in addresses]
-            self.announcer = Announcer(server.factory.server_name, self.ports[0].getHost().port, hosts,
+            self.announcer = Announcer(server.factory.serverName, self.ports[0].getHost().port, hosts,
                                        server.fingerprint)
             self.announcer.start()  # in the background: serving does not wait for the network's answer
 
@@ -251,8 +251,8 @@ class TcpchatService(service.MultiService):
         for port in ports:
             host = port.getHost()
             addresses.extend(client_addresses(host.host, host.port))
-        joinLink = self.joinLink(addresses) if addresses else ""
-        self.factory.join_link = joinLink or None
+        joinLink = self.linkFor(addresses) if addresses else ""
+        self.factory.joinLink = joinLink or None
         bar = "=" * 64
         if self.fingerprint:
             security = f"TLS, certificate {self.fingerprint}"
@@ -267,7 +267,7 @@ class TcpchatService(service.MultiService):
             qr=qr.terminal(joinLink) if joinLink else "",
             admin=self.admin_passkey or "(none)",
             bar=bar,
-            name=self.factory.server_name,
+            name=self.factory.serverName,
             passkey=self.passkey,
             kept=(f"  (kept in {self.passkey_file}; the same after a restart; change it with /passkey)"
                   if self.passkey_file else "  (from the command line)"),
@@ -279,7 +279,7 @@ class TcpchatService(service.MultiService):
             self.log.warn("TLS is OFF (--insecure-plaintext): passkeys and messages travel in clear text")
         return addresses
 
-    def joinLink(self, addresses: List[str]) -> str:
+    def linkFor(self, addresses: List[str]) -> str:
         """The link to the first address people on the network can use (LAN before loopback)."""
         host, _, port = addresses[0].rpartition(":")
         return link.JoinLink(host.strip("[]"), int(port), self.fingerprint).format(with_passkey=False)

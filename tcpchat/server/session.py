@@ -160,7 +160,7 @@ class Session:
         self.factory.connections.add(self)
         refusal = self.factory.admit(self)
         if refusal is not None:
-            self.factory.note_abort(self, "refused: " + refusal[1])
+            self.factory.noteAbort(self, "refused: " + refusal[1])
             self.sendError(*refusal)
 
     def lost(self) -> None:
@@ -342,7 +342,7 @@ class Session:
             self.leaveReason = why
         self.closing = True
         self.link.pauseReading()
-        self.factory.note_abort(self, why)
+        self.factory.noteAbort(self, why)
         self.link.abortConnection()
 
     def cancelTimers(self) -> None:
