@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Tuple
+import os
+from typing import Callable, Tuple
 
 from spake2 import SPAKE2_A, SPAKE2_B
 from spake2.parameters.ed25519 import ParamsEd25519
@@ -47,18 +48,22 @@ def confirm(key: bytes, label: bytes, binding: bytes) -> bytes:
     return hmac.new(key, label + binding, hashlib.sha256).digest()
 
 
-def client_start(passkey: str) -> Tuple[SPAKE2_A, bytes]:
-    """Begin as the client: the state to keep and the message to send."""
-    state = SPAKE2_A(_password(passkey), idA=CLIENT_ID, idB=SERVER_ID, params=ParamsEd25519)
+Entropy = Callable[[int], bytes]
+
+
+def client_start(passkey: str, entropy: Entropy = os.urandom) -> Tuple[SPAKE2_A, bytes]:
+    """Begin as the client: the state to keep and the message to send (``entropy``: for test vectors only)."""
+    state = SPAKE2_A(_password(passkey), idA=CLIENT_ID, idB=SERVER_ID, params=ParamsEd25519, entropy_f=entropy)
     return state, state.start()
 
 
-def server_respond(passkey: str, client_message: bytes, binding: bytes) -> Tuple[bytes, bytes, bytes]:
+def server_respond(passkey: str, client_message: bytes, binding: bytes,
+                   entropy: Entropy = os.urandom) -> Tuple[bytes, bytes, bytes]:
     """
     As the server, answer a client's message.  Returns ``(message,
     server_confirm, expected_client_confirm)``.
     """
-    state = SPAKE2_B(_password(passkey), idA=CLIENT_ID, idB=SERVER_ID, params=ParamsEd25519)
+    state = SPAKE2_B(_password(passkey), idA=CLIENT_ID, idB=SERVER_ID, params=ParamsEd25519, entropy_f=entropy)
     message = state.start()
     try:
         key = state.finish(client_message)

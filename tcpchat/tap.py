@@ -75,6 +75,7 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["insecure-plaintext", None, "DANGER: no TLS. Passkeys and messages cross the network readable by anyone."],
+        ["no-web", None, "Do not serve browsers (the WebSocket at /ws) on the chat port; TCP clients only."],
         ["no-announce", None, "Do not announce this server on the local network (mDNS/DNS-SD, _tcpchat._tcp: it "
          "tells the network the server's name, addresses, port and certificate fingerprint, so clients can list it)."],
     ]
@@ -177,4 +178,5 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
                           admin_passkey)
     chat.passkey_file = passkey_file
     chat.announcing = not config["no-announce"]
+    chat.web = not config["no-web"]
     return chat

@@ -85,9 +85,10 @@ class InProcessServer:
     #: port -> the server listening there now (so clients keep their pins per server)
     listening: Dict[int, "InProcessServer"] = {}
 
-    def __init__(self, path: str, tls: bool = True, **limits: Any) -> None:
+    def __init__(self, path: str, tls: bool = True, web: bool = False, **limits: Any) -> None:
         self.store = Store(str(path) + "/chat.sqlite3")
         self.tls = tls
+        self.web = web
         self.path = str(path)
         limits.setdefault("message_rate", 0)
         self.factory = ChatFactory(self.store, PasskeyVerifier(PASSKEY), reactor, "test server", Limits(**limits))
@@ -97,6 +98,11 @@ class InProcessServer:
     async def start(self, port: int = 0) -> int:
         await self.factory.start()
         listening: Any = self.factory
+        if self.web:  # TCP clients and WebSockets on one port, as twistd serves them
+            from tcpchat.server.lazytls import SniffingFactory
+            from tcpchat.server.websocket import make_site
+
+            listening = SniffingFactory(self.factory, make_site(self.factory))
         if self.tls:
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -105,7 +111,7 @@ class InProcessServer:
             cert, key = tls.ensure_certificate(self.path, "localhost")
             with open(cert, "rb") as f:
                 self.fingerprint = tls.fingerprint_pem(f.read())
-            listening = TLSMemoryBIOFactory(tls.server_options(cert, key), False, self.factory)
+            listening = TLSMemoryBIOFactory(tls.server_options(cert, key), False, listening)
         self.port = reactor.listenTCP(port, listening, interface="127.0.0.1")
         InProcessServer.listening[self.port.getHost().port] = self
         return self.port.getHost().port

@@ -37,6 +37,7 @@ def test_defaults(tmp_path, monkeypatch):
         "max-per-address": 256,
         "message-rate": 10.0,
         "insecure-plaintext": 0,
+        "no-web": 0,
         "no-announce": 0,
         "login-timeout": 15.0,
     }

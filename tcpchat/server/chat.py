@@ -345,15 +345,19 @@ class ChatFactory(Factory):
 
     def admit(self, session: Any) -> Optional[Tuple[str, str]]:
         """Count a new connection; ``(error code, sentence)`` if it may not stay (then it is closed)."""
-        count = self.perHost.get(session.host, 0) + 1
-        self.perHost[session.host] = count
+        self.perHost[session.host] = self.perHost.get(session.host, 0) + 1
+        return self.refusal(session.host, counted=True)
+
+    def refusal(self, host: str, counted: bool = False) -> Optional[Tuple[str, str]]:
+        """Why a connection from ``host`` may not stay (``counted``: it is already in the counts), or None."""
         limits = self.limits
-        banned = self.moderation.refusal("address", session.host)
+        banned = self.moderation.refusal("address", host)
         if banned is not None:
             return wire.ErrorCode.BANNED, banned
-        if limits.max_connections and len(self.connections) + self.waitingSockets > limits.max_connections:
+        extra = 0 if counted else 1
+        if limits.max_connections and len(self.connections) + self.waitingSockets + extra > limits.max_connections:
             return wire.ErrorCode.SERVER_BUSY, "The server has too many connections; try again later."
-        if limits.max_per_address and count > limits.max_per_address:
+        if limits.max_per_address and self.perHost.get(host, 0) + extra > limits.max_per_address:
             return wire.ErrorCode.SERVER_BUSY, "Too many connections from your address."
         return None
 

@@ -1,47 +1,67 @@
 """
-TLS that costs nothing until the client speaks.
+Connections that cost nothing until the client speaks, and one port for
+every kind of client.
 
 An accepted socket first gets a small :class:`Waiting` protocol; only when
-the client's first bytes (its TLS ClientHello) arrive is the TLS machinery
-(an OpenSSL connection and its buffers, ~45 KiB) and the chat protocol
-made.  A socket that never says anything costs a few hundred bytes, counts
-toward the connection caps from the moment it is accepted, and is aborted
-after ``Limits.handshake_timeout``.  (10,000 such sockets held a plain
-``TLSMemoryBIOFactory`` server at ~550 MiB.)
+the client's first bytes arrive is the real protocol made — by the factory
+the owner picks from those bytes:
+
+* :class:`LazyTLSFactory`: the TLS machinery (an OpenSSL connection and its
+  buffers, ~45 KiB), on the ClientHello.  (10,000 silent sockets held a
+  plain ``TLSMemoryBIOFactory`` server at ~550 MiB.)
+* :class:`SniffingFactory` (inside TLS, or on a plaintext port): the chat
+  protocol for a tcpchat frame (a 4-byte length, whose first byte is 0 for
+  any frame the protocol allows), the web site for an HTTP request
+  (``GET``, ``POST``…: the browser client and its WebSocket).
+
+A waiting socket counts toward the connection caps from the moment it is
+accepted and is aborted after its owner's timeout.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+#: the first byte of an HTTP request line (a method's first letter)
+HTTP_STARTS = frozenset(b"GHPODCTU")
 
 
+@implementer(IHandshakeListener)
 class Waiting(Protocol):
     """One accepted socket, before and after its first bytes."""
 
-    __slots__ = ("owner", "host", "tls", "timer")
+    __slots__ = ("owner", "host", "inner", "timer", "handshaken")
     transport: Any
 
-    def __init__(self, owner: "LazyTLSFactory") -> None:
+    def __init__(self, owner: Any) -> None:
         self.owner = owner
-        self.tls: Optional[Protocol] = None
+        self.inner: Optional[Protocol] = None
         self.timer: Any = None
         self.host = ""
+        self.handshaken = False
 
     def connectionMade(self) -> None:
         chat = self.owner.chat
         self.host = str(getattr(self.transport.getPeer(), "host", ""))
+        now = self.owner.refuseAtOnce(self.host)
+        if now is not None:  # refused: the chat protocol says why, in the protocol's own words, and closes
+            self.inner = now.buildProtocol(self.transport.getPeer())
+            self.inner.makeConnection(self.transport)
+            return
         if not chat.holdSocket(self.host):
-            chat.noteAbort(self, "refused before TLS: over a connection cap")
+            chat.noteAbort(self, f"refused {self.owner.stage}: over a connection cap")
             self.transport.abortConnection()
             return
-        self.timer = chat.clock.callLater(chat.limits.handshake_timeout, self._timedOut)
+        self.timer = chat.clock.callLater(self.owner.timeout(), self._timedOut)
 
     def _timedOut(self) -> None:
         self.timer = None
-        self.owner.chat.noteAbort(self, "TLS handshake timeout")
+        self.owner.chat.noteAbort(self, f"silent {self.owner.stage}")
         self.transport.abortConnection()
 
     def _release(self) -> None:
@@ -52,34 +72,101 @@ class Waiting(Protocol):
             self.owner.chat.releaseSocket(self.host)
 
     def dataReceived(self, data: bytes) -> None:
-        if self.tls is None:
-            self._release()  # from here on the chat protocol counts (and times) this connection
-            self.tls = self.owner.tls.buildProtocol(self.transport.getPeer())
-            self.tls.makeConnection(self.transport)
-        self.tls.dataReceived(data)
+        if self.inner is None:
+            if not data:
+                return
+            self._release()  # from here on the real protocol counts (and times) this connection
+            self.inner = self.owner.pick(data).buildProtocol(self.transport.getPeer())
+            self.inner.makeConnection(self.transport)
+            if self.handshaken and IHandshakeListener.providedBy(self.inner):
+                self.inner.handshakeCompleted()
+        self.inner.dataReceived(data)
+
+    def handshakeCompleted(self) -> None:
+        """(Inside TLS) the handshake is over: tell the real protocol, now or once it exists."""
+        self.handshaken = True
+        if self.inner is not None and IHandshakeListener.providedBy(self.inner):
+            self.inner.handshakeCompleted()
 
     def connectionLost(self, reason: Any = None) -> None:
-        if self.tls is None:
+        if self.inner is None:
             self._release()
         else:
-            self.tls.connectionLost(reason)
+            self.inner.connectionLost(reason)
 
 
 class LazyTLSFactory(Factory):
-    """Wraps ``chat`` (a ChatFactory) in TLS made on the first byte of each connection."""
+    """Wraps ``wrapped`` (by default ``chat``, the ChatFactory) in TLS made on the first byte of each connection."""
 
     noisy = False
+    stage = "before TLS"
 
-    def __init__(self, contextFactory: Any, chat: Any) -> None:
+    def __init__(self, contextFactory: Any, chat: Any, wrapped: Any = None) -> None:
         self.chat = chat
-        self.tls = TLSMemoryBIOFactory(contextFactory, False, chat)
+        self.tls = TLSMemoryBIOFactory(contextFactory, False, wrapped if wrapped is not None else chat)
         self.tls.noisy = False
+
+    def timeout(self) -> float:
+        return float(self.chat.limits.handshake_timeout)
+
+    def refuseAtOnce(self, host: str) -> Any:
+        return None  # before TLS there is no way to say why: over a cap, the socket is just closed
+
+    def pick(self, data: bytes) -> Any:
+        return self.tls
 
     def doStart(self) -> None:
         self.tls.doStart()
 
     def doStop(self) -> None:
         self.tls.doStop()
+
+    def buildProtocol(self, addr: Any) -> Waiting:
+        return Waiting(self)
+
+
+class SniffingFactory(Factory):
+    """
+    The chat protocol or the web site, chosen by a connection's first byte.
+    ``site``: the site, or a callable making it on the first web request (its
+    libraries then load only when a browser comes).
+    """
+
+    noisy = False
+    stage = "before its first byte"
+
+    def __init__(self, chat: Any, site: Any = None) -> None:
+        self.chat = chat
+        self.site = site
+        self._started = False
+
+    def timeout(self) -> float:
+        return float(self.chat.limits.login_timeout)
+
+    def refuseAtOnce(self, host: str) -> Any:
+        """A banned address or one over a cap is answered at once (by the chat protocol), not after its first byte."""
+        return self.chat if self.chat.refusal(host) is not None else None
+
+    def pick(self, data: bytes) -> Any:
+        if self.site is not None and data[0] in HTTP_STARTS:
+            if not isinstance(self.site, Factory):
+                self.site = self.site()
+                if self._started:
+                    self.site.doStart()
+            return self.site
+        return self.chat
+
+    def doStart(self) -> None:
+        self._started = True
+        self.chat.doStart()
+        if isinstance(self.site, Factory):
+            self.site.doStart()
+
+    def doStop(self) -> None:
+        self._started = False
+        self.chat.doStop()
+        if isinstance(self.site, Factory):
+            self.site.doStop()
 
     def buildProtocol(self, addr: Any) -> Waiting:
         return Waiting(self)

@@ -181,6 +181,8 @@ class TcpchatService(service.MultiService):
         self.passkey_file: Optional[str] = None
         #: announce on the local network (mDNS) once listening
         self.announcing = True
+        #: serve WebSocket clients (and, later, the browser client) on the same port
+        self.web = True
         #: fires with the listening ports once the server is ready
         self.ready: defer.Deferred = defer.Deferred()
         self.ports: List[Any] = []
@@ -193,11 +195,16 @@ class TcpchatService(service.MultiService):
         """Storage is open: listen, sweep, then announce."""
         if not self.running:
             return
-        listening: Any = self.factory
-        if self.tls_options is not None:
-            from tcpchat.server.lazytls import LazyTLSFactory
+        from tcpchat.server.lazytls import LazyTLSFactory, SniffingFactory
 
-            listening = LazyTLSFactory(self.tls_options, self.factory)
+        def site() -> Any:
+            from tcpchat.server.websocket import make_site  # (autobahn loads when the first browser comes)
+
+            return make_site(self.factory)
+
+        listening: Any = SniffingFactory(self.factory, site if self.web else None)  # TCP clients and browsers
+        if self.tls_options is not None:
+            listening = LazyTLSFactory(self.tls_options, self.factory, listening)
         listeners = [ListeningService(endpoint, listening, self._failed) for endpoint in self.endpoints]
         for listener in listeners:
             listener.setServiceParent(self)

@@ -1,0 +1,145 @@
+"""
+The WebSocket transport: the same frames as TCP, one per WebSocket message.
+
+A control frame is a text message (the JSON payload); a file data frame is a
+binary message (the same bytes as on TCP, without the length prefix).  Each
+connection is a :class:`~tcpchat.server.session.Session` like a TCP one:
+same login, rules, limits and delivery.  The WebSocket lives at ``/ws`` on
+the same port (and TLS) as the TCP protocol (see ``lazytls.SniffingFactory``).
+
+Browsers cannot bind the login proof to TLS (no keying-material exporter for
+page scripts): the proof's channel binding is empty here; docs/SECURITY.rst
+says what that means.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from zope.interface import implementer
+
+from tcpchat import wire
+from tcpchat.server import login, rules  # noqa: F401  (they register the frame handlers)
+from tcpchat.server.session import ILink, Session
+from tcpchat.wire import ErrorCode, ProtocolError
+
+#: the WebSocket's path on the server
+PATH = b"ws"
+
+
+@implementer(ILink, IPushProducer)
+class ChatWebSocket(WebSocketServerProtocol):
+    """One browser (or other WebSocket client) connection."""
+
+    log = Logger()
+    session: Optional[Session] = None
+    handshaken = True
+    transport: Any
+    factory: Any
+
+    @property
+    def chat(self) -> Any:
+        return self.factory.chat
+
+    def onOpen(self) -> None:
+        peer = self.transport.getPeer()
+        host = str(getattr(peer, "host", peer))
+        port = getattr(peer, "port", None)
+        self.session = Session(self.chat, self, host, f"{host}:{port}" if port is not None else host)
+        self.transport.unregisterProducer()  # (the HTTP channel that upgraded to this WebSocket was one)
+        self.transport.registerProducer(self, True)
+        self.session.start()
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        session = self.session
+        if session is None:
+            return
+        if isBinary != (payload[:1] == bytes([wire.DATA_TAG])):
+            session.receiveBad(ProtocolError(ErrorCode.BAD_FRAME, "Control frames are text messages; data frames "
+                                             "are binary messages."))
+            return
+        try:
+            frame = wire.decode(payload)
+        except ProtocolError as e:
+            session.lastHeard = self.chat.clock.seconds()
+            session.receiveBad(e)
+            return
+        session.receive(frame)
+
+    def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
+        for name in ("closeHandshakeTimeoutCall", "openHandshakeTimeoutCall"):
+            call = getattr(self, name, None)  # the connection is gone: nothing left to time out
+            if call is not None and call.active():
+                call.cancel()
+        if self.session is not None:
+            self.session.lost()
+
+    # ------------------------------------------------------------ ILink
+
+    def sendPayloads(self, payloads: Sequence[bytes], shared: Any) -> None:
+        for payload in payloads:
+            self.sendMessage(payload, isBinary=payload[:1] == bytes([wire.DATA_TAG]))
+
+    def loseConnection(self) -> None:
+        self.transport.unregisterProducer()
+        self.sendClose(1000)
+
+    def abortConnection(self) -> None:
+        self.transport.abortConnection()
+
+    def pauseReading(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        self.transport.resumeProducing()
+
+    def channelBinding(self) -> bytes:
+        return b""  # page scripts cannot export TLS keying material
+
+    # ------------------------------------------------------------ IPushProducer: is the peer reading?
+
+    def pauseProducing(self) -> None:
+        if self.session is not None:
+            self.session.delivery.writerPaused()
+
+    def resumeProducing(self) -> None:
+        if self.session is not None:
+            self.session.delivery.writerResumed()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class _Timers:
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+
+    def call_later(self, delay: float, func: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.clock.callLater(delay, func, *args, **kwargs)
+
+
+def make_site(chat: Any) -> Site:
+    """The HTTP side of the port: the WebSocket at ``/ws`` (the browser client's page comes next)."""
+    factory: Any = WebSocketServerFactory()
+    factory.protocol = ChatWebSocket
+    factory.chat = chat
+    factory.setProtocolOptions(
+        maxMessagePayloadSize=wire.MAX_FRAME, maxFramePayloadSize=wire.MAX_FRAME,
+        openHandshakeTimeout=chat.limits.login_timeout, closeHandshakeTimeout=chat.limits.close_grace,
+        autoFragmentSize=0, perMessageCompressionAccept=lambda offers: None, failByDrop=False,
+    )
+    # autobahn's timers (handshake timeouts) on the server's own clock, one cancellable call each
+    # (txaio's batched timer leaves a pending bucket call behind every cancelled one)
+    factory._batched_timer = _Timers(chat.clock)
+    root = Resource()
+    root.putChild(PATH, WebSocketResource(factory))
+    site = Site(root)
+    site.noisy = False
+    site.timeOut = chat.limits.login_timeout  # an HTTP connection idle this long is closed (twisted.web: 12 h)
+    return site

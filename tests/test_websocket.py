@@ -1,0 +1,171 @@
+"""The WebSocket transport: the same frames, login, rules and delivery as TCP, on the same port."""
+
+import json
+import os
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from tcpchat import pake, wire
+from tcpchat.server.websocket import ChatWebSocket
+
+from .clienttools import InProcessServer, make_client, turns
+from .helpers import PASSKEY
+
+
+class WebUser(WebSocketClientProtocol):
+    """A browser's side of the protocol, scripted: JSON control frames in text messages."""
+
+    def onConnect(self, response):
+        self.frames = []
+
+    def onOpen(self):
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload, isBinary):
+        self.frames.append(wire.decode(payload, wire.SERVER_FRAMES))
+
+    def send(self, frame):
+        self.sendMessage(json.dumps(frame).encode("utf-8"))
+
+    async def login(self, name, passkey=PASSKEY, **extra):
+        """The proof as a browser does it: SPAKE2 with no channel binding."""
+        state, message = pake.client_start(passkey)
+        self.send({"type": "hello", "version": 1, "name": name, "pake": message.hex(), **extra})
+        await turns(lambda: self.frames)
+        answer = self.frames.pop(0)
+        if answer["type"] != "pake":
+            return answer
+        try:
+            confirm = pake.client_finish(state, bytes.fromhex(answer["msg"]), bytes.fromhex(answer["confirm"]), b"")
+        except pake.PakeError:
+            return {"type": "error", "code": "bad-passkey"}
+        self.send({"type": "pake-confirm", "confirm": confirm.hex()})
+        await turns(lambda: any(f["type"] in ("synced", "error") for f in self.frames))
+        return next(f for f in self.frames if f["type"] in ("synced", "error"))
+
+    def texts(self):
+        return [f.get("text") for f in self.frames if f["type"] == "event" and f["kind"] == "message"]
+
+
+class WebSocketCase(unittest.TestCase):
+    """A server with TCP and WebSocket clients on one port (plaintext: the framing is what is tested)."""
+
+    timeout = 60
+
+    async def setUp(self):
+        self.tmp = self.mktemp()
+        os.makedirs(self.tmp)
+        self.server = InProcessServer(self.tmp, tls=False, web=True)
+        self.port = await self.server.start()
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(self.server.stop()))
+
+    async def web_user(self):
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{self.port}/ws")
+        factory.protocol = WebUser
+        factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0)  # no timers left behind
+        factory.opened = defer.Deferred()
+        reactor.connectTCP("127.0.0.1", self.port, factory)
+        user = await factory.opened
+
+        async def gone():
+            user.transport.abortConnection()  # as a phone that leaves the network
+            await turns(lambda: not any(isinstance(s.link, ChatWebSocket) for s in self.server.factory.connections))
+
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(gone()))
+        return user
+
+
+
+class WebSocketTests(WebSocketCase):
+    async def test_browser_and_tcp_users_share_one_conversation(self):
+        """A WebSocket user and a TCP user on the same port: the same login, the same messages, in one order."""
+        web = await self.web_user()
+        self.assertEqual((await web.login("phone", features=["rooms"]))["type"], "synced")
+        desk, rec = make_client(self.port, "desk", tls=False)
+        self.addCleanup(desk.stop)
+        await desk.start()
+        web.send({"type": "say", "text": "from the phone", "cid": "w1", "req": "s1"})
+        await rec.until(lambda: "from the phone" in rec.texts())
+        desk.send("from the desk")
+        await turns(lambda: "from the desk" in web.texts())
+        acks = [f for f in web.frames if f["type"] == "ack"]
+        self.assertEqual([(a["cid"], a["req"]) for a in acks], [("w1", "s1")])
+        ids = [f["id"] for f in web.frames if f["type"] == "event" and f["kind"] == "message"]
+        self.assertEqual(ids, sorted(ids))
+        self.assertIn("phone", desk.users)
+
+    async def test_a_wrong_passkey_gets_the_error_and_no_chat_data(self):
+        desk, rec = make_client(self.port, "desk", tls=False)
+        self.addCleanup(desk.stop)
+        await desk.start()
+        desk.send("not for strangers")
+        web = await self.web_user()
+        answer = await web.login("mallory", passkey="wrong-guess")
+        self.assertEqual(answer["code"], "bad-passkey")
+        self.assertNotIn("not for strangers", str(web.frames))
+        self.assertNotIn("mallory", desk.users)
+
+    async def test_text_and_binary_messages_are_what_they_say(self):
+        """A control frame in a binary message (or data in a text one) is bad-frame, never a crash."""
+        web = await self.web_user()
+        await web.login("phone")
+        web.frames.clear()
+        web.sendMessage(b'{"type":"who"}', isBinary=True)
+        web.sendMessage(b"\x01\x00\x00\x00\x01abc", isBinary=False)
+        await turns(lambda: len(web.frames) >= 2)
+        self.assertEqual([f["code"] for f in web.frames], ["bad-frame", "bad-frame"])
+
+
+class SamePortTests(unittest.TestCase):
+    """The installed ``twistd tcpchat``: TCP clients and WebSockets on one TLS port."""
+
+    timeout = 60
+
+    async def test_a_websocket_over_the_servers_tls_port_meets_a_tcp_client(self):
+        from twisted.internet import ssl
+
+        from .procs import TWISTD, RawClient, ServerProcess
+
+        if not os.path.exists(TWISTD):
+            raise unittest.SkipTest("twistd is not installed next to this Python")
+        tmp = os.path.abspath(self.mktemp())
+        os.makedirs(tmp)
+        server = ServerProcess(tmp, tls=True).start()
+        self.addCleanup(server.close)
+        factory = WebSocketClientFactory(f"wss://127.0.0.1:{server.port}/ws")
+        factory.protocol = WebUser
+        factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0)
+        factory.opened = defer.Deferred()
+        connector = reactor.connectSSL("127.0.0.1", server.port, factory, ssl.CertificateOptions(verify=False))
+        self.addCleanup(connector.disconnect)
+        web = await factory.opened
+        self.assertEqual((await web.login("phone", passkey=server.passkey))["type"], "synced")
+        desk = RawClient(server.port, tls=True)
+        self.addCleanup(desk.close)
+        await defer.Deferred.fromCoroutine(_in_thread(lambda: desk.login("desk", passkey=server.passkey)))
+        web.send({"type": "say", "text": "over wss", "cid": "w"})
+        frames = await defer.Deferred.fromCoroutine(
+            _in_thread(lambda: desk.recv_until(lambda f: f.get("text") == "over wss")))
+        self.assertEqual(frames[-1]["name"], "phone")
+
+
+async def _in_thread(f):
+    from twisted.internet import threads
+
+    return await threads.deferToThread(f)
+
+
+class HostileWebSocketTests(WebSocketCase):
+    async def test_a_message_over_the_frame_limit_closes_only_that_websocket(self):
+        web = await self.web_user()
+        await web.login("phone")
+        other = await self.web_user()
+        await other.login("other")
+        closed = defer.Deferred()
+        web.onClose = lambda clean, code, reason: closed.callback(code)
+        web.sendMessage(b'{"type":"say","text":"' + b"x" * wire.MAX_FRAME + b'"}')
+        self.assertEqual(await closed, 1009)  # "message too big", nothing decoded
+        other.send({"type": "say", "text": "still here", "cid": "o"})
+        await turns(lambda: any(f["type"] == "ack" for f in other.frames))
