@@ -156,3 +156,20 @@ def test_the_document_publishes_the_vectors():
                                                  ("w", "client_message", "server_message", "K", "key",
                                                   "server_confirm", "client_confirm")]:
         assert value in text.replace("\n", "").replace(" ", ""), value
+
+
+def test_the_browser_implementation_gives_the_vectors():
+    """tcpchat/web/spake2.js (on the vendored @noble libraries) in Node: the same vectors, a wrong passkey refused."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed")
+    result = subprocess.run([node, os.path.join(ROOT, "tests", "js", "spake2_vectors.mjs"),
+                             os.path.join(ROOT, "docs", "spake2-vectors.json")], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok: 2 vectors" in result.stdout
