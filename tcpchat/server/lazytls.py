@@ -20,9 +20,9 @@ accepted and is aborted after its owner's timeout.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, List, Optional
 
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import IHandshakeListener, IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
@@ -125,6 +125,7 @@ class LazyTLSFactory(Factory):
         return Waiting(self)
 
 
+@implementer(IProtocolNegotiationFactory)
 class SniffingFactory(Factory):
     """
     The chat protocol or the web site, chosen by a connection's first byte.
@@ -142,6 +143,13 @@ class SniffingFactory(Factory):
 
     def timeout(self) -> float:
         return float(self.chat.limits.login_timeout)
+
+    def acceptableProtocols(self) -> List[bytes]:
+        """
+        ALPN: browsers (and curl) offer it; HTTP/1.1 is what the site speaks.  (Twisted answers an ALPN
+        offer it has no protocol for with a TLS alert, so without this no browser could connect.)
+        """
+        return [b"http/1.1"]
 
     def refuseAtOnce(self, host: str) -> Any:
         """A banned address or one over a cap is answered at once (by the chat protocol), not after its first byte."""

@@ -14,14 +14,15 @@ says what that means.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Sequence
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.interfaces import IPushProducer
-from twisted.logger import Logger
-from twisted.web.resource import Resource
+from twisted.web.resource import NoResource, Resource
 from twisted.web.server import Site
+from twisted.web.static import File
 from zope.interface import implementer
 
 from tcpchat import wire
@@ -35,9 +36,8 @@ PATH = b"ws"
 
 @implementer(ILink, IPushProducer)
 class ChatWebSocket(WebSocketServerProtocol):
-    """One browser (or other WebSocket client) connection."""
+    """One browser (or other WebSocket client) connection.  (``log`` is autobahn's: its level is set in make_site.)"""
 
-    log = Logger()
     session: Optional[Session] = None
     handshaken = True
     transport: Any
@@ -124,8 +124,48 @@ class _Timers:
         return self.clock.callLater(delay, func, *args, **kwargs)
 
 
+#: the browser client's files (index.html, ES modules, vendored libraries)
+WEB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web")
+#: what may be served from it: nothing else (no Python files, no caches, no listings)
+SERVED = (".html", ".js", ".css", ".txt", "LICENSE")
+HEADERS = {
+    b"Content-Security-Policy": b"default-src 'self'; connect-src 'self'; img-src 'self' blob: data:; "
+                                b"style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+    b"X-Content-Type-Options": b"nosniff",
+    b"Referrer-Policy": b"no-referrer",
+    b"Cache-Control": b"no-cache",
+}
+
+
+class Static(File):
+    """The page and its modules, with security headers; anything else under the folder is not found."""
+
+    childNotFound = NoResource("Not here.")
+
+    def directoryListing(self) -> Resource:
+        return NoResource("Not here.")
+
+    def getChild(self, path: bytes, request: Any) -> Any:
+        name = path.decode("utf-8", "replace")
+        if name.startswith(".") or name == "__pycache__":
+            return self.childNotFound
+        child = super().getChild(path, request)
+        if isinstance(child, File) and not child.isdir() and not child.basename().endswith(SERVED):
+            return self.childNotFound
+        return child
+
+    def render(self, request: Any) -> Any:
+        for key, value in HEADERS.items():
+            request.setHeader(key, value)
+        return super().render(request)
+
+
 def make_site(chat: Any) -> Site:
-    """The HTTP side of the port: the WebSocket at ``/ws`` (the browser client's page comes next)."""
+    """The HTTP side of the port: the browser client at ``/`` and its WebSocket at ``/ws``."""
+    import txaio
+
+    txaio.use_twisted()
+    txaio.set_global_log_level("warn")  # type: ignore[attr-defined]  # autobahn's per-connection debug lines (every dropped phone) are noise
     factory: Any = WebSocketServerFactory()
     factory.protocol = ChatWebSocket
     factory.chat = chat
@@ -137,7 +177,7 @@ def make_site(chat: Any) -> Site:
     # autobahn's timers (handshake timeouts) on the server's own clock, one cancellable call each
     # (txaio's batched timer leaves a pending bucket call behind every cancelled one)
     factory._batched_timer = _Timers(chat.clock)
-    root = Resource()
+    root = Static(WEB_DIR)
     root.putChild(PATH, WebSocketResource(factory))
     site = Site(root)
     site.noisy = False

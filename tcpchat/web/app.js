@@ -1,0 +1,236 @@
+// The browser client's view: the join form, then the chat. It never touches the socket (client.js does).
+import { ChatClient, conversationOf } from "./client.js";
+
+const $ = (id) => document.getElementById(id);
+let client = null;
+let current = "#general";
+const unread = new Map();
+const typing = new Map();  // conv -> Map(name -> timer)
+let historyEnded = false;
+
+function time(ts) {
+  const d = new Date(ts * 1000);
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function describe(event) {
+  switch (event.kind) {
+    case "message": return event.to ? `→ ${event.to}: ${event.text}` : event.text;
+    case "join": return `${event.name} joined`;
+    case "leave": return `${event.name} left`;
+    case "room-join": return `${event.name} joined #${event.room}`;
+    case "room-leave": return `${event.name} left #${event.room}`;
+    case "announce": return `📢 ${event.text}`;
+    case "file": return `${event.name} shared ${(event.file || {}).name || "a file"}`;
+    default: return `(${event.kind})`;
+  }
+}
+
+function line(event, { replay = false, pending = false } = {}) {
+  const li = document.createElement("li");
+  li.dataset.id = event.id || "";
+  if (event.cid) li.dataset.cid = event.cid;
+  const stamp = document.createElement("span");
+  stamp.className = "time";
+  stamp.textContent = event.ts ? time(event.ts) : "…";
+  li.append(stamp);
+  if (event.kind === "message") {
+    const who = document.createElement("span");
+    who.className = "name";
+    who.textContent = event.name + ":";
+    li.append(who, document.createTextNode(" " + describe(event)));
+    if (event.name === client.name) li.classList.add("mine");
+  } else {
+    li.classList.add("system");
+    li.append(document.createTextNode(describe(event)));
+  }
+  if (replay) li.classList.add("history");
+  if (pending) { li.classList.add("pending"); li.title = "Not sent yet"; }
+  return li;
+}
+
+function atBottom() {
+  const log = $("log");
+  return log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+}
+
+function show(event, replay) {
+  const conv = conversationOf(event, client.name);
+  if (conv.toLowerCase() !== current.toLowerCase()) {
+    if (!replay && event.kind === "message" && event.name !== client.name) {
+      unread.set(conv, (unread.get(conv) || 0) + 1);
+      renderConvs();
+    }
+    addConv(conv);
+    return;
+  }
+  const stick = atBottom();
+  $("log").append(line(event, { replay }));
+  if (stick) $("log").scrollTop = $("log").scrollHeight;
+}
+
+function render() {
+  const log = $("log");
+  log.replaceChildren();
+  const events = [...client.events.values()].sort((a, b) => a.id - b.id)
+    .filter((e) => conversationOf(e, client.name).toLowerCase() === current.toLowerCase() && e.kind !== "delete");
+  for (const e of events) log.append(line(e, { replay: e.replayed }));
+  if (historyEnded) {
+    const marker = document.createElement("li");
+    marker.className = "marker";
+    marker.textContent = "— end of history —";
+    const firstLive = [...log.children].find((li) => !li.classList.contains("history"));
+    log.insertBefore(marker, firstLive || null);
+  }
+  for (const frame of client.outbox.values()) {
+    const conv = frame.to ? "@" + frame.to : "#" + (frame.room || "general");
+    if (conv.toLowerCase() === current.toLowerCase()) {
+      log.append(line({ kind: "message", name: client.name, text: frame.text, cid: frame.cid, to: frame.to }, { pending: true }));
+    }
+  }
+  $("conv-title").textContent = current.startsWith("@") ? `Direct conversation with ${current.slice(1)}` : current;
+  log.scrollTop = log.scrollHeight;
+}
+
+const convs = ["#general"];
+
+function addConv(conv) {
+  if (!convs.some((c) => c.toLowerCase() === conv.toLowerCase())) { convs.push(conv); renderConvs(); }
+}
+
+function renderConvs() {
+  const list = $("convs");
+  list.replaceChildren();
+  for (const conv of convs) {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = conv;
+    if (conv === current) b.setAttribute("aria-current", "true");
+    const count = unread.get(conv);
+    if (count) { const badge = document.createElement("span"); badge.className = "badge"; badge.textContent = count; b.append(badge); }
+    b.onclick = () => switchTo(conv);
+    li.append(b);
+    list.append(li);
+  }
+  const total = [...unread.values()].reduce((a, b) => a + b, 0);
+  document.title = (total ? `(${total}) ` : "") + (client && client.info.server ? `tcpchat — ${client.info.server}` : "tcpchat");
+}
+
+function switchTo(conv) {
+  current = conv;
+  unread.delete(conv);
+  addConv(conv);
+  renderConvs();
+  render();
+  paintTyping();
+  $("side").classList.remove("open");
+  $("menu").setAttribute("aria-expanded", "false");
+  $("text").focus();
+}
+
+function renderUsers(users) {
+  const list = $("users");
+  list.replaceChildren();
+  for (const name of [...users].sort((a, b) => a.localeCompare(b))) {
+    const li = document.createElement("li");
+    const p = client.presence[name] || {};
+    li.textContent = (p.away ? "○ " : "● ") + name + (name === client.name ? " (you)" : "");
+    if (p.away) li.classList.add("away");
+    if (name !== client.name) { li.tabIndex = 0; li.onclick = li.onkeydown = (e) => { if (!e.key || e.key === "Enter") switchTo("@" + name); }; }
+    list.append(li);
+  }
+}
+
+function showTyping(frame) {
+  const conv = conversationOf(frame, client.name);
+  const names = typing.get(conv) || new Map();
+  clearTimeout(names.get(frame.name));
+  names.set(frame.name, setTimeout(() => { names.delete(frame.name); paintTyping(); }, 6000));
+  typing.set(conv, names);
+  paintTyping();
+}
+
+function paintTyping() {
+  const names = [...(typing.get(current) || new Map()).keys()];
+  $("typing").textContent = names.length === 0 ? "" : names.length === 1 ? `${names[0]} is typing…` :
+    names.length === 2 ? `${names[0]} and ${names[1]} are typing…` : "several people are typing…";
+}
+
+function join(event) {
+  event.preventDefault();
+  const name = $("name").value.trim();
+  const passkey = $("passkey").value;
+  if (!name || !passkey) return;
+  $("join-button").disabled = true;
+  $("join-message").textContent = "Connecting…";
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  if (client) client.stop();
+  client = new ChatClient(`${scheme}//${location.host}/ws`, name, passkey);
+  client.addEventListener("welcome", (e) => {
+    $("join").hidden = true;
+    $("chat").hidden = false;
+    $("title").textContent = e.detail.server;
+    renderConvs();
+    $("text").focus();
+  });
+  client.addEventListener("refused", (e) => {
+    $("chat").hidden = true;
+    $("join").hidden = false;
+    $("join-button").disabled = false;
+    $("join-message").textContent = e.detail.changed ?
+      "The server's passkey has changed. Type the new one to rejoin; what you wrote meanwhile is kept." : e.detail.message;
+    $("passkey").value = "";
+    $("passkey").focus();
+  });
+  client.addEventListener("state", (e) => { $("status").textContent = e.detail.text; });
+  client.addEventListener("users", (e) => renderUsers(e.detail));
+  client.addEventListener("rooms", (e) => { for (const r of e.detail) addConv("#" + r); });
+  client.addEventListener("event", (e) => { e.detail.event.replayed = e.detail.replay; show(e.detail.event, e.detail.replay); });
+  client.addEventListener("synced", () => { historyEnded = true; render(); });
+  client.addEventListener("acked", () => render());
+  client.addEventListener("typing", (e) => showTyping(e.detail));
+  client.addEventListener("error", (e) => notice(e.detail.message || e.detail.code, "error"));
+  client.addEventListener("notice", (e) => notice(e.detail, "system"));
+  client.start();
+}
+
+function notice(text, style) {
+  const li = document.createElement("li");
+  li.className = style;
+  li.textContent = text;
+  $("log").append(li);
+  $("log").scrollTop = $("log").scrollHeight;
+}
+
+function send(event) {
+  event.preventDefault();
+  const text = $("text").value;
+  if (!text.trim()) return;
+  if (text.startsWith("/join ")) { client.join(text.slice(6).trim().replace(/^#/, "")); $("text").value = ""; return; }
+  client.say(text, current === "#general" ? null : current);
+  $("text").value = "";
+  render();
+}
+
+let lastTyping = 0;
+function typed(event) {
+  if (event.key === "Enter" && !event.shiftKey) { send(event); return; }
+  const now = Date.now();
+  if (client && now - lastTyping > 2000) { lastTyping = now; client.typingIn(current === "#general" ? null : current); }
+}
+
+window.addEventListener("DOMContentLoaded", () => {
+  $("join-form").addEventListener("submit", join);
+  $("say").addEventListener("submit", send);
+  $("text").addEventListener("keydown", typed);
+  $("join-room").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const room = $("room-name").value.trim().replace(/^#/, "");
+    if (room) { client.join(room); $("room-name").value = ""; switchTo("#" + room); }
+  });
+  $("menu").addEventListener("click", () => {
+    const open = $("side").classList.toggle("open");
+    $("menu").setAttribute("aria-expanded", String(open));
+  });
+});

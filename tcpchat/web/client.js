@@ -1,0 +1,202 @@
+// The browser's client core: the WebSocket, login (SPAKE2), the conversation, the outbox, reconnects.
+// No DOM here: app.js is the view and listens to the events this object emits.
+import { bytesToHex, clientFinish, clientStart, hexToBytes } from "./spake2.js";
+
+const OUTBOX_KEY = "tcpchat.outbox";
+
+export class ChatClient extends EventTarget {
+  constructor(url, name, passkey) {
+    super();
+    this.url = url;
+    this.name = name;
+    this.passkey = passkey;
+    this.ws = null;
+    this.loggedIn = false;
+    this.everLoggedIn = false;
+    this.stopped = false;
+    this.info = {};
+    this.events = new Map();     // id -> event
+    this.lastId = 0;
+    this.users = [];
+    this.rooms = new Map();      // name -> {members, seen}
+    this.presence = {};
+    this.outbox = new Map(JSON.parse(localStorage.getItem(OUTBOX_KEY) || "[]"));  // cid -> say frame
+    this.attempt = 0;
+  }
+
+  emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+
+  start() {
+    this.stopped = false;
+    this.emit("state", { state: "connecting", text: "Connecting…" });
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    this.pake = null;
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => this.hello();
+    ws.onmessage = (m) => this.received(m.data);
+    ws.onclose = () => this.closed(ws);
+    ws.onerror = () => {};
+  }
+
+  stop() {
+    this.stopped = true;
+    if (this.ws) { this.send({ type: "bye" }); this.ws.close(); }
+  }
+
+  send(frame) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) { this.ws.send(JSON.stringify(frame)); return true; }
+    return false;
+  }
+
+  hello() {
+    const { state, message } = clientStart(this.passkey);
+    this.pake = state;
+    const frame = { type: "hello", version: 1, name: this.name, pake: bytesToHex(message), client: "tcpchat-web",
+                    features: ["rooms"] };
+    if (this.everLoggedIn) { frame.after = this.lastId; frame.session = this.info.session; }
+    this.send(frame);
+  }
+
+  closed(ws) {
+    if (ws !== this.ws) return;
+    this.loggedIn = false;
+    this.ws = null;
+    if (this.stopped) { this.emit("state", { state: "disconnected", text: "Disconnected." }); return; }
+    if (!this.everLoggedIn) { this.emit("refused", { code: "unreachable", message: this.refusal || "Could not reach the server." }); return; }
+    const delay = Math.min(30, 0.5 * 2 ** this.attempt++) * (0.8 + Math.random() * 0.4);
+    this.emit("state", { state: "reconnecting", text: `Connection lost; reconnecting in ${Math.round(delay)} s…` });
+    setTimeout(() => { if (!this.stopped) this.start(); }, delay * 1000);
+  }
+
+  received(data) {
+    if (typeof data !== "string") return;  // file data: not yet in the browser client
+    let frame;
+    try { frame = JSON.parse(data); } catch { return; }
+    const handler = this["on_" + String(frame.type).replace(/-/g, "_")];
+    if (handler) handler.call(this, frame);
+  }
+
+  on_pake(frame) {
+    let done;
+    try {
+      done = clientFinish(this.pake, hexToBytes(frame.msg), hexToBytes(frame.confirm));
+    } catch (e) {
+      this.giveUp("bad-passkey", "Wrong passkey.");
+      return;
+    }
+    this.send({ type: "pake-confirm", confirm: bytesToHex(done.confirm) });
+  }
+
+  giveUp(code, message) {
+    this.stopped = true;
+    this.refusal = message;
+    if (this.ws) this.ws.close();
+    this.emit("refused", { code, message, changed: this.everLoggedIn && code === "bad-passkey" });
+  }
+
+  on_welcome(frame) {
+    this.loggedIn = true;
+    this.everLoggedIn = true;
+    this.attempt = 0;
+    this.info = frame;
+    this.name = frame.name;
+    this.users = frame.users.slice();
+    this.presence = frame.presence || {};
+    this.emit("welcome", frame);
+    this.emit("users", this.users);
+  }
+
+  on_room(frame) {
+    this.rooms.set(frame.room, { members: frame.members, seen: frame.seen || {} });
+    this.emit("rooms", [...this.rooms.keys()]);
+  }
+
+  on_synced() {
+    this.emit("state", { state: "connected", text: `Connected as ${this.name}` });
+    for (const frame of this.outbox.values()) this.send(frame);  // written offline, or not acknowledged before a drop
+    this.emit("synced", {});
+  }
+
+  on_event(frame) {
+    const event = { ...frame };
+    delete event.type;
+    this.lastId = Math.max(this.lastId, event.id);
+    if (this.events.has(event.id)) return;
+    this.events.set(event.id, event);
+    if (event.kind === "message" && event.name === this.name && this.outbox.has(event.cid)) {
+      this.outbox.delete(event.cid);  // stored before a drop ate our ack
+      this.saveOutbox();
+      this.emit("acked", event);
+      return;
+    }
+    if (event.kind === "join" && !this.users.includes(event.name)) { this.users.push(event.name); this.emit("users", this.users); }
+    if (event.kind === "leave") { this.users = this.users.filter((u) => u !== event.name); this.emit("users", this.users); }
+    this.emit("event", { event, replay: !!frame.replay });
+  }
+
+  on_ack(frame) {
+    const said = this.outbox.get(frame.cid);
+    if (!said) return;
+    this.outbox.delete(frame.cid);
+    this.saveOutbox();
+    const event = { id: frame.id, ts: frame.ts, kind: "message", name: this.name, text: said.text, cid: frame.cid,
+                    room: said.room || (said.to ? undefined : "general"), to: said.to };
+    this.events.set(event.id, event);
+    this.lastId = Math.max(this.lastId, event.id);
+    this.emit("acked", event);
+  }
+
+  on_users(frame) { this.users = frame.users.slice(); this.emit("users", this.users); }
+  on_presence(frame) { this.presence[frame.name] = { away: frame.away, status: frame.status }; this.emit("users", this.users); }
+  on_typing(frame) { this.emit("typing", frame); }
+
+  on_error(frame) {
+    if (frame.ref === "hello" || frame.ref === "pake-confirm" ||
+        ["bad-passkey", "name-taken", "bad-name", "banned", "too-many-attempts", "name-protected"].includes(frame.code)) {
+      if (!this.loggedIn) { this.giveUp(frame.code, frame.message); return; }
+    }
+    if (frame.cid && this.outbox.has(frame.cid)) {
+      if (["slow-down", "store-busy", "internal"].includes(frame.code)) {
+        setTimeout(() => { const f = this.outbox.get(frame.cid); if (f) this.send(f); }, 1000);
+        if (frame.code !== "internal") return;
+      } else if (frame.code !== "server-busy") {
+        this.outbox.delete(frame.cid);
+        this.saveOutbox();
+      } else return;
+    }
+    this.emit("error", frame);
+  }
+
+  on_bye(frame) {
+    if (frame.reason === "kicked" || frame.reason === "banned") this.stopped = true;
+    this.emit("notice", frame.message || "The server closed the connection.");
+  }
+
+  on_ping(frame) { this.send(frame.n === undefined ? { type: "pong" } : { type: "pong", n: frame.n }); }
+
+  say(text, conv) {
+    const cid = crypto.randomUUID ? crypto.randomUUID().replace(/-/g, "") : String(Date.now()) + Math.random();
+    const frame = { type: "say", text, cid, ...convFields(conv) };
+    this.outbox.set(cid, frame);
+    this.saveOutbox();
+    this.send(frame);
+    return frame;
+  }
+
+  join(room) { this.send({ type: "join", room }); }
+  typingIn(conv) { this.send({ type: "typing", ...convFields(conv) }); }
+  saveOutbox() { localStorage.setItem(OUTBOX_KEY, JSON.stringify([...this.outbox])); }
+}
+
+/** "#room" or "@name" -> the frame members naming it. */
+export function convFields(conv) {
+  if (!conv) return {};
+  return conv.startsWith("@") ? { to: conv.slice(1) } : { room: conv.slice(1) };
+}
+
+/** The conversation an event belongs to, as user `me` sees it. */
+export function conversationOf(event, me) {
+  if (event.to) return "@" + (event.to.toLowerCase() === me.toLowerCase() ? event.name : event.to);
+  return "#" + (event.room || "general");
+}
