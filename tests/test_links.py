@@ -62,9 +62,9 @@ needs_install = pytest.mark.skipif(not (os.path.exists(TWISTD) and os.path.exist
                                    reason="tcpchat is not installed next to this Python")
 
 
-def banner_link_and_qr(server):
-    """The join link and the QR drawing the banner printed (read from its log)."""
-    printed = server.wait_for(r"Join link:\s+(\S+)", start=0).group(1)
+def banner_link_and_qr(server, line="Join link"):
+    """A link the banner printed (``line``) and its QR drawing (read from the log)."""
+    printed = server.wait_for(line + r":\s+(\S+)", start=0).group(1)
     server.wait_for(r"Scan to join", start=0)
     server.wait_for(r"^\t?={20,}\s*$")
     lines = server.log().split("Scan to join", 1)[1].split("\n")[1:]
@@ -79,16 +79,27 @@ def banner_link_and_qr(server):
 
 
 @needs_install
-def test_banner_qr_code_decodes_to_the_printed_join_link(tmp_path):
+def test_banner_qr_code_decodes_to_the_printed_browser_address(tmp_path):
+    """The banner prints the browser address and the join link; its QR code is the browser address (a phone opens
+    it); with --no-web there is no browser address and the QR code is the join link."""
     server = ServerProcess(tmp_path, tls=True).start()
     try:
-        printed, drawing = banner_link_and_qr(server)
-        joined = link.parse(printed)
+        joined = link.parse(server.wait_for(r"Join link:\s+(\S+)", start=0).group(1))
         assert (joined.host, joined.port, joined.passkey) == ("127.0.0.1", server.port, None)  # never the passkey
         assert joined.fingerprint == re.search(r"certificate (SHA256:\S+)", server.log()).group(1)
+        printed, drawing = banner_link_and_qr(server, "Browser")
+        assert printed == f"https://127.0.0.1:{server.port}/"
         assert qrtools.decode(qrtools.from_terminal(drawing)) == printed
     finally:
         server.close()
+    (tmp_path / "b").mkdir()
+    quiet = ServerProcess(tmp_path / "b", tls=True, extra=["--no-web"]).start()
+    try:
+        assert "Browser:" not in quiet.log()
+        printed, drawing = banner_link_and_qr(quiet)
+        assert qrtools.decode(qrtools.from_terminal(drawing)) == printed.split()[0]
+    finally:
+        quiet.close()
 
 
 @needs_install

@@ -260,6 +260,9 @@ class TcpchatService(service.MultiService):
             addresses.extend(client_addresses(host.host, host.port))
         joinLink = self.linkFor(addresses) if addresses else ""
         self.factory.joinLink = joinLink or None
+        scheme = "https" if self.fingerprint else "http"
+        browser = f"{scheme}://{addresses[0]}/" if addresses and self.web else ""
+        scan = browser or joinLink  # a phone opens the page; without it, the native clients' link
         bar = "=" * 64
         if self.fingerprint:
             security = f"TLS, certificate {self.fingerprint}"
@@ -267,11 +270,16 @@ class TcpchatService(service.MultiService):
             security = "NONE - plaintext (--insecure-plaintext): anyone on the network can read everything"
         self.log.info(
             "\n{bar}\n  tcpchat server {name!r} is ready\n  Passkey:     {passkey}{kept}\n  Join at:     {addresses}\n"
+            "{browserLine}"
             "  Join link:   {link}\n"
             "  Security:    {security}\n  Admin key:   {admin}  (type /oper KEY in a client to moderate)\n{bar}\n"
-            "  Scan to join (the join link; tcpchat-client LINK or paste it into the form):\n{qr}\n{bar}",
+            "  Scan to join ({what}):\n{qr}\n{bar}",
             link=joinLink,
-            qr=qr.terminal(joinLink) if joinLink else "",
+            browserLine=f"  Browser:     {browser}  (phones and laptops: open it, accept the certificate once)\n"
+                        if browser else "",
+            what="opens the chat in a phone's browser" if browser else
+                 "the join link; tcpchat-client LINK or paste it into the form",
+            qr=qr.terminal(scan) if scan else "",
             admin=self.admin_passkey or "(none)",
             bar=bar,
             name=self.factory.serverName,
