@@ -71,6 +71,10 @@ class Browser:
     def log(self) -> str:
         return self.by_id("log").text
 
+    def pending(self) -> int:
+        """How many messages the page shows as not yet stored by the server."""
+        return int(self.driver.execute_script("return document.querySelectorAll('#log .pending').length"))
+
     def conversation(self, conv: str) -> None:
         """Switch to a conversation from the list (opening the menu on a phone)."""
         from selenium.webdriver.common.by import By

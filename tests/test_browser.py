@@ -90,3 +90,28 @@ def test_a_wrong_passkey_is_explained_and_shows_nothing(server, browsers):
     assert "members only" not in stranger.driver.page_source
     if write_docs():
         stranger.screenshot(os.path.join(DOCS, "web-phone-login.png"))
+
+
+def test_a_server_restart_while_a_browser_user_types_loses_and_repeats_nothing(server, browsers):
+    page = browsers(f"https://127.0.0.1:{server.port}/")
+    page.login("walker", server.passkey)
+    page.joined()
+    page.say("before the restart")
+    page.until(lambda: "walker: before the restart" in page.log() and page.pending() == 0)
+    assert server.stop() == 0
+    page.until(lambda: "reconnecting" in page.by_id("status").text)
+    page.say("written while it was down")
+    page.until(lambda: "written while it was down" in page.log() and page.pending() == 1)  # shown as pending
+    server.start()
+    page.until(lambda: "Connected" in page.by_id("status").text, timeout=40)
+    reader = RawClient(server.port, tls=True)
+    frames = reader.login("reader", passkey=server.passkey, after=0)
+    texts = [f.get("text") for f in frames if f.get("type") == "event" and f.get("kind") == "message"]
+    for _ in range(50):  # the resend may still be on its way: read until it is there (bounded)
+        if "written while it was down" in texts:
+            break
+        frame = reader.recv()
+        if frame.get("type") == "event" and frame.get("kind") == "message":
+            texts.append(frame["text"])
+    assert texts == ["before the restart", "written while it was down"]  # each exactly once, in order
+    page.until(lambda: page.log().count("written while it was down") == 1 and page.pending() == 0)
