@@ -170,7 +170,10 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
         if config["certificate"]:
             cert_path, key_path = config["certificate"], config["private-key"]
         else:
-            cert_path, key_path = tls.ensure_certificate(config["data-dir"], socket.gethostname())
+            from tcpchat.server.service import local_ipv4_addresses
+
+            cert_path, key_path = tls.ensure_certificate(config["data-dir"], socket.gethostname(),
+                                                         local_ipv4_addresses())
         tls_options = tls.server_options(cert_path, key_path)
         with open(cert_path, "rb") as f:
             fingerprint = tls.fingerprint_pem(f.read())

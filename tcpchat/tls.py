@@ -14,16 +14,39 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 #: Label for RFC 5705 keying material exported from the TLS session.
 EXPORTER_LABEL = b"EXPORTER-tcpchat-login-v1"
 
 
-def ensure_certificate(directory: str, hostname: str) -> Tuple[str, str]:
+def subject_names(hostname: str, addresses: Sequence[str] = ()) -> List[Any]:
+    """
+    What a generated certificate names: the host name, ``HOST.local`` (mDNS),
+    ``localhost`` and the machine's addresses — so that a device told to trust
+    the certificate gets no warning for any of them.
+    """
+    import ipaddress
+
+    from cryptography import x509
+
+    host = (hostname or "tcpchat").split(".")[0][:63]
+    dns = [host, f"{host}.local", "localhost"]
+    names: List[Any] = [x509.DNSName(n) for n in dict.fromkeys(dns)]
+    for address in dict.fromkeys(["127.0.0.1", *addresses]):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(address)))
+        except ValueError:
+            continue
+    return names
+
+
+def ensure_certificate(directory: str, hostname: str, addresses: Sequence[str] = ()) -> Tuple[str, str]:
     """
     Paths of ``server.pem`` (certificate) and ``server.key`` (private key) in
-    ``directory``, creating both if either is missing.
+    ``directory``, creating both if either is missing (naming ``hostname`` and
+    ``addresses``: :func:`subject_names`).  An existing pair is kept as it is:
+    clients have pinned it.
     """
     cert_path = os.path.join(directory, "server.pem")
     key_path = os.path.join(directory, "server.key")
@@ -45,7 +68,7 @@ def ensure_certificate(directory: str, hostname: str) -> Tuple[str, str]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName((hostname or "tcpchat")[:64])]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(subject_names(hostname, addresses)), critical=False)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -195,3 +195,20 @@ def test_service_is_a_multiservice_that_listens_only_once_storage_is_open(tmp_pa
     assert [type(s) for s in service] == [ProcessSettings, StorageService]
     for runner in service.runners:
         runner.stop()
+
+
+def test_the_generated_certificate_names_the_machine(tmp_path):
+    """Host name, HOST.local, localhost and the machine's addresses are in the subjectAltName (a device that trusts
+    the certificate then gets no warning, whichever name or address it used)."""
+    import ipaddress
+
+    from cryptography import x509
+
+    from tcpchat import tls
+
+    cert, _ = tls.ensure_certificate(str(tmp_path), "classroom-pc.lan", ["192.168.1.20", "not-an-address"])
+    names = x509.load_pem_x509_certificate(open(cert, "rb").read()).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["classroom-pc", "classroom-pc.local", "localhost"]
+    assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1"),
+                                                         ipaddress.ip_address("192.168.1.20")]
