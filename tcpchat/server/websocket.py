@@ -20,7 +20,8 @@ from typing import Any, Optional, Sequence
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.interfaces import IPushProducer
-from twisted.web.resource import NoResource, Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import File
 from zope.interface import implementer
@@ -140,10 +141,10 @@ HEADERS = {
 class Static(File):
     """The page and its modules, with security headers; anything else under the folder is not found."""
 
-    childNotFound = NoResource("Not here.")
+    childNotFound: Any = notFound()
 
-    def directoryListing(self) -> Resource:
-        return NoResource("Not here.")
+    def directoryListing(self) -> Any:
+        return notFound()
 
     def getChild(self, path: bytes, request: Any) -> Any:
         name = path.decode("utf-8", "replace")
