@@ -115,3 +115,26 @@ def test_a_server_restart_while_a_browser_user_types_loses_and_repeats_nothing(s
             texts.append(frame["text"])
     assert texts == ["before the restart", "written while it was down"]  # each exactly once, in order
     page.until(lambda: page.log().count("written while it was down") == 1 and page.pending() == 0)
+
+
+def test_slash_commands_search_and_operator_actions_in_the_browser(server, browsers, tmp_path):
+    """The other clients' slash commands: /search finds what may be read, /oper then /kick removes someone."""
+    eve = RawClient(server.port, tls=True)
+    eve.login("eve", passkey=server.passkey)
+    eve.send({"type": "say", "text": "the photocopier is broken again", "cid": "e1"})
+    eve.recv_until(lambda f: f.get("type") == "ack")
+    page = browsers(f"https://127.0.0.1:{server.port}/", width=1280, height=800)
+    page.login("teacher", server.passkey)
+    page.joined()
+    page.say("/search photocopier")
+    page.until(lambda: "Found 1 for “photocopier”" in page.log() and "eve: the photocopier is broken again" in page.log())
+    page.say("/kick eve")
+    page.until(lambda: "Only a server operator may do that." in page.log())
+    page.say("/oper " + (tmp_path / "admin-passkey").read_text().strip())
+    page.until(lambda: "You are an operator now" in page.log())
+    page.say("/kick eve being rude")
+    bye = eve.recv_until(lambda f: f.get("type") == "bye")[-1]
+    assert bye["reason"] == "kicked"
+    page.until(lambda: "eve was kicked." in page.log())
+    page.say("/help")
+    page.until(lambda: "/search WORDS — search what you may read" in page.log())

@@ -1,5 +1,6 @@
 // The browser client's view: the join form, then the chat. It never touches the socket (client.js does).
 import { ChatClient, conversationOf } from "./client.js";
+import { parse } from "./commands.js";
 
 const $ = (id) => document.getElementById(id);
 let client = null;
@@ -192,7 +193,22 @@ function join(event) {
   client.addEventListener("typing", (e) => showTyping(e.detail));
   client.addEventListener("error", (e) => notice(e.detail.message || e.detail.code, "error"));
   client.addEventListener("notice", (e) => notice(e.detail, "system"));
+  client.addEventListener("answer", (e) => answered(e.detail));
   client.start();
+}
+
+function answered(frame) {
+  if (frame.type === "search-results") {
+    notice(frame.events.length ? `Found ${frame.events.length}${frame.more ? "+" : ""} for “${frame.q}”:` : `Nothing found for “${frame.q}”.`, "system");
+    for (const e of frame.events) notice(`${time(e.ts)} ${e.room ? "#" + e.room : "@" + (e.to || "")} ${e.name}: ${e.text}`, "system");
+  } else if (frame.type === "oper") {
+    notice("You are an operator now: /kick, /ban, /mute, /announce, /passkey…", "system");
+  } else if (frame.type === "mod-done") {
+    notice(frame.message || "Done.", "system");
+    if (frame.passkey) notice(`New passkey: ${frame.passkey} — tell it only to people who should join.`, "system");
+  } else if (frame.type === "users") {
+    notice("Online: " + frame.users.join(", "), "system");
+  }
 }
 
 function notice(text, style) {
@@ -207,8 +223,17 @@ function send(event) {
   event.preventDefault();
   const text = $("text").value;
   if (!text.trim()) return;
-  if (text.startsWith("/join ")) { client.join(text.slice(6).trim().replace(/^#/, "")); $("text").value = ""; return; }
-  client.say(text, current === "#general" ? null : current);
+  if (text.startsWith("/") && !text.startsWith("//")) {
+    $("text").value = "";
+    const done = parse(text, current);
+    if (done.error) { notice(done.error, "error"); return; }
+    if (done.show) { notice(done.show, "system"); return; }
+    if (done.frame) client.send(done.frame);
+    if (done.say) client.say(done.say.text, done.say.conv);
+    if (done.switchTo) switchTo(done.switchTo);
+    return;
+  }
+  client.say(text.startsWith("//") ? text.slice(1) : text, current === "#general" ? null : current);
   $("text").value = "";
   render();
 }

@@ -147,7 +147,10 @@ export class ChatClient extends EventTarget {
     this.emit("acked", event);
   }
 
-  on_users(frame) { this.users = frame.users.slice(); this.emit("users", this.users); }
+  on_users(frame) { this.users = frame.users.slice(); this.emit("users", this.users); this.emit("answer", frame); }
+  on_search_results(frame) { this.emit("answer", frame); }
+  on_oper(frame) { this.operator = true; this.emit("answer", frame); }
+  on_mod_done(frame) { if (frame.passkey) this.passkey = frame.passkey; this.emit("answer", frame); }
   on_presence(frame) { this.presence[frame.name] = { away: frame.away, status: frame.status }; this.emit("users", this.users); }
   on_typing(frame) { this.emit("typing", frame); }
 
