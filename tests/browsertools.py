@@ -26,7 +26,7 @@ needs_chromium = pytest.mark.skipif(not available(), reason="needs Debian's chro
 class Browser:
     """One person's browser: a Chromium with its own profile, at phone or desktop size."""
 
-    def __init__(self, url: str, width: int = 390, height: int = 844) -> None:
+    def __init__(self, url: str, width: int = 390, height: int = 844, downloads: str = "") -> None:
         from selenium import webdriver
         from selenium.webdriver.chrome.options import Options
         from selenium.webdriver.chrome.service import Service
@@ -38,6 +38,9 @@ class Browser:
                     "--no-first-run", "--disable-quic", f"--window-size={width},{height}"):
             options.add_argument(arg)
         self.driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+        if downloads:
+            self.driver.execute_cdp_cmd("Browser.setDownloadBehavior",
+                                        {"behavior": "allow", "downloadPath": downloads, "eventsEnabled": False})
         self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                                     {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 700})
         self.url = url
@@ -106,6 +109,12 @@ class Browser:
             if li.text.endswith(name):
                 li.click()
                 return
+
+    def share(self, path: str) -> None:
+        """Pick a file to share, as a person does with the 📎 button."""
+        self.driver.execute_script("document.getElementById('file').hidden = false")
+        self.by_id("file").send_keys(path)
+        self.driver.execute_script("document.getElementById('file').hidden = true")
 
     def screenshot(self, path: str) -> None:
         self.driver.save_screenshot(path)

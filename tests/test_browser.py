@@ -138,3 +138,42 @@ def test_slash_commands_search_and_operator_actions_in_the_browser(server, brows
     page.until(lambda: "eve was kicked." in page.log())
     page.say("/help")
     page.until(lambda: "/search WORDS — search what you may read" in page.log())
+
+
+def test_a_file_goes_from_a_browser_to_a_terminal_user_and_back(server, browsers, tmp_path):
+    """Shared from the page (hashed in the browser, sent in chunks), downloaded by a TCP client, SHA-256 equal;
+    shared by the TCP client, downloaded by the page (checked in the browser, saved by it), SHA-256 equal."""
+    import hashlib
+
+    from tcpchat import wire
+
+    from .test_cli import upload_raw
+
+    data = os.urandom(300_000)
+    photo = tmp_path / "holiday photo.jpg"
+    photo.write_bytes(data)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    page = browsers(f"https://127.0.0.1:{server.port}/", downloads=str(downloads))
+    page.login("phone", server.passkey)
+    page.joined()
+    desk = RawClient(server.port, tls=True)
+    desk.login("desk", passkey=server.passkey, features=["rooms"])
+
+    page.share(str(photo))
+    event = desk.recv_until(lambda f: f.get("type") == "event" and f.get("kind") == "file")[-1]
+    assert (event["file"]["name"], event["file"]["sha256"]) == ("holiday photo.jpg", hashlib.sha256(data).hexdigest())
+    desk.send({"type": "download", "tid": 7, "file": event["file"]["id"]})
+    got = b"".join(bytes(f.data) for f in desk.recv_until(lambda f: isinstance(f, dict) and f.get("type") == "download-done")
+                   if isinstance(f, wire.Chunk))
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest()
+    page.until(lambda: "holiday photo.jpg: shared ✓" in page.by_id("transfers").text)
+
+    back = os.urandom(200_000)
+    upload_raw(desk, "minutes.pdf", back, tid=8)
+    page.until(lambda: "minutes.pdf" in page.log())
+    from selenium.webdriver.common.by import By
+
+    next(b for b in page.driver.find_elements(By.CSS_SELECTOR, "#log .file button") if "minutes.pdf" in b.text).click()
+    page.until(lambda: (downloads / "minutes.pdf").exists() and (downloads / "minutes.pdf").stat().st_size == len(back))
+    assert hashlib.sha256((downloads / "minutes.pdf").read_bytes()).hexdigest() == hashlib.sha256(back).hexdigest()

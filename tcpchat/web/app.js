@@ -35,7 +35,18 @@ function line(event, { replay = false, pending = false } = {}) {
   stamp.className = "time";
   stamp.textContent = event.ts ? time(event.ts) : "…";
   li.append(stamp);
-  if (event.kind === "message") {
+  if (event.kind === "file" && event.file) {
+    li.classList.add("file");
+    const who = document.createElement("span");
+    who.className = "name";
+    who.textContent = event.name;
+    const get = document.createElement("button");
+    get.type = "button";
+    get.textContent = `📎 ${event.file.name} (${size(event.file.size)})`;
+    get.setAttribute("aria-label", `Download ${event.file.name}`);
+    get.onclick = () => fetchFile(event.file);
+    li.append(who, document.createTextNode(" shared "), get);
+  } else if (event.kind === "message") {
     const who = document.createElement("span");
     who.className = "name";
     who.textContent = event.name + ":";
@@ -48,6 +59,47 @@ function line(event, { replay = false, pending = false } = {}) {
   if (replay) li.classList.add("history");
   if (pending) { li.classList.add("pending"); li.title = "Not sent yet"; }
   return li;
+}
+
+function size(n) {
+  const units = ["bytes", "KiB", "MiB", "GiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return i ? `${n.toFixed(1)} ${units[i]}` : `${n} bytes`;
+}
+
+const shown = new Map();  // tid -> <li>
+
+function showTransfer(t) {
+  let li = shown.get(t.direction + t.tid);
+  if (!li) { li = document.createElement("li"); shown.set(t.direction + t.tid, li); $("transfers").append(li); }
+  const verb = t.direction === "upload" ? "Uploading" : "Downloading";
+  if (t.state === "failed") { li.className = "failed"; li.textContent = `${t.name}: ${t.error}`; }
+  else if (t.state === "finished") { li.textContent = `${t.name}: ${t.direction === "upload" ? "shared" : "saved"} ✓`; }
+  else {
+    li.textContent = `${t.state === "hashing" ? "Checking" : verb} ${t.name}`;
+    const bar = document.createElement("progress");
+    bar.max = t.size || 1;
+    bar.value = t.done;
+    li.append(bar, document.createTextNode(t.size ? `${Math.floor(100 * t.done / t.size)}%` : ""));
+  }
+  if (t.state === "finished" || t.state === "failed") setTimeout(() => { li.remove(); shown.delete(t.direction + t.tid); }, 8000);
+}
+
+function fetchFile(info) {
+  const transfer = client.download(info);
+  transfer.finished.then((blob) => {
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = transfer.name;
+    document.body.append(a);
+    a.click();
+    setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 60000);
+  }, () => {});
+}
+
+function shareFiles(files) {
+  for (const file of files) client.share(file, current === "#general" ? null : current);
 }
 
 function atBottom() {
@@ -194,6 +246,7 @@ function join(event) {
   client.addEventListener("error", (e) => notice(e.detail.message || e.detail.code, "error"));
   client.addEventListener("notice", (e) => notice(e.detail, "system"));
   client.addEventListener("answer", (e) => answered(e.detail));
+  client.addEventListener("transfer", (e) => showTransfer(e.detail));
   client.start();
 }
 
@@ -253,6 +306,16 @@ window.addEventListener("DOMContentLoaded", () => {
     e.preventDefault();
     const room = $("room-name").value.trim().replace(/^#/, "");
     if (room) { client.join(room); $("room-name").value = ""; switchTo("#" + room); }
+  });
+  $("attach").addEventListener("click", () => $("file").click());
+  $("file").addEventListener("change", () => { shareFiles([...$("file").files]); $("file").value = ""; });
+  const area = $("conversation");
+  area.addEventListener("dragover", (e) => { e.preventDefault(); area.classList.add("dropping"); });
+  area.addEventListener("dragleave", () => area.classList.remove("dropping"));
+  area.addEventListener("drop", (e) => { e.preventDefault(); area.classList.remove("dropping"); shareFiles([...e.dataTransfer.files]); });
+  $("text").addEventListener("paste", (e) => {
+    const files = [...(e.clipboardData ? e.clipboardData.files : [])];
+    if (files.length) { e.preventDefault(); shareFiles(files); }
   });
   $("menu").addEventListener("click", () => {
     const open = $("side").classList.toggle("open");

@@ -1,6 +1,10 @@
 // The browser's client core: the WebSocket, login (SPAKE2), the conversation, the outbox, reconnects.
 // No DOM here: app.js is the view and listens to the events this object emits.
 import { bytesToHex, clientFinish, clientStart, hexToBytes } from "./spake2.js";
+import { sha256 } from "./vendor/noble/hashes/sha2.js";
+
+const CHUNK = 64 * 1024;          // file data per frame (PROTOCOL.rst recommends 64 KiB)
+const HIGH_WATER = 4 * 1024 * 1024; // bytes queued on the socket before an upload waits
 
 const OUTBOX_KEY = "tcpchat.outbox";
 
@@ -22,6 +26,8 @@ export class ChatClient extends EventTarget {
     this.presence = {};
     this.outbox = new Map(JSON.parse(localStorage.getItem(OUTBOX_KEY) || "[]"));  // cid -> say frame
     this.attempt = 0;
+    this.nextTid = 1;
+    this.transfers = new Map();  // tid -> {direction, name, size, done, ...}
   }
 
   emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
@@ -70,7 +76,7 @@ export class ChatClient extends EventTarget {
   }
 
   received(data) {
-    if (typeof data !== "string") return;  // file data: not yet in the browser client
+    if (typeof data !== "string") { this.chunk(new Uint8Array(data)); return; }
     let frame;
     try { frame = JSON.parse(data); } catch { return; }
     const handler = this["on_" + String(frame.type).replace(/-/g, "_")];
@@ -155,6 +161,10 @@ export class ChatClient extends EventTarget {
   on_typing(frame) { this.emit("typing", frame); }
 
   on_error(frame) {
+    if (frame.tid !== undefined && this.transfers.has(frame.tid)) {
+      this.failTransfer(this.transfers.get(frame.tid), frame.message || frame.code);
+      return;
+    }
     if (frame.ref === "hello" || frame.ref === "pake-confirm" ||
         ["bad-passkey", "name-taken", "bad-name", "banned", "too-many-attempts", "name-protected"].includes(frame.code)) {
       if (!this.loggedIn) { this.giveUp(frame.code, frame.message); return; }
@@ -187,9 +197,106 @@ export class ChatClient extends EventTarget {
     return frame;
   }
 
+  // ---------------------------------------------------------------- files
+
+  /** Upload a File (from a picker, the camera, a drop or a paste): hashed here, sent in chunks, progress as events. */
+  async share(file, conv) {
+    const tid = this.nextTid++;
+    const transfer = { tid, direction: "upload", name: safeName(file.name || "file"), size: file.size, done: 0,
+                       state: "hashing" };
+    this.transfers.set(tid, transfer);
+    this.emit("transfer", transfer);
+    const hash = sha256.create();
+    for (let at = 0; at < file.size; at += 4 * CHUNK) {
+      hash.update(new Uint8Array(await file.slice(at, at + 4 * CHUNK).arrayBuffer()));
+    }
+    transfer.sha256 = bytesToHex(hash.digest());
+    transfer.state = "active";
+    const frame = { type: "upload", tid, name: transfer.name, size: file.size, sha256: transfer.sha256,
+                    ...convFields(conv) };
+    if (file.type) frame.mime = file.type.slice(0, 255);
+    if (!this.send(frame)) { this.failTransfer(transfer, "Not connected."); return transfer; }
+    for (let at = 0; at < file.size && transfer.state === "active"; at += CHUNK) {
+      while (this.ws && this.ws.bufferedAmount > HIGH_WATER) await new Promise((r) => setTimeout(r, 20));
+      if (!this.ws) { this.failTransfer(transfer, "The connection was lost; share the file again."); return transfer; }
+      const data = new Uint8Array(await file.slice(at, at + CHUNK).arrayBuffer());
+      const out = new Uint8Array(5 + data.length);
+      new DataView(out.buffer).setUint32(1, tid);  // byte 0 is the data tag, 0x00
+      out.set(data, 5);
+      this.ws.send(out);
+      transfer.done = at + data.length;
+      this.emit("transfer", transfer);
+    }
+    return transfer;
+  }
+
+  /** Download a shared file (from its file event): verified against its SHA-256; resolves with a Blob. */
+  download(info) {
+    const tid = this.nextTid++;
+    const transfer = { tid, direction: "download", name: safeName(info.name || "file"), size: info.size || 0, done: 0,
+                       state: "active", sha256: info.sha256, mime: info.mime, parts: [], hash: sha256.create() };
+    this.transfers.set(tid, transfer);
+    transfer.finished = new Promise((resolve, reject) => { transfer.resolve = resolve; transfer.reject = reject; });
+    if (!this.send({ type: "download", tid, file: info.id })) this.failTransfer(transfer, "Not connected.");
+    this.emit("transfer", transfer);
+    return transfer;
+  }
+
+  chunk(bytes) {
+    if (bytes.length < 5 || bytes[0] !== 0) return;
+    const tid = new DataView(bytes.buffer, bytes.byteOffset).getUint32(1);
+    const transfer = this.transfers.get(tid);
+    if (!transfer || transfer.direction !== "download" || transfer.state !== "active") return;
+    const data = bytes.subarray(5);
+    transfer.parts.push(data);
+    transfer.hash.update(data);
+    transfer.done += data.length;
+    this.emit("transfer", transfer);
+  }
+
+  on_upload_done(frame) {
+    const transfer = this.transfers.get(frame.tid);
+    if (!transfer) return;
+    transfer.state = "finished";
+    transfer.done = transfer.size;
+    this.transfers.delete(frame.tid);
+    this.emit("transfer", transfer);
+  }
+
+  on_download_done(frame) {
+    const transfer = this.transfers.get(frame.tid);
+    if (!transfer || transfer.direction !== "download") return;
+    this.transfers.delete(frame.tid);
+    if (bytesToHex(transfer.hash.digest()) !== transfer.sha256) {
+      this.failTransfer(transfer, "The download arrived damaged (SHA-256 mismatch) and was dropped.");
+      return;
+    }
+    transfer.state = "finished";
+    transfer.blob = new Blob(transfer.parts, { type: transfer.mime || "application/octet-stream" });
+    transfer.parts = [];
+    this.emit("transfer", transfer);
+    transfer.resolve(transfer.blob);
+  }
+
+  failTransfer(transfer, message) {
+    transfer.state = "failed";
+    transfer.error = message;
+    this.transfers.delete(transfer.tid);
+    this.emit("transfer", transfer);
+    if (transfer.reject) transfer.reject(new Error(message));
+  }
+
   join(room) { this.send({ type: "join", room }); }
   typingIn(conv) { this.send({ type: "typing", ...convFields(conv) }); }
   saveOutbox() { localStorage.setItem(OUTBOX_KEY, JSON.stringify([...this.outbox])); }
+}
+
+/** A file name the server accepts (PROTOCOL.rst, "Upload"): forbidden characters replaced, ends trimmed. */
+export function safeName(name) {
+  let clean = name.normalize("NFC").replace(/[\/\\:*?"<>|\u0000-\u001f\u007f]/g, "_").replace(/^[ .]+|[ .]+$/g, "");
+  if (/^(con|prn|aux|nul|com[1-9]|lpt[1-9])(\..*)?$/i.test(clean)) clean = "_" + clean;
+  while (new TextEncoder().encode(clean).length > 255) clean = clean.slice(0, -1);
+  return clean || "file";
 }
 
 /** "#room" or "@name" -> the frame members naming it. */
