@@ -149,6 +149,16 @@ class SeedServer(Server):
         self.passkey = self._launch([sys.executable, "-u", self.path], r"Server passkey: (\w+)",
                                     env=dict(os.environ, SEED_PORT=str(self.port), SEED_HOST="127.0.0.1"),
                                     cwd=tempfile.mkdtemp(dir=self.workdir, prefix="seed-")).group(1).decode()
+        # the seed prints its passkey before it binds its port: wait (bounded) until it accepts connections
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
 
 class NgircdServer(Server):
