@@ -177,3 +177,39 @@ def test_a_file_goes_from_a_browser_to_a_terminal_user_and_back(server, browsers
     next(b for b in page.driver.find_elements(By.CSS_SELECTOR, "#log .file button") if "minutes.pdf" in b.text).click()
     page.until(lambda: (downloads / "minutes.pdf").exists() and (downloads / "minutes.pdf").stat().st_size == len(back))
     assert hashlib.sha256((downloads / "minutes.pdf").read_bytes()).hexdigest() == hashlib.sha256(back).hexdigest()
+
+
+def test_a_changed_passkey_brings_the_page_back_to_its_form_and_keeps_what_was_written(tmp_path, browsers):
+    (tmp_path / "data").mkdir()
+    server = ServerProcess(tmp_path / "data", passkey=None, tls=True).start()
+    try:
+        page = browsers(f"https://127.0.0.1:{server.port}/")
+        page.login("walker", server.passkey)
+        page.joined()
+        op = RawClient(server.port, tls=True)
+        op.login("op", passkey=server.passkey)
+        op.send({"type": "oper", "passkey": (tmp_path / "data" / "admin-passkey").read_text().strip()})
+        op.recv_until(lambda f: f.get("type") in ("oper", "error"))
+        op.send({"type": "mod", "action": "rotate"})
+        rotated = op.recv_until(lambda f: f.get("type") == "mod-done")[-1]["passkey"]
+        op.close()
+        assert server.stop() == 0
+        page.until(lambda: "reconnecting" in page.by_id("status").text)
+        page.say("kept for later")
+        server.start()
+        page.until(lambda: page.by_id("join").is_displayed(), timeout=40)
+        assert page.by_id("join-message").text == ("The server's passkey has changed. Type the new one to rejoin; "
+                                                   "what you wrote meanwhile is kept.")
+        page.by_id("passkey").send_keys(rotated)
+        page.by_id("join-button").click()
+        page.joined()
+        reader = RawClient(server.port, tls=True)
+        frames = reader.login("reader", passkey=rotated, after=0)
+        for _ in range(50):
+            if any(f.get("text") == "kept for later" for f in frames):
+                break
+            frames.append(reader.recv())
+        assert [f.get("text") for f in frames if f.get("type") == "event" and f.get("kind") == "message"] == \
+            ["kept for later"]
+    finally:
+        server.close()
