@@ -102,7 +102,7 @@ class InProcessServer:
             from tcpchat.server.lazytls import SniffingFactory
             from tcpchat.server.websocket import make_site
 
-            listening = SniffingFactory(self.factory, make_site(self.factory))
+            listening = SniffingFactory(self.factory, lambda sniffer: make_site(self.factory, sniffer.upgraded))
         if self.tls:
             from twisted.protocols.tls import TLSMemoryBIOFactory
 

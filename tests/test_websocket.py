@@ -53,11 +53,12 @@ class WebSocketCase(unittest.TestCase):
     """A server with TCP and WebSocket clients on one port (plaintext: the framing is what is tested)."""
 
     timeout = 60
+    limits: dict = {}
 
     async def setUp(self):
         self.tmp = self.mktemp()
         os.makedirs(self.tmp)
-        self.server = InProcessServer(self.tmp, tls=False, web=True)
+        self.server = InProcessServer(self.tmp, tls=False, web=True, **self.limits)
         self.port = await self.server.start()
         self.addCleanup(lambda: defer.Deferred.fromCoroutine(self.server.stop()))
 
@@ -69,9 +70,12 @@ class WebSocketCase(unittest.TestCase):
         reactor.connectTCP("127.0.0.1", self.port, factory)
         user = await factory.opened
 
+        mine = f":{user.transport.getHost().port}"
+
         async def gone():
             user.transport.abortConnection()  # as a phone that leaves the network
-            await turns(lambda: not any(isinstance(s.link, ChatWebSocket) for s in self.server.factory.connections))
+            await turns(lambda: not any(isinstance(s.link, ChatWebSocket) and s.peer.endswith(mine)
+                                        for s in self.server.factory.connections))
 
         self.addCleanup(lambda: defer.Deferred.fromCoroutine(gone()))
         return user
@@ -169,3 +173,47 @@ class HostileWebSocketTests(WebSocketCase):
         self.assertEqual(await closed, 1009)  # "message too big", nothing decoded
         other.send({"type": "say", "text": "still here", "cid": "o"})
         await turns(lambda: any(f["type"] == "ack" for f in other.frames))
+
+
+class WebConnectionCapTests(WebSocketCase):
+    limits = {"max_per_address": 2}
+
+    async def test_web_connections_count_toward_the_per_address_cap_and_a_websocket_counts_once(self):
+        """Half-sent HTTP requests hold their slots (the next connection is refused at once, with a reason);
+        once they are gone, two WebSocket users fit in a cap of two: an upgraded connection counts once."""
+        import socket as socketlib
+
+        from twisted.internet import threads
+
+        def hog():
+            socks = []
+            for _ in range(2):
+                s = socketlib.create_connection(("127.0.0.1", self.port), timeout=5)
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # and never the end of the headers
+                socks.append(s)
+            return socks
+
+        socks = await threads.deferToThread(hog)
+        await turns(lambda: sum(self.server.factory.perHost.values()) == 2)
+
+        def third():
+            with socketlib.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                s.sendall(b"\0")
+                data = b""
+                while len(data) < 4 or len(data) < 4 + int.from_bytes(data[:4], "big"):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                return wire.decode(data[4:], wire.SERVER_FRAMES)
+
+        refusal = await threads.deferToThread(third)
+        self.assertEqual(refusal["code"], "server-busy")
+        for s in socks:
+            s.close()
+        await turns(lambda: not self.server.factory.perHost)
+        first = await self.web_user()
+        self.assertEqual((await first.login("one"))["type"], "synced")
+        second = await self.web_user()
+        self.assertEqual((await second.login("two"))["type"], "synced")
+        self.assertEqual(self.server.factory.perHost, {"127.0.0.1": 2})

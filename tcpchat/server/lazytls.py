@@ -20,7 +20,7 @@ accepted and is aborted after its owner's timeout.
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from twisted.internet.interfaces import IHandshakeListener, IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol
@@ -35,7 +35,7 @@ HTTP_STARTS = frozenset(b"GHPODCTU")
 class Waiting(Protocol):
     """One accepted socket, before and after its first bytes."""
 
-    __slots__ = ("owner", "host", "inner", "timer", "handshaken")
+    __slots__ = ("owner", "host", "inner", "timer", "handshaken", "held")
     transport: Any
 
     def __init__(self, owner: Any) -> None:
@@ -44,6 +44,8 @@ class Waiting(Protocol):
         self.timer: Any = None
         self.host = ""
         self.handshaken = False
+        #: this socket counts toward the caps (a slot from ChatFactory.holdSocket)
+        self.held = False
 
     def connectionMade(self) -> None:
         chat = self.owner.chat
@@ -57,6 +59,7 @@ class Waiting(Protocol):
             chat.noteAbort(self, f"refused {self.owner.stage}: over a connection cap")
             self.transport.abortConnection()
             return
+        self.held = True
         self.timer = chat.clock.callLater(self.owner.timeout(), self._timedOut)
 
     def _timedOut(self) -> None:
@@ -64,19 +67,30 @@ class Waiting(Protocol):
         self.owner.chat.noteAbort(self, f"silent {self.owner.stage}")
         self.transport.abortConnection()
 
-    def _release(self) -> None:
+    def _stopTimer(self) -> None:
         if self.timer is not None:
             if self.timer.active():
                 self.timer.cancel()
             self.timer = None
+
+    def release(self) -> None:
+        """Give back this socket's slot in the caps (the real protocol counts it from now on, or it is gone)."""
+        self._stopTimer()
+        if self.held:
+            self.held = False
             self.owner.chat.releaseSocket(self.host)
 
     def dataReceived(self, data: bytes) -> None:
         if self.inner is None:
             if not data:
                 return
-            self._release()  # from here on the real protocol counts (and times) this connection
-            self.inner = self.owner.pick(data).buildProtocol(self.transport.getPeer())
+            factory = self.owner.pick(data)
+            if self.owner.keepsCount(factory):
+                self._stopTimer()  # a web request: it has timeouts of its own, and counts until it ends or upgrades
+                self.owner.counting(self)
+            else:
+                self.release()  # from here on the chat protocol counts (and times) this connection
+            self.inner = factory.buildProtocol(self.transport.getPeer())
             self.inner.makeConnection(self.transport)
             if self.handshaken and IHandshakeListener.providedBy(self.inner):
                 self.inner.handshakeCompleted()
@@ -89,10 +103,12 @@ class Waiting(Protocol):
             self.inner.handshakeCompleted()
 
     def connectionLost(self, reason: Any = None) -> None:
-        if self.inner is None:
-            self._release()
-        else:
-            self.inner.connectionLost(reason)
+        try:
+            if self.inner is not None:
+                self.inner.connectionLost(reason)
+        finally:
+            self.owner.forget(self)
+            self.release()
 
 
 class LazyTLSFactory(Factory):
@@ -111,6 +127,15 @@ class LazyTLSFactory(Factory):
 
     def refuseAtOnce(self, host: str) -> Any:
         return None  # before TLS there is no way to say why: over a cap, the socket is just closed
+
+    def keepsCount(self, factory: Any) -> bool:
+        return False
+
+    def counting(self, waiting: Waiting) -> None:
+        pass
+
+    def forget(self, waiting: Waiting) -> None:
+        pass
 
     def pick(self, data: bytes) -> Any:
         return self.tls
@@ -140,6 +165,8 @@ class SniffingFactory(Factory):
         self.chat = chat
         self.site = site
         self._started = False
+        #: web connections still counting toward the caps, by transport (until they end or become WebSockets)
+        self.web: Dict[Any, Waiting] = {}
 
     def timeout(self) -> float:
         return float(self.chat.limits.login_timeout)
@@ -155,10 +182,26 @@ class SniffingFactory(Factory):
         """A banned address or one over a cap is answered at once (by the chat protocol), not after its first byte."""
         return self.chat if self.chat.refusal(host) is not None else None
 
+    def keepsCount(self, factory: Any) -> bool:
+        return factory is not self.chat
+
+    def counting(self, waiting: Waiting) -> None:
+        self.web[waiting.transport] = waiting
+
+    def forget(self, waiting: Waiting) -> None:
+        if self.web.get(waiting.transport) is waiting:
+            del self.web[waiting.transport]
+
+    def upgraded(self, transport: Any) -> None:
+        """A web connection became a WebSocket: its session counts it now (ChatFactory.admit)."""
+        waiting = self.web.pop(transport, None)
+        if waiting is not None:
+            waiting.release()
+
     def pick(self, data: bytes) -> Any:
         if self.site is not None and data[0] in HTTP_STARTS:
             if not isinstance(self.site, Factory):
-                self.site = self.site()
+                self.site = self.site(self)
                 if self._started:
                     self.site.doStart()
             return self.site

@@ -197,10 +197,10 @@ class TcpchatService(service.MultiService):
             return
         from tcpchat.server.lazytls import LazyTLSFactory, SniffingFactory
 
-        def site() -> Any:
+        def site(sniffer: Any) -> Any:
             from tcpchat.server.websocket import make_site  # (autobahn loads when the first browser comes)
 
-            return make_site(self.factory)
+            return make_site(self.factory, sniffer.upgraded)
 
         listening: Any = SniffingFactory(self.factory, site if self.web else None)  # TCP clients and browsers
         if self.tls_options is not None:

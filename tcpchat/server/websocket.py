@@ -53,6 +53,7 @@ class ChatWebSocket(WebSocketServerProtocol):
         host = str(getattr(peer, "host", peer))
         port = getattr(peer, "port", None)
         self.session = Session(self.chat, self, host, f"{host}:{port}" if port is not None else host)
+        self.factory.upgraded(self.transport)  # the web connection's slot in the caps passes to the session
         self.transport.unregisterProducer()  # (the HTTP channel that upgraded to this WebSocket was one)
         self.transport.registerProducer(self, True)
         self.session.start()
@@ -161,8 +162,12 @@ class Static(File):
         return super().render(request)
 
 
-def make_site(chat: Any) -> Site:
-    """The HTTP side of the port: the browser client at ``/`` and its WebSocket at ``/ws``."""
+def make_site(chat: Any, upgraded: Any = None) -> Site:
+    """
+    The HTTP side of the port: the browser client at ``/`` and its WebSocket at
+    ``/ws``.  ``upgraded(transport)`` is told when a web connection becomes a
+    WebSocket (its session then counts it toward the caps).
+    """
     import txaio
 
     txaio.use_twisted()
@@ -170,6 +175,7 @@ def make_site(chat: Any) -> Site:
     factory: Any = WebSocketServerFactory()
     factory.protocol = ChatWebSocket
     factory.chat = chat
+    factory.upgraded = upgraded or (lambda transport: None)
     factory.setProtocolOptions(
         maxMessagePayloadSize=wire.MAX_FRAME, maxFramePayloadSize=wire.MAX_FRAME,
         openHandshakeTimeout=chat.limits.login_timeout, closeHandshakeTimeout=chat.limits.close_grace,
