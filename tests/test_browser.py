@@ -213,3 +213,31 @@ def test_a_changed_passkey_brings_the_page_back_to_its_form_and_keeps_what_was_w
             ["kept for later"]
     finally:
         server.close()
+
+
+def test_a_shared_photo_is_shown_inline(server, browsers):
+    """An image shared by anyone appears in the conversation as a picture (fetched over the WebSocket, checked)."""
+    import hashlib
+    import io
+
+    import segno
+
+    from tcpchat import wire
+
+    buffer = io.BytesIO()
+    segno.make("tcpchat").save(buffer, kind="png", scale=6)
+    png = buffer.getvalue()
+    page = browsers(f"https://127.0.0.1:{server.port}/", width=1280, height=800)
+    page.login("viewer", server.passkey)
+    page.joined()
+    desk = RawClient(server.port, tls=True)
+    desk.login("desk", passkey=server.passkey)
+    desk.send({"type": "upload", "tid": 3, "name": "whiteboard.png", "size": len(png), "mime": "image/png",
+               "sha256": hashlib.sha256(png).hexdigest()})
+    desk.send_payload(wire.encode_chunk(3, png))
+    desk.recv_until(lambda f: isinstance(f, dict) and f.get("type") == "upload-done")
+    width = page.until(lambda: page.driver.execute_script(
+        "const i = document.querySelector('#log img.thumb'); return i && i.complete && i.naturalWidth"))
+    assert width == segno.make("tcpchat").symbol_size(scale=6)[0]
+    if write_docs():
+        page.screenshot(os.path.join(DOCS, "web-desktop-photo.png"))

@@ -42,10 +42,11 @@ function line(event, { replay = false, pending = false } = {}) {
     who.textContent = event.name;
     const get = document.createElement("button");
     get.type = "button";
-    get.textContent = `📎 ${event.file.name} (${size(event.file.size)})`;
+    get.textContent = `↓ ${event.file.name} (${size(event.file.size)})`;
     get.setAttribute("aria-label", `Download ${event.file.name}`);
     get.onclick = () => fetchFile(event.file);
     li.append(who, document.createTextNode(" shared "), get);
+    if (/^image\/(png|jpeg|gif|webp)$/.test(event.file.mime || "") && event.file.size <= THUMBNAIL_MAX) thumbnail(li, event.file);
   } else if (event.kind === "message") {
     const who = document.createElement("span");
     who.className = "name";
@@ -69,6 +70,22 @@ function size(n) {
 }
 
 const shown = new Map();  // tid -> <li>
+const THUMBNAIL_MAX = 2 * 1024 * 1024;  // images up to this size are shown inline (fetched once, verified)
+const thumbnails = new Map();  // file id -> Promise of an object URL
+
+function thumbnail(li, info) {
+  if (!thumbnails.has(info.id)) {
+    thumbnails.set(info.id, client.download(info).finished.then((blob) => URL.createObjectURL(blob)));
+  }
+  thumbnails.get(info.id).then((url) => {
+    const img = document.createElement("img");
+    img.className = "thumb";
+    img.alt = info.name;
+    img.src = url;
+    img.onclick = () => fetchFile(info);
+    li.append(img);
+  }, () => thumbnails.delete(info.id));
+}
 
 function showTransfer(t) {
   let li = shown.get(t.direction + t.tid);
