@@ -217,3 +217,37 @@ class WebConnectionCapTests(WebSocketCase):
         second = await self.web_user()
         self.assertEqual((await second.login("two"))["type"], "synced")
         self.assertEqual(self.server.factory.perHost, {"127.0.0.1": 2})
+
+
+class HostileHttpTests(WebSocketCase):
+    async def test_oversized_and_endless_request_headers_are_cut_off_and_hurt_nobody(self):
+        """A 64 KiB request line and 2,000 header lines are refused (the connection closes); chat goes on."""
+        import socket as socketlib
+
+        from twisted.internet import threads
+
+        def attack(payload):
+            with socketlib.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                try:
+                    s.sendall(payload)
+                except OSError:
+                    pass  # already closed on us: that is the point
+                data = b""
+                while True:
+                    try:
+                        chunk = s.recv(65536)
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    data += chunk
+                return data
+
+        long_line = await threads.deferToThread(attack, b"GET /" + b"a" * 65536 + b" HTTP/1.1\r\n\r\n")
+        many = await threads.deferToThread(
+            attack, b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(2000)) + b"\r\n")
+        for answer in (long_line, many):
+            self.assertFalse(answer.startswith(b"HTTP/1.1 200"), answer[:80])
+        web = await self.web_user()
+        self.assertEqual((await web.login("after"))["type"], "synced")
+        self.assertEqual(sum(self.server.factory.perHost.values()), 1)  # nothing of the attack is still counted
