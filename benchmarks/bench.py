@@ -307,6 +307,51 @@ class TcpchatAdapter(Adapter):
         self.send_frame(conn, {"type": "say", "text": text, "cid": f"c{seq}"})
 
 
+def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """One client-to-server WebSocket frame (FIN, masked as RFC 6455 requires of clients)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x80 | opcode]) + (bytes([0x80 | n]) if n < 126 else
+                                     bytes([0x80 | 126]) + struct.pack(">H", n) if n < 65536 else
+                                     bytes([0x80 | 127]) + struct.pack(">Q", n))
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class TcpchatWsAdapter(TcpchatAdapter):
+    """The browser's protocol: the same frames as TCP, one per WebSocket message, on the same port (/ws)."""
+
+    name = "tcpchat-ws"
+    pong = ws_frame(b'{"type":"pong"}')
+
+    async def connect(self, name: str, sender: bool = False, idle: bool = False) -> Conn:
+        import base64
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port, limit=1 << 20)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{self.server.port}\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError(head[:200])
+        conn = Conn(reader, writer)
+        await self.login(conn, name, sender)
+        conn.task = asyncio.ensure_future(discard(conn) if idle else scan(conn, self.ping, self.pong))
+        return conn
+
+    def send_frame(self, conn: Conn, frame: Dict[str, Any]) -> None:
+        conn.writer.write(ws_frame(json.dumps(frame, separators=(",", ":")).encode()))
+
+    async def read_frame(self, conn: Conn) -> Dict[str, Any]:
+        b0, b1 = await conn.reader.readexactly(2)
+        n = b1 & 0x7F
+        if n == 126:
+            (n,) = struct.unpack(">H", await conn.reader.readexactly(2))
+        elif n == 127:
+            (n,) = struct.unpack(">Q", await conn.reader.readexactly(8))
+        payload = await conn.reader.readexactly(n)
+        return json.loads(payload) if payload[:1] == b"{" else {"type": "data", "size": len(payload)}
+
+
 class SeedAdapter(Adapter):
     name = "seed"
 
@@ -672,6 +717,10 @@ def make(kind: str, args: argparse.Namespace, workdir: str) -> Tuple[Server, Any
     if kind == "tcpchat":
         server = TcpchatServer(workdir)
         return server, TcpchatAdapter(server)
+    if kind == "tcpchat-ws":
+        server = TcpchatServer(workdir)
+        server.name = "tcpchat-ws"
+        return server, TcpchatWsAdapter(server)
     if kind == "seed":
         seed = SeedServer(args.seed_server, workdir)
         return seed, SeedAdapter(seed)

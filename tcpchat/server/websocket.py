@@ -15,6 +15,7 @@ says what that means.
 from __future__ import annotations
 
 import os
+import struct
 from typing import Any, Optional, Sequence
 
 from autobahn.twisted.resource import WebSocketResource
@@ -85,8 +86,17 @@ class ChatWebSocket(WebSocketServerProtocol):
     # ------------------------------------------------------------ ILink
 
     def sendPayloads(self, payloads: Sequence[bytes], shared: Any) -> None:
-        for payload in payloads:
-            self.sendMessage(payload, isBinary=payload[:1] == bytes([wire.DATA_TAG]))
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        # server-to-client frames are never masked (and compression is off), so the bytes of a batch that many
+        # sessions get are framed once and written as they are, like the TCP transport's shared bytes
+        if shared is not None and payloads is shared.payloads:
+            data = shared.cache.get("ws")
+            if data is None:
+                data = shared.cache["ws"] = ws_framed(payloads)
+        else:
+            data = ws_framed(payloads)
+        self.transport.write(data)
 
     def loseConnection(self) -> None:
         self.transport.unregisterProducer()
@@ -116,6 +126,25 @@ class ChatWebSocket(WebSocketServerProtocol):
 
     def stopProducing(self) -> None:
         pass
+
+
+_DATA = bytes([wire.DATA_TAG])
+
+
+def ws_framed(payloads: Sequence[bytes]) -> bytes:
+    """Unmasked, unfragmented WebSocket frames (RFC 6455 §5.2): text for control frames, binary for data."""
+    out = []
+    for payload in payloads:
+        first = 0x82 if payload[:1] == _DATA else 0x81
+        n = len(payload)
+        if n < 126:
+            out.append(struct.pack(">BB", first, n))
+        elif n < 65536:
+            out.append(struct.pack(">BBH", first, 126, n))
+        else:
+            out.append(struct.pack(">BBQ", first, 127, n))
+        out.append(payload)
+    return b"".join(out)
 
 
 class _Timers:
