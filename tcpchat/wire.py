@@ -380,6 +380,7 @@ CLIENT_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
     "upload-cancel": {"tid": (_TID, True)},
     "download": {"tid": (_TID, True), "file": (_ID, True), "offset": (_SIZE, False)},
     "download-cancel": {"tid": (_TID, True)},
+    "file-link": {"file": (_ID, True)},
 }
 
 #: Frames the server sends (validated by clients the same way).
@@ -438,6 +439,7 @@ SERVER_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
     "upload-ready": {"tid": (_TID, True)},
     "upload-done": {"tid": (_TID, True), "id": (_ID, True), "file": (_any, True)},
     "download-start": {"tid": (_TID, True), "file": (_any, True), "offset": (_SIZE, True)},
+    "file-link": {"file": (_ID, True), "url": (_any, True), "expires": (_any, True)},
     "download-done": {"tid": (_TID, True)},
 }
 

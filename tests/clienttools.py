@@ -100,7 +100,7 @@ class InProcessServer:
         listening: Any = self.factory
         if self.web:  # TCP clients and WebSockets on one port, as twistd serves them
             from tcpchat.server.lazytls import SniffingFactory
-            from tcpchat.server.websocket import make_site
+            from tcpchat.server.site import make_site
 
             listening = SniffingFactory(self.factory, lambda sniffer: make_site(self.factory, sniffer.upgraded))
         if self.tls:
@@ -153,3 +153,55 @@ def make_client(port: int, name: str, passkey: str = PASSKEY, **kw: Any) -> tupl
     kw.setdefault("known_servers", known_servers_for(port, InProcessServer.listening.get(port)))
     client = ChatClient("127.0.0.1", port, name, passkey, recorder, reactor, **kw)
     return client, recorder
+
+
+class ScriptedBrowser:
+    """What a browser's side of the protocol shares, whatever carries it: ``send`` a frame, collect ``frames``."""
+
+    frames: List[Dict[str, Any]]
+
+    def send(self, frame: Dict[str, Any]) -> Any:
+        """Send one frame (a transport may return something to await)."""
+        raise NotImplementedError
+
+    async def sendAndWait(self, frame: Dict[str, Any]) -> None:
+        import inspect
+
+        sent = self.send(frame)
+        if inspect.isawaitable(sent):
+            await sent
+
+    async def login(self, name: str, passkey: str = PASSKEY, **extra: Any) -> Dict[str, Any]:
+        """The proof as a browser does it: SPAKE2 with no channel binding."""
+        from tcpchat import pake
+
+        state, message = pake.client_start(passkey)
+        await self.sendAndWait({"type": "hello", "version": 1, "name": name, "pake": message.hex(), **extra})
+        await turns(lambda: self.frames)
+        answer = self.frames.pop(0)
+        if answer["type"] != "pake":
+            return answer
+        try:
+            confirm = pake.client_finish(state, bytes.fromhex(answer["msg"]), bytes.fromhex(answer["confirm"]), b"")
+        except pake.PakeError:
+            return {"type": "error", "code": "bad-passkey"}
+        await self.sendAndWait({"type": "pake-confirm", "confirm": confirm.hex()})
+        await turns(lambda: any(f["type"] in ("synced", "error") for f in self.frames))
+        return next(f for f in self.frames if f["type"] in ("synced", "error"))
+
+    def texts(self) -> List[str]:
+        return [f.get("text") for f in self.frames if f["type"] == "event" and f["kind"] == "message"]
+
+
+class WebServerCase:
+    """(A trial TestCase mixin) a server with TCP and web clients on one port (plaintext: the framing is tested)."""
+
+    timeout = 60
+    limits: Dict[str, Any] = {}
+
+    async def setUp(self) -> None:
+        self.tmp = self.mktemp()  # type: ignore[attr-defined]
+        os.makedirs(self.tmp)
+        self.server = InProcessServer(self.tmp, tls=False, web=True, **self.limits)
+        self.port = await self.server.start()
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(self.server.stop()))  # type: ignore[attr-defined]

@@ -7,14 +7,13 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from tcpchat import pake, wire
+from tcpchat import wire
 from tcpchat.server.websocket import ChatWebSocket
 
-from .clienttools import InProcessServer, make_client, turns
-from .helpers import PASSKEY
+from .clienttools import ScriptedBrowser, WebServerCase, make_client, turns
 
 
-class WebUser(WebSocketClientProtocol):
+class WebUser(WebSocketClientProtocol, ScriptedBrowser):
     """A browser's side of the protocol, scripted: JSON control frames in text messages."""
 
     def onConnect(self, response):
@@ -29,39 +28,8 @@ class WebUser(WebSocketClientProtocol):
     def send(self, frame):
         self.sendMessage(json.dumps(frame).encode("utf-8"))
 
-    async def login(self, name, passkey=PASSKEY, **extra):
-        """The proof as a browser does it: SPAKE2 with no channel binding."""
-        state, message = pake.client_start(passkey)
-        self.send({"type": "hello", "version": 1, "name": name, "pake": message.hex(), **extra})
-        await turns(lambda: self.frames)
-        answer = self.frames.pop(0)
-        if answer["type"] != "pake":
-            return answer
-        try:
-            confirm = pake.client_finish(state, bytes.fromhex(answer["msg"]), bytes.fromhex(answer["confirm"]), b"")
-        except pake.PakeError:
-            return {"type": "error", "code": "bad-passkey"}
-        self.send({"type": "pake-confirm", "confirm": confirm.hex()})
-        await turns(lambda: any(f["type"] in ("synced", "error") for f in self.frames))
-        return next(f for f in self.frames if f["type"] in ("synced", "error"))
 
-    def texts(self):
-        return [f.get("text") for f in self.frames if f["type"] == "event" and f["kind"] == "message"]
-
-
-class WebSocketCase(unittest.TestCase):
-    """A server with TCP and WebSocket clients on one port (plaintext: the framing is what is tested)."""
-
-    timeout = 60
-    limits: dict = {}
-
-    async def setUp(self):
-        self.tmp = self.mktemp()
-        os.makedirs(self.tmp)
-        self.server = InProcessServer(self.tmp, tls=False, web=True, **self.limits)
-        self.port = await self.server.start()
-        self.addCleanup(lambda: defer.Deferred.fromCoroutine(self.server.stop()))
-
+class WebSocketCase(WebServerCase, unittest.TestCase):
     async def web_user(self):
         factory = WebSocketClientFactory(f"ws://127.0.0.1:{self.port}/ws")
         factory.protocol = WebUser

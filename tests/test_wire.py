@@ -33,6 +33,7 @@ def test_every_client_frame_round_trips():
         {"type": "upload-cancel", "tid": 1},
         {"type": "download", "tid": 2, "file": 5, "offset": 3},
         {"type": "download-cancel", "tid": 2},
+        {"type": "file-link", "file": 3},
         {"type": "say", "text": "psst", "to": "bob"},
         {"type": "join", "room": "lab-2"},
         {"type": "leave", "room": "lab-2"},

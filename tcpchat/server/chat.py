@@ -76,6 +76,7 @@ class Limits:
     prelogin_burst = 20.0  #: ... with bursts of this many
     sendq_hard = 2 * 1024**2  #: bytes of answers queued to a peer that does not read before it is aborted
     max_reads = 4  #: database reads (history, search, ...) one connection may have in flight
+    poll_hold = 20.0  #: seconds the HTTPS fallback holds a poll while there is nothing to send
 
     def __init__(self, **overrides: Any) -> None:
         for key, value in overrides.items():

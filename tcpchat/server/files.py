@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import hmac
 import os
 import shutil
 import tempfile
 from typing import Any, Callable, Dict, List, Optional
+from urllib.parse import quote
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
@@ -92,6 +94,7 @@ class FileService:
         shutil.rmtree(self.tmp, ignore_errors=True)
         os.makedirs(self.tmp, exist_ok=True)
         os.makedirs(self.objects, exist_ok=True)
+        self.linkKey = _link_key(os.path.join(self.root, "link-key"))
 
     def start(self) -> Deferred:
         d = self.factory.store.stored_bytes()
@@ -304,6 +307,44 @@ class FileService:
 
         d.addCallbacks(found, failed)
 
+    # ------------------------------------------------------------ download links (HTTP, for browsers)
+
+    def link(self, session: Any, frame: Dict[str, Any]) -> None:
+        """
+        Answer a ``file-link`` request: an HTTPS address of the file, for LINK_LIFETIME
+        seconds, given only to someone who may read it (the same check as a download).
+        """
+        fid = frame["file"]
+
+        def found(record: Optional[Dict[str, Any]]) -> None:
+            if not session.isOpen():
+                return
+            if record is None or not social.may_read(session, record.get("conv")):
+                session.refuse(frame, ErrorCode.NO_SUCH_FILE)
+                return
+            expires = int(self.factory.clock.seconds()) + LINK_LIFETIME
+            url = f"/file/{self.linkToken(fid, expires)}/{quote(record['name'], safe='')}"
+            session.answer(frame, {"type": "file-link", "file": fid, "url": url, "expires": expires})
+
+        def failed(failure: Any) -> None:
+            session.internal(failure, frame)
+
+        self.factory.store.get_file(fid).addCallbacks(found, failed)
+
+    def linkToken(self, fid: int, expires: int) -> str:
+        body = f"{fid}.{expires}"
+        return body + "." + hmac.new(self.linkKey, body.encode(), "sha256").hexdigest()[:32]
+
+    def linkedFile(self, token: str) -> Optional[int]:
+        """The file a download link's token names, if it is ours and still valid."""
+        parts = token.split(".")
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or len(token) > 80:
+            return None
+        fid, expires = int(parts[0]), int(parts[1])
+        if not hmac.compare_digest(self.linkToken(fid, expires), token) or expires < self.factory.clock.seconds():
+            return None
+        return fid
+
     def cancelDownload(self, session: Any, tid: int) -> None:
         if tid not in session.downloads:
             raise ProtocolError(ErrorCode.NO_SUCH_TRANSFER)
@@ -350,6 +391,32 @@ class FileService:
                 if not upload.finishing and now - upload.lastActivity > timeout:
                     self._abort(session, upload)
                     session.sendError(ErrorCode.UPLOAD_TIMEOUT, ref="upload", tid=upload.tid)
+
+
+#: seconds a download link (``file-link``) stays valid: a browser's download manager may resume it meanwhile
+LINK_LIFETIME = 24 * 3600
+
+
+def _link_key(path: str) -> bytes:
+    """The key that signs download links: kept in the data directory, so links outlive a restart."""
+    try:
+        with open(path, "rb") as f:
+            key = f.read(64)
+        if len(key) == 32:
+            return key
+    except OSError:
+        pass
+    key = os.urandom(32)
+    try:
+        fd = os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + ".new", path)
+    except OSError:
+        pass  # links then last as long as this process
+    return key
 
 
 def _preallocate(f: Any, size: int) -> int:

@@ -20,7 +20,7 @@ from tcpchat import tls, wire
 from tcpchat.framing import FrameReceiver
 from tcpchat.server import login, rules  # noqa: F401  (they register the frame handlers)
 from tcpchat.server.session import ILink, Session, Shared, int32_framed
-from tcpchat.wire import ErrorCode, ProtocolError
+from tcpchat.wire import ErrorCode
 
 
 @implementer(IPushProducer, IHandshakeListener, ILink)
@@ -54,13 +54,7 @@ class ChatProtocol(FrameReceiver):
     # ------------------------------------------------------------ receiving
 
     def stringReceived(self, payload: bytes) -> None:
-        try:
-            frame = wire.decode(payload)
-        except ProtocolError as e:
-            self.session.lastHeard = self.factory.clock.seconds()
-            self.session.receiveBad(e)
-            return
-        self.session.receive(frame)
+        self.session.receivePayload(payload)
 
     def lengthLimitExceeded(self, length: int) -> None:
         self.log.warn("Frame of {length} bytes from {peer} refused", length=length, peer=self.session.peer)

@@ -285,3 +285,8 @@ def download(session: Any, frame: Frame) -> None:
 @handles("download-cancel")
 def download_cancel(session: Any, frame: Frame) -> None:
     session.files().cancelDownload(session, frame["tid"])
+
+
+@handles("file-link")
+def file_link(session: Any, frame: Frame) -> None:
+    session.files().link(session, frame)

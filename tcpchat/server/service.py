@@ -198,7 +198,7 @@ class TcpchatService(service.MultiService):
         from tcpchat.server.lazytls import LazyTLSFactory, SniffingFactory
 
         def site(sniffer: Any) -> Any:
-            from tcpchat.server.websocket import make_site  # (autobahn loads when the first browser comes)
+            from tcpchat.server.site import make_site  # (autobahn loads when the first browser comes)
 
             return make_site(self.factory, sniffer.upgraded)
 

@@ -210,6 +210,16 @@ class Session:
             self.log.failure("Internal error handling a frame from {peer}", peer=self.peer)
             self.refuse(frame, ErrorCode.INTERNAL)
 
+    def receivePayload(self, payload: bytes) -> None:
+        """One frame's bytes as its transport received them: decoded (validated) once, then handled."""
+        try:
+            frame = wire.decode(payload)
+        except ProtocolError as e:
+            self.lastHeard = self.factory.clock.seconds()
+            self.receiveBad(e)
+            return
+        self.receive(frame)
+
     def receiveBad(self, error: ProtocolError) -> None:
         """A frame the codec refused: answer with its code (and what could be read of it)."""
         if self.state != CLOSED:

@@ -20,6 +20,7 @@ COSTS: Dict[str, float] = {
     "hello": 1, "pake-confirm": 0, "register": 5, "say": 0, "history": 2, "who": 2, "join": 1, "leave": 1,
     "rooms": 2, "typing": 0.25, "read": 0.25, "presence": 1, "search": 3, "delete": 1, "oper": 1, "mod": 1,
     "ping": 0.5, "pong": 0, "bye": 0, "upload": 1, "upload-cancel": 0.25, "download": 1, "download-cancel": 0.25,
+    "file-link": 1,
 }
 
 Handler = Callable[[Any, Dict[str, Any]], None]

@@ -14,26 +14,18 @@ says what that means.
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import Any, Optional, Sequence
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.interfaces import IPushProducer
-from twisted.web.pages import notFound
-from twisted.web.resource import Resource
-from twisted.web.server import Site
-from twisted.web.static import File
 from zope.interface import implementer
 
 from tcpchat import wire
 from tcpchat.server import login, rules  # noqa: F401  (they register the frame handlers)
 from tcpchat.server.session import ILink, Session
 from tcpchat.wire import ErrorCode, ProtocolError
-
-#: the WebSocket's path on the server
-PATH = b"ws"
 
 
 @implementer(ILink, IPushProducer)
@@ -67,13 +59,7 @@ class ChatWebSocket(WebSocketServerProtocol):
             session.receiveBad(ProtocolError(ErrorCode.BAD_FRAME, "Control frames are text messages; data frames "
                                              "are binary messages."))
             return
-        try:
-            frame = wire.decode(payload)
-        except ProtocolError as e:
-            session.lastHeard = self.chat.clock.seconds()
-            session.receiveBad(e)
-            return
-        session.receive(frame)
+        session.receivePayload(payload)
 
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
         for name in ("closeHandshakeTimeoutCall", "openHandshakeTimeoutCall"):
@@ -155,47 +141,11 @@ class _Timers:
         return self.clock.callLater(delay, func, *args, **kwargs)
 
 
-#: the browser client's files (index.html, ES modules, vendored libraries)
-WEB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web")
-#: what may be served from it: nothing else (no Python files, no caches, no listings)
-SERVED = (".html", ".js", ".css", ".txt", "LICENSE")
-HEADERS = {
-    b"Content-Security-Policy": b"default-src 'self'; connect-src 'self'; img-src 'self' blob: data:; "
-                                b"style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'",
-    b"X-Content-Type-Options": b"nosniff",
-    b"Referrer-Policy": b"no-referrer",
-    b"Cache-Control": b"no-cache",
-}
-
-
-class Static(File):
-    """The page and its modules, with security headers; anything else under the folder is not found."""
-
-    childNotFound: Any = notFound()
-
-    def directoryListing(self) -> Any:
-        return notFound()
-
-    def getChild(self, path: bytes, request: Any) -> Any:
-        name = path.decode("utf-8", "replace")
-        if name.startswith(".") or name == "__pycache__":
-            return self.childNotFound
-        child = super().getChild(path, request)
-        if isinstance(child, File) and not child.isdir() and not child.basename().endswith(SERVED):
-            return self.childNotFound
-        return child
-
-    def render(self, request: Any) -> Any:
-        for key, value in HEADERS.items():
-            request.setHeader(key, value)
-        return super().render(request)
-
-
-def make_site(chat: Any, upgraded: Any = None) -> Site:
+def ws_resource(chat: Any, upgraded: Any = None) -> WebSocketResource:
     """
-    The HTTP side of the port: the browser client at ``/`` and its WebSocket at
-    ``/ws``.  ``upgraded(transport)`` is told when a web connection becomes a
-    WebSocket (its session then counts it toward the caps).
+    The WebSocket's resource (at ``/ws``).  ``upgraded(transport)`` is told
+    when a web connection becomes a WebSocket (its session then counts it
+    toward the caps).
     """
     import txaio
 
@@ -213,9 +163,4 @@ def make_site(chat: Any, upgraded: Any = None) -> Site:
     # autobahn's timers (handshake timeouts) on the server's own clock, one cancellable call each
     # (txaio's batched timer leaves a pending bucket call behind every cancelled one)
     factory._batched_timer = _Timers(chat.clock)
-    root = Static(WEB_DIR)
-    root.putChild(PATH, WebSocketResource(factory))
-    site = Site(root)
-    site.noisy = False
-    site.timeOut = chat.limits.login_timeout  # an HTTP connection idle this long is closed (twisted.web: 12 h)
-    return site
+    return WebSocketResource(factory)
