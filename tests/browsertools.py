@@ -26,7 +26,8 @@ needs_chromium = pytest.mark.skipif(not available(), reason="needs Debian's chro
 class Browser:
     """One person's browser: a Chromium with its own profile, at phone or desktop size."""
 
-    def __init__(self, url: str, width: int = 390, height: int = 844, downloads: str = "") -> None:
+    def __init__(self, url: str, width: int = 390, height: int = 844, downloads: str = "",
+                 block_websocket: bool = False) -> None:
         from selenium import webdriver
         from selenium.webdriver.chrome.options import Options
         from selenium.webdriver.chrome.service import Service
@@ -43,6 +44,13 @@ class Browser:
                                         {"behavior": "allow", "downloadPath": downloads, "eventsEnabled": False})
         self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                                     {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 700})
+        if block_websocket:
+            # as Safari on iOS with a self-signed certificate: the page loads, its WebSocket fails (every one the
+            # page opens is a real WebSocket whose handshake the server refuses; CDP's URL blocking skips WebSockets)
+            self.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": (
+                "const Real = window.WebSocket;"
+                "window.WebSocket = class extends Real { constructor(url, p) { super(url + '-refused', p); } };"
+            )})
         self.url = url
         self.driver.get(url)
 

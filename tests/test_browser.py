@@ -36,14 +36,19 @@ def browsers():
         browser.close()
 
 
-def test_two_browsers_and_a_terminal_user_chat_rooms_and_a_private_message(server, browsers):
+@pytest.mark.parametrize("websocket", ["open", "blocked"])
+def test_two_browsers_and_a_terminal_user_chat_rooms_and_a_private_message(server, browsers, websocket):
+    """The same chat with the browsers' WebSockets blocked: the page falls back to HTTPS requests by itself."""
     url = f"https://127.0.0.1:{server.port}/"
-    alice = browsers(url)  # a phone
-    bob = browsers(url, width=1280, height=800)  # a laptop
+    blocked = websocket == "blocked"
+    alice = browsers(url, block_websocket=blocked)  # a phone
+    bob = browsers(url, width=1280, height=800, block_websocket=blocked)  # a laptop
     alice.login("alice", server.passkey)
     bob.login("bob", server.passkey)
     alice.joined()
     bob.joined()
+    for browser in (alice, bob):
+        browser.until(lambda b=browser: ("over HTTPS requests" in b.by_id("status").text) == blocked)
     carol = RawClient(server.port, tls=True)
     carol.login("carol", passkey=server.passkey, features=["rooms"])
 
@@ -66,7 +71,7 @@ def test_two_browsers_and_a_terminal_user_chat_rooms_and_a_private_message(serve
     alice.say("just between us")
     bob.conversation("@alice")
     bob.until(lambda: "just between us" in bob.log())
-    if write_docs():
+    if write_docs() and not blocked:
         alice.screenshot(os.path.join(DOCS, "web-phone-direct.png"))
         bob.conversation("#general")
         bob.until(lambda: "carol: hi from the terminal" in bob.log())
@@ -92,8 +97,9 @@ def test_a_wrong_passkey_is_explained_and_shows_nothing(server, browsers):
         stranger.screenshot(os.path.join(DOCS, "web-phone-login.png"))
 
 
-def test_a_server_restart_while_a_browser_user_types_loses_and_repeats_nothing(server, browsers):
-    page = browsers(f"https://127.0.0.1:{server.port}/")
+@pytest.mark.parametrize("websocket", ["open", "blocked"])
+def test_a_server_restart_while_a_browser_user_types_loses_and_repeats_nothing(server, browsers, websocket):
+    page = browsers(f"https://127.0.0.1:{server.port}/", block_websocket=websocket == "blocked")
     page.login("walker", server.passkey)
     page.joined()
     page.say("before the restart")
@@ -140,9 +146,11 @@ def test_slash_commands_search_and_operator_actions_in_the_browser(server, brows
     page.until(lambda: "/search WORDS — search what you may read" in page.log())
 
 
-def test_a_file_goes_from_a_browser_to_a_terminal_user_and_back(server, browsers, tmp_path):
+@pytest.mark.parametrize("websocket", ["open", "blocked"])
+def test_a_file_goes_from_a_browser_to_a_terminal_user_and_back(server, browsers, tmp_path, websocket):
     """Shared from the page (hashed in the browser, sent in chunks), downloaded by a TCP client, SHA-256 equal;
-    shared by the TCP client, downloaded by the page (checked in the browser, saved by it), SHA-256 equal."""
+    shared by the TCP client, downloaded by the page (by its download link, checked in the browser, saved by it),
+    SHA-256 equal.  With the WebSocket blocked the chunks go in POSTs."""
     import hashlib
 
     from tcpchat import wire
@@ -154,7 +162,8 @@ def test_a_file_goes_from_a_browser_to_a_terminal_user_and_back(server, browsers
     photo.write_bytes(data)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    page = browsers(f"https://127.0.0.1:{server.port}/", downloads=str(downloads))
+    page = browsers(f"https://127.0.0.1:{server.port}/", downloads=str(downloads),
+                    block_websocket=websocket == "blocked")
     page.login("phone", server.passkey)
     page.joined()
     desk = RawClient(server.port, tls=True)
@@ -216,7 +225,7 @@ def test_a_changed_passkey_brings_the_page_back_to_its_form_and_keeps_what_was_w
 
 
 def test_a_shared_photo_is_shown_inline(server, browsers):
-    """An image shared by anyone appears in the conversation as a picture (fetched over the WebSocket, checked)."""
+    """An image shared by anyone appears in the conversation as a picture (fetched by its link, checked)."""
     import hashlib
     import io
 

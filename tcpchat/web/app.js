@@ -104,6 +104,18 @@ function showTransfer(t) {
 }
 
 function fetchFile(info) {
+  if (client.tooLargeForPage(info)) {  // the browser's download manager: it resumes after a drop, and holds gigabytes
+    client.fileLink(info).then((url) => {
+      const a = document.createElement("a");
+      a.href = url;
+      a.download = info.name;
+      document.body.append(a);
+      a.click();
+      a.remove();
+      notice(`Your browser is downloading ${info.name}. Its SHA-256 should be ${info.sha256}.`, "system");
+    }, (e) => notice(e.message, "error"));
+    return;
+  }
   const transfer = client.download(info);
   transfer.finished.then((blob) => {
     const a = document.createElement("a");
@@ -236,7 +248,8 @@ function join(event) {
   $("join-message").textContent = "Connecting…";
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   if (client) client.stop();
-  client = new ChatClient(`${scheme}//${location.host}/ws`, name, passkey);
+  const transport = new URLSearchParams(location.search).get("transport") || "auto";  // ?transport=https forces the fallback
+  client = new ChatClient({ ws: `${scheme}//${location.host}/ws`, poll: "/poll" }, name, passkey, { transport });
   client.addEventListener("welcome", (e) => {
     $("join").hidden = true;
     $("chat").hidden = false;

@@ -2,19 +2,28 @@
 // No DOM here: app.js is the view and listens to the events this object emits.
 import { bytesToHex, clientFinish, clientStart, hexToBytes } from "./spake2.js";
 import { sha256 } from "./vendor/noble/hashes/sha2.js";
+import { PollTransport, WebSocketTransport } from "./transport.js";
 
 const CHUNK = 64 * 1024;          // file data per frame (PROTOCOL.rst recommends 64 KiB)
 const HIGH_WATER = 4 * 1024 * 1024; // bytes queued on the socket before an upload waits
 
 const OUTBOX_KEY = "tcpchat.outbox";
+const IN_PAGE_MAX = 64 * 1024 * 1024;  // files up to this size are downloaded by the page (SHA-256 checked here)
 
 export class ChatClient extends EventTarget {
-  constructor(url, name, passkey) {
+  /**
+   * urls: {ws, poll} (the WebSocket's address, the fallback's path). transport: "auto" (the WebSocket,
+   * and the HTTPS fallback when the WebSocket cannot be opened but the server answers), "websocket" or "https".
+   */
+  constructor(urls, name, passkey, { transport = "auto" } = {}) {
     super();
-    this.url = url;
+    this.urls = urls;
+    this.mode = transport;
+    this.wsBroken = transport === "https";  // the WebSocket failed where plain requests worked: use the fallback
     this.name = name;
     this.passkey = passkey;
-    this.ws = null;
+    this.link = null;
+    this.links = new Map();      // file id -> Promise of its download address
     this.loggedIn = false;
     this.everLoggedIn = false;
     this.stopped = false;
@@ -35,23 +44,43 @@ export class ChatClient extends EventTarget {
   start() {
     this.stopped = false;
     this.emit("state", { state: "connecting", text: "Connecting…" });
-    const ws = new WebSocket(this.url);
-    this.ws = ws;
-    this.pake = null;
-    ws.binaryType = "arraybuffer";
-    ws.onopen = () => this.hello();
-    ws.onmessage = (m) => this.received(m.data);
-    ws.onclose = () => this.closed(ws);
-    ws.onerror = () => {};
+    this.connect(this.wsBroken ? "https" : "websocket");
   }
+
+  connect(kind) {
+    let link;
+    try {
+      link = kind === "https" ? new PollTransport(this.urls.poll) : new WebSocketTransport(this.urls.ws);
+    } catch {  // a browser may refuse to even try (a SecurityError): the fallback then, as for a failed handshake
+      if (kind === "websocket" && this.mode === "auto") { this.connect("https"); return; }
+      throw new Error("This browser cannot reach the server.");
+    }
+    this.link = link;
+    this.pake = null;
+    link.onopen = () => {
+      if (kind === "https" && !this.wsBroken) { this.wsBroken = true; this.emit("transport", { kind }); }
+      this.hello();
+    };
+    link.onmessage = (data) => this.received(data);
+    link.onclose = () => {
+      // a WebSocket that never opened: try the fallback at once (if the server answers that, it stays chosen)
+      if (link === this.link && kind === "websocket" && !link.opened && this.mode === "auto" && !this.stopped) {
+        this.connect("https");
+        return;
+      }
+      this.closed(link);
+    };
+  }
+
+  get transport() { return this.link ? this.link.kind : null; }
 
   stop() {
     this.stopped = true;
-    if (this.ws) { this.send({ type: "bye" }); this.ws.close(); }
+    if (this.link) { this.send({ type: "bye" }); this.link.close(); }
   }
 
   send(frame) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) { this.ws.send(JSON.stringify(frame)); return true; }
+    if (this.link && this.link.isOpen) { this.link.send(JSON.stringify(frame)); return true; }
     return false;
   }
 
@@ -64,10 +93,10 @@ export class ChatClient extends EventTarget {
     this.send(frame);
   }
 
-  closed(ws) {
-    if (ws !== this.ws) return;
+  closed(link) {
+    if (link !== this.link) return;
     this.loggedIn = false;
-    this.ws = null;
+    this.link = null;
     if (this.stopped) { this.emit("state", { state: "disconnected", text: "Disconnected." }); return; }
     if (!this.everLoggedIn) { this.emit("refused", { code: "unreachable", message: this.refusal || "Could not reach the server." }); return; }
     const delay = Math.min(30, 0.5 * 2 ** this.attempt++) * (0.8 + Math.random() * 0.4);
@@ -76,7 +105,7 @@ export class ChatClient extends EventTarget {
   }
 
   received(data) {
-    if (typeof data !== "string") { this.chunk(new Uint8Array(data)); return; }
+    if (typeof data !== "string") return;  // data frames come only for "download", which this client does over HTTPS
     let frame;
     try { frame = JSON.parse(data); } catch { return; }
     const handler = this["on_" + String(frame.type).replace(/-/g, "_")];
@@ -97,7 +126,7 @@ export class ChatClient extends EventTarget {
   giveUp(code, message) {
     this.stopped = true;
     this.refusal = message;
-    if (this.ws) this.ws.close();
+    if (this.link) this.link.close();
     this.emit("refused", { code, message, changed: this.everLoggedIn && code === "bad-passkey" });
   }
 
@@ -119,7 +148,8 @@ export class ChatClient extends EventTarget {
   }
 
   on_synced() {
-    this.emit("state", { state: "connected", text: `Connected as ${this.name}` });
+    const how = this.transport === "https" ? " (over HTTPS requests: the WebSocket was refused)" : "";
+    this.emit("state", { state: "connected", text: `Connected as ${this.name}${how}` });
     for (const frame of this.outbox.values()) this.send(frame);  // written offline, or not acknowledged before a drop
     this.emit("synced", {});
   }
@@ -161,6 +191,11 @@ export class ChatClient extends EventTarget {
   on_typing(frame) { this.emit("typing", frame); }
 
   on_error(frame) {
+    if (frame.ref === "file-link" && this.pendingLinks) {
+      const fid = Number(String(frame.req || "").replace("link-", ""));
+      const waiting = this.pendingLinks.get(fid);
+      if (waiting) { this.pendingLinks.delete(fid); waiting.reject(new Error(frame.message || frame.code)); return; }
+    }
     if (frame.tid !== undefined && this.transfers.has(frame.tid)) {
       this.failTransfer(this.transfers.get(frame.tid), frame.message || frame.code);
       return;
@@ -217,41 +252,77 @@ export class ChatClient extends EventTarget {
     if (file.type) frame.mime = file.type.slice(0, 255);
     if (!this.send(frame)) { this.failTransfer(transfer, "Not connected."); return transfer; }
     for (let at = 0; at < file.size && transfer.state === "active"; at += CHUNK) {
-      while (this.ws && this.ws.bufferedAmount > HIGH_WATER) await new Promise((r) => setTimeout(r, 20));
-      if (!this.ws) { this.failTransfer(transfer, "The connection was lost; share the file again."); return transfer; }
+      while (this.link && this.link.buffered > HIGH_WATER) await new Promise((r) => setTimeout(r, 20));
+      if (!this.link || !this.link.isOpen) { this.failTransfer(transfer, "The connection was lost; share the file again."); return transfer; }
       const data = new Uint8Array(await file.slice(at, at + CHUNK).arrayBuffer());
       const out = new Uint8Array(5 + data.length);
       new DataView(out.buffer).setUint32(1, tid);  // byte 0 is the data tag, 0x00
       out.set(data, 5);
-      this.ws.send(out);
+      this.link.sendBinary(out);
       transfer.done = at + data.length;
       this.emit("transfer", transfer);
     }
     return transfer;
   }
 
-  /** Download a shared file (from its file event): verified against its SHA-256; resolves with a Blob. */
+  /** The HTTPS address of a shared file (a download link, PROTOCOL.rst "Download links"): a Promise. */
+  fileLink(info) {
+    const cached = this.links.get(info.id);
+    if (cached) return cached;
+    const promise = new Promise((resolve, reject) => {
+      this.pendingLinks = this.pendingLinks || new Map();
+      this.pendingLinks.set(info.id, { resolve, reject });
+      if (!this.send({ type: "file-link", file: info.id, req: `link-${info.id}` })) reject(new Error("Not connected."));
+    });
+    this.links.set(info.id, promise);
+    promise.catch(() => this.links.delete(info.id));
+    return promise;
+  }
+
+  on_file_link(frame) {
+    const waiting = this.pendingLinks && this.pendingLinks.get(frame.file);
+    if (!waiting) return;
+    this.pendingLinks.delete(frame.file);
+    waiting.resolve(frame.url);
+    setTimeout(() => this.links.delete(frame.file), Math.max(0, frame.expires * 1000 - Date.now() - 60000));
+  }
+
+  /** Too large to hold in the page: the browser's own download manager fetches (and resumes) it. */
+  tooLargeForPage(info) { return (info.size || 0) > IN_PAGE_MAX; }
+
+  /** Download a shared file into the page (from its file event): verified against its SHA-256; resolves with a Blob. */
   download(info) {
     const tid = this.nextTid++;
     const transfer = { tid, direction: "download", name: safeName(info.name || "file"), size: info.size || 0, done: 0,
-                       state: "active", sha256: info.sha256, mime: info.mime, parts: [], hash: sha256.create() };
-    this.transfers.set(tid, transfer);
-    transfer.finished = new Promise((resolve, reject) => { transfer.resolve = resolve; transfer.reject = reject; });
-    if (!this.send({ type: "download", tid, file: info.id })) this.failTransfer(transfer, "Not connected.");
+                       state: "active", sha256: info.sha256, mime: info.mime };
+    transfer.finished = this.fetchInto(transfer, info);
+    transfer.finished.catch((e) => this.failTransfer(transfer, e.message));
     this.emit("transfer", transfer);
     return transfer;
   }
 
-  chunk(bytes) {
-    if (bytes.length < 5 || bytes[0] !== 0) return;
-    const tid = new DataView(bytes.buffer, bytes.byteOffset).getUint32(1);
-    const transfer = this.transfers.get(tid);
-    if (!transfer || transfer.direction !== "download" || transfer.state !== "active") return;
-    const data = bytes.subarray(5);
-    transfer.parts.push(data);
-    transfer.hash.update(data);
-    transfer.done += data.length;
+  async fetchInto(transfer, info) {
+    const url = await this.fileLink(info);
+    const answer = await fetch(url, { cache: "no-store" });
+    if (!answer.ok) throw new Error(answer.status === 403 ? "The download link expired; try again." : "The file is not there any more.");
+    const reader = answer.body.getReader();
+    const hash = sha256.create();
+    const parts = [];
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      parts.push(value);
+      hash.update(value);
+      transfer.done += value.length;
+      this.emit("transfer", transfer);
+    }
+    if (bytesToHex(hash.digest()) !== transfer.sha256) {
+      throw new Error("The download arrived damaged (SHA-256 mismatch) and was dropped.");
+    }
+    transfer.state = "finished";
+    transfer.blob = new Blob(parts, { type: transfer.mime || "application/octet-stream" });
     this.emit("transfer", transfer);
+    return transfer.blob;
   }
 
   on_upload_done(frame) {
@@ -263,27 +334,12 @@ export class ChatClient extends EventTarget {
     this.emit("transfer", transfer);
   }
 
-  on_download_done(frame) {
-    const transfer = this.transfers.get(frame.tid);
-    if (!transfer || transfer.direction !== "download") return;
-    this.transfers.delete(frame.tid);
-    if (bytesToHex(transfer.hash.digest()) !== transfer.sha256) {
-      this.failTransfer(transfer, "The download arrived damaged (SHA-256 mismatch) and was dropped.");
-      return;
-    }
-    transfer.state = "finished";
-    transfer.blob = new Blob(transfer.parts, { type: transfer.mime || "application/octet-stream" });
-    transfer.parts = [];
-    this.emit("transfer", transfer);
-    transfer.resolve(transfer.blob);
-  }
-
   failTransfer(transfer, message) {
+    if (transfer.state === "failed") return;
     transfer.state = "failed";
     transfer.error = message;
     this.transfers.delete(transfer.tid);
     this.emit("transfer", transfer);
-    if (transfer.reject) transfer.reject(new Error(message));
   }
 
   join(room) { this.send({ type: "join", room }); }
