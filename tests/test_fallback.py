@@ -171,6 +171,39 @@ class FallbackTests(FallbackCase):
         self.assertEqual((await http("GET", f"{phone.base}/{phone.sid}?ack=0"))[0], 404)
 
 
+class SlowPollerTests(FallbackCase):
+    async def test_a_user_who_stops_polling_costs_a_bounded_amount_and_misses_nothing(self):
+        """A phone that stops taking what it is sent (asleep, in a tunnel): what the server holds for it stays
+        under the send-queue bounds while 1.5 MB is said; when it polls again it catches up on every message."""
+        phone = await self.poll_user("phone")
+        phone.over = True  # stops after the poll it has out
+        desk, rec = make_client(self.port, "desk", tls=False)
+        self.addCleanup(desk.stop)
+        await desk.start()
+        await phone.polling
+        (link,) = self.linkOf(phone)
+        limits = self.server.factory.limits
+        held = []
+        for n in range(3000):
+            desk.send(f"{n:04d} " + "x" * 500)
+            if n % 100 == 0:
+                await turns(lambda: True)
+                held.append(link.outEnd - link.acked)
+        await rec.until(lambda: not desk.outbox, timeout=60)  # all stored
+        held.append(link.outEnd - link.acked)
+        self.assertLessEqual(max(held), limits.sendq_hard + fallback.HIGH_WATER)
+        self.assertFalse(link.session.delivery.live)  # it fell back to catching up from storage
+        phone.over = False
+        phone.polling = defer.Deferred.fromCoroutine(phone._poll())
+        await turns(lambda: "2999 " + "x" * 500 in phone.texts(), limit=4000)
+        mine = [t[:4] for t in phone.texts() if t and t[:4].isdigit()]
+        self.assertEqual(mine, [f"{n:04d}" for n in range(3000)])  # all, once, in order
+
+    def linkOf(self, user):
+        hub = next(s.link.hub for s in self.server.factory.connections if isinstance(s.link, fallback.PollLink))
+        return [hub.links[user.sid]]
+
+
 class HostileFallbackTests(FallbackCase):
     limits = {"max_per_address": 8, "login_timeout": 2.0, "poll_hold": 0.5}
 

@@ -219,3 +219,113 @@ class HostileHttpTests(WebSocketCase):
         web = await self.web_user()
         self.assertEqual((await web.login("after"))["type"], "synced")
         self.assertEqual(sum(self.server.factory.perHost.values()), 1)  # nothing of the attack is still counted
+
+
+def _client_frame(opcode, payload, fin=True, mask=True):
+    """One raw WebSocket frame as a client sends it (RFC 6455 5.2), masked unless told otherwise."""
+    import struct
+
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 65536:
+        head += bytes([bit | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([bit | 127]) + struct.pack(">Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+def _has_close(stream):
+    """Whether a server's (unmasked) WebSocket frames include a close frame."""
+    at = 0
+    while at + 2 <= len(stream):
+        opcode, n = stream[at] & 0x0F, stream[at + 1] & 0x7F
+        at += 2
+        if n == 126:
+            n, at = int.from_bytes(stream[at:at + 2], "big"), at + 2
+        elif n == 127:
+            n, at = int.from_bytes(stream[at:at + 8], "big"), at + 8
+        if opcode == 0x8 and at + n <= len(stream):
+            return True
+        at += n
+    return False
+
+
+class HostileWebSocketFrameTests(WebSocketCase):
+    """Raw WebSocket frames a browser would never send: each closes only its own connection."""
+
+    async def raw(self, frames):
+        """Upgrade a raw socket, send ``frames``, and return what came back until the server closed."""
+        import base64
+        import socket as socketlib
+
+        from twisted.internet import threads
+
+        def attack():
+            with socketlib.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                key = base64.b64encode(os.urandom(16))
+                s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    answer += s.recv(4096)
+                try:
+                    for frame in frames:
+                        s.sendall(frame)
+                except OSError:
+                    pass
+                data = answer
+                for _ in range(10000):  # bounded: read until the server closes or sends its close frame
+                    if _has_close(data[data.index(b"\r\n\r\n") + 4:]):
+                        break
+                    try:
+                        chunk = s.recv(65536)
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    data += chunk
+                return data
+
+        return await threads.deferToThread(attack)
+
+    async def test_a_message_fragmented_past_the_frame_limit_is_refused_whole(self):
+        """Fragments adding up to more than MAX_FRAME: closed (1009) without the server holding them all."""
+        other = await self.web_user()
+        await other.login("other")
+        piece = b"x" * 65536
+        frames = [_client_frame(0x1, b'{"type":"say","text":"' + piece, fin=False)]
+        frames += [_client_frame(0x0, piece, fin=False) for _ in range(wire.MAX_FRAME // len(piece) + 2)]
+        answer = await self.raw(frames)
+        self.assertIn(b"101 Switching Protocols", answer)
+        self.assertIn(b"\x03\xf1", answer)  # a close frame with code 1009 (message too big)
+        other.send({"type": "say", "text": "unhurt", "cid": "u"})
+        await turns(lambda: any(f["type"] == "ack" for f in other.frames))
+
+    async def test_many_tiny_fragments_of_a_good_frame_still_work(self):
+        """A say split into one-byte fragments is one message (autobahn joins them, bounded by MAX_FRAME)."""
+        text = b'{"type":"who"}'
+        frames = [_client_frame(0x1, text[:1], fin=False)]
+        frames += [_client_frame(0x0, text[i:i + 1], fin=i == len(text) - 1) for i in range(1, len(text))]
+        frames.append(_client_frame(0x8, b"\x03\xe8"))  # then close
+        answer = await self.raw(frames)
+        self.assertIn(b"not-logged-in", answer)  # decoded and answered like any frame (who needs a login)
+
+    async def test_malformed_frames_close_only_their_connection(self):
+        other = await self.web_user()
+        await other.login("other")
+        for bad in (_client_frame(0x1, b'{"type":"who"}', mask=False),  # clients must mask
+                    _client_frame(0x3, b"reserved opcode"),
+                    _client_frame(0x9, b"p" * 200),  # a control frame over 125 bytes
+                    bytes([0xC1, 0x80]) + os.urandom(4)):  # a reserved bit set
+            answer = await self.raw([bad])
+            self.assertIn(b"101 Switching Protocols", answer)
+            self.assertNotIn(b'"type"', answer)  # nothing but the close
+        other.send({"type": "say", "text": "unhurt", "cid": "u"})
+        await turns(lambda: any(f["type"] == "ack" for f in other.frames))
+        self.assertEqual(sum(self.server.factory.perHost.values()), 1)
