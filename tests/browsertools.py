@@ -27,7 +27,7 @@ class Browser:
     """One person's browser: a Chromium with its own profile, at phone or desktop size."""
 
     def __init__(self, url: str, width: int = 390, height: int = 844, downloads: str = "",
-                 block_websocket: bool = False) -> None:
+                 block_websocket: bool = False, notifications: bool = False) -> None:
         from selenium import webdriver
         from selenium.webdriver.chrome.options import Options
         from selenium.webdriver.chrome.service import Service
@@ -50,6 +50,15 @@ class Browser:
             self.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": (
                 "const Real = window.WebSocket;"
                 "window.WebSocket = class extends Real { constructor(url, p) { super(url + '-refused', p); } };"
+            )})
+        if notifications:  # the person said yes when asked; what the page shows is recorded for the test
+            self.driver.execute_cdp_cmd("Browser.grantPermissions", {"permissions": ["notifications"],
+                                                                     "origin": url.rstrip("/")})
+            self.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": (
+                "window.shownNotifications = [];"
+                "const RealNotification = window.Notification;"
+                "window.Notification = class extends RealNotification {"
+                "  constructor(title, options) { super(title, options); window.shownNotifications.push(title); } };"
             )})
         self.url = url
         self.driver.get(url)

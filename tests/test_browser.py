@@ -71,11 +71,6 @@ def test_two_browsers_and_a_terminal_user_chat_rooms_and_a_private_message(serve
     alice.say("just between us")
     bob.conversation("@alice")
     bob.until(lambda: "just between us" in bob.log())
-    if write_docs() and not blocked:
-        alice.screenshot(os.path.join(DOCS, "web-phone-direct.png"))
-        bob.conversation("#general")
-        bob.until(lambda: "carol: hi from the terminal" in bob.log())
-        bob.screenshot(os.path.join(DOCS, "web-desktop-general.png"))
 
     carol.send({"type": "say", "text": "the end", "cid": "c2"})
     seen = carol.recv_until(lambda f: f.get("type") == "ack")
@@ -93,8 +88,6 @@ def test_a_wrong_passkey_is_explained_and_shows_nothing(server, browsers):
     stranger.until(lambda: stranger.by_id("join-message").text == "Wrong passkey.")
     assert not stranger.by_id("chat").is_displayed()
     assert "members only" not in stranger.driver.page_source
-    if write_docs():
-        stranger.screenshot(os.path.join(DOCS, "web-phone-login.png"))
 
 
 @pytest.mark.parametrize("websocket", ["open", "blocked"])
@@ -248,5 +241,103 @@ def test_a_shared_photo_is_shown_inline(server, browsers):
     width = page.until(lambda: page.driver.execute_script(
         "const i = document.querySelector('#log img.thumb'); return i && i.complete && i.naturalWidth"))
     assert width == segno.make("tcpchat").symbol_size(scale=6)[0]
-    if write_docs():
-        page.screenshot(os.path.join(DOCS, "web-desktop-photo.png"))
+
+
+def test_notifications_the_titles_count_and_links(server, browsers):
+    """Allowed, a message elsewhere shows a notification and counts in the tab's title; an address is a link that
+    opens in a new tab and tells the other site nothing."""
+    from selenium.webdriver.common.by import By
+
+    page = browsers(f"https://127.0.0.1:{server.port}/", notifications=True)
+    page.login("reader", server.passkey)
+    page.joined()
+    page.by_id("notify").click()
+    page.until(lambda: "Notifications are on" in page.log())
+    assert page.by_id("notify").get_attribute("aria-pressed") == "true"
+    writer = RawClient(server.port, tls=True)
+    writer.login("writer", passkey=server.passkey, features=["rooms"])
+    page.join_room("lab")
+    page.until(lambda: page.by_id("conv-title").text == "#lab")
+    writer.send({"type": "say", "text": "see https://example.org/plan.", "cid": "w1"})  # in #general
+    page.until(lambda: page.driver.title.startswith("(1) "))
+    page.until(lambda: page.driver.execute_script("return window.shownNotifications") == ["writer in #general"])
+    page.conversation("#general")
+    page.until(lambda: not page.driver.title.startswith("("))
+    (link,) = page.driver.find_elements(By.CSS_SELECTOR, "#log a")
+    assert (link.get_attribute("href"), link.text) == ("https://example.org/plan", "https://example.org/plan")
+    assert (link.get_attribute("target"), link.get_attribute("rel")) == ("_blank", "noopener noreferrer")
+
+
+def _gradient_png(width=360, height=220):
+    """A small colourful PNG (a stand-in for a phone's photo), made with zlib alone."""
+    import struct
+    import zlib
+
+    rows = b"".join(b"\0" + b"".join(bytes(((x * 255) // width, (y * 255) // height, 160 + (x + y) % 96))
+                                     for x in range(width)) for y in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("size", [("phone", 390, 844), ("desktop", 1280, 800)], ids=["phone", "desktop"])
+def test_the_pages_a_person_sees(server, browsers, tmp_path, size):
+    """The join form, a room with history, an inline photo, a direct conversation and an upload in progress, at
+    phone and desktop size (written to docs/ with TCPCHAT_WRITE_DOCS=1; they are what the README shows)."""
+    import hashlib
+
+    from tcpchat import wire
+
+    kind, width, height = size
+    shot = (lambda name: write_docs() and page.screenshot(os.path.join(DOCS, f"web-{kind}-{name}.png")))
+    ana = RawClient(server.port, tls=True)
+    ana.login("ana", passkey=server.passkey, features=["rooms"])
+    for n, text in enumerate(("Morning! The projector in room 4 is fixed.", "Who has the key to the store room?",
+                              "Lunch is at 12:30 today, in the hall.")):
+        ana.send({"type": "say", "text": text, "cid": f"h{n}"})
+    ana.recv_until(lambda f: f.get("type") == "ack" and f.get("cid") == "h2")
+
+    page = browsers(f"https://127.0.0.1:{server.port}/", width=width, height=height)
+    page.by_id("name").send_keys("sam")
+    shot("login")
+    page.by_id("passkey").send_keys(server.passkey)
+    page.by_id("join-button").click()
+    page.joined()
+    page.until(lambda: "— end of history —" in page.log() and "Lunch is at 12:30" in page.log())
+    ana.send({"type": "say", "text": "Welcome, sam — there is tea in the staff room.", "cid": "live"})
+    page.until(lambda: "there is tea" in page.log())
+    page.say("Thanks! I have the key, see https://school.example/keys")
+    page.until(lambda: page.pending() == 0 and "I have the key" in page.log())
+    shot("history")
+
+    png = _gradient_png()
+    ana.send({"type": "upload", "tid": 3, "name": "whiteboard.png", "size": len(png), "mime": "image/png",
+              "sha256": hashlib.sha256(png).hexdigest()})
+    ana.send_payload(wire.encode_chunk(3, png))
+    ana.recv_until(lambda f: isinstance(f, dict) and f.get("type") == "upload-done")
+    page.until(lambda: page.driver.execute_script(
+        "const i = document.querySelector('#log img.thumb'); return i && i.complete && i.naturalWidth") == 360)
+    page.driver.execute_script("const l = document.getElementById('log'); l.scrollTop = l.scrollHeight")
+    shot("photo")
+
+    page.direct("ana")
+    page.until(lambda: page.by_id("conv-title").text == "Direct conversation with ana")
+    page.say("Can you bring the register to room 4?")
+    ana.recv_until(lambda f: f.get("type") == "event" and f.get("to") == "ana")
+    ana.send({"type": "say", "to": "sam", "text": "Sure, in five minutes.", "cid": "d1"})
+    page.until(lambda: "Sure, in five minutes." in page.log())
+    shot("direct")
+
+    big = tmp_path / "term photos.zip"
+    with open(big, "wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(1024 * 1024))
+    page.share(str(big))
+    page.until(lambda: page.driver.execute_script(
+        "const p = document.querySelector('#transfers progress');"
+        "return !!p && p.value > 0.08 * p.max && p.value < 0.9 * p.max"), timeout=60)
+    shot("upload")
+    page.until(lambda: "term photos.zip: shared ✓" in page.by_id("transfers").text, timeout=60)

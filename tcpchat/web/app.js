@@ -16,7 +16,7 @@ function time(ts) {
 
 function describe(event) {
   switch (event.kind) {
-    case "message": return event.to ? `→ ${event.to}: ${event.text}` : event.text;
+    case "message": return event.to && !current.startsWith("@") ? `→ ${event.to}: ${event.text}` : event.text;
     case "join": return `${event.name} joined`;
     case "leave": return `${event.name} left`;
     case "room-join": return `${event.name} joined #${event.room}`;
@@ -51,7 +51,7 @@ function line(event, { replay = false, pending = false } = {}) {
     const who = document.createElement("span");
     who.className = "name";
     who.textContent = event.name + ":";
-    li.append(who, document.createTextNode(" " + describe(event)));
+    li.append(who, " ", ...linked(describe(event)));
     if (event.name === client.name) li.classList.add("mine");
   } else {
     li.classList.add("system");
@@ -60,6 +60,86 @@ function line(event, { replay = false, pending = false } = {}) {
   if (replay) li.classList.add("history");
   if (pending) { li.classList.add("pending"); li.title = "Not sent yet"; }
   return li;
+}
+
+const URL_PATTERN = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]]/g;
+
+/** Text as nodes, with the web addresses in it made into links (opened in a new tab, telling nothing back). */
+function linked(text) {
+  const nodes = [];
+  let at = 0;
+  for (const match of text.matchAll(URL_PATTERN)) {
+    if (match.index > at) nodes.push(document.createTextNode(text.slice(at, match.index)));
+    const a = document.createElement("a");
+    a.href = match[0];
+    a.textContent = match[0];
+    a.target = "_blank";
+    a.rel = "noopener noreferrer";
+    nodes.push(a);
+    at = match.index + match[0].length;
+  }
+  if (at < text.length) nodes.push(document.createTextNode(text.slice(at)));
+  return nodes;
+}
+
+// ------------------------------------------------------------------ notifications and the tab's title
+
+let unseenHere = 0;  // messages in the open conversation while the tab was hidden
+
+function notifyState() {
+  if (!("Notification" in window)) return "unsupported";
+  if (!window.isSecureContext) return "insecure";
+  return Notification.permission;  // "default", "granted" or "denied"
+}
+
+function paintNotify() {
+  const state = notifyState();
+  const button = $("notify");
+  button.setAttribute("aria-pressed", String(state === "granted"));
+  button.title = {
+    granted: "Notifications are on (your browser's site settings turn them off)",
+    default: "Turn on notifications for new messages",
+    denied: "Notifications are blocked for this page in your browser's settings",
+    insecure: "Notifications need a secure page (https)",
+    unsupported: "This browser has no notifications",
+  }[state];
+}
+
+async function askNotify() {
+  const state = notifyState();
+  if (state === "insecure") {
+    notice("Your browser allows notifications only on a secure page: open this chat at its https:// address " +
+           "(the one the server printed). The count of new messages still shows in the tab's title.", "system");
+  } else if (state === "unsupported") {
+    notice("This browser cannot show notifications; the count of new messages shows in the tab's title.", "system");
+  } else if (state === "denied") {
+    notice("Notifications are blocked for this page. Allow them in the browser's site settings (the icon left of " +
+           "the address), then reload.", "system");
+  } else if (state === "granted") {
+    notice("Notifications are on. Your browser's site settings turn them off.", "system");
+  } else {
+    const answer = await Notification.requestPermission();
+    notice(answer === "granted" ? "Notifications are on: you will see new messages while this tab is in the background." :
+      "Notifications stay off: the count of new messages still shows in the tab's title.", "system");
+  }
+  paintNotify();
+}
+
+function notify(event, conv) {
+  if (event.kind !== "message" || event.name === client.name) return;
+  const here = conv.toLowerCase() === current.toLowerCase();
+  if (here && document.hidden) { unseenHere++; paintTitle(); }
+  if (!(document.hidden || !here) || notifyState() !== "granted") return;
+  try {
+    const shown = new Notification(conv.startsWith("@") ? event.name : `${event.name} in ${conv}`,
+                                   { body: event.text.slice(0, 200), tag: conv });
+    shown.onclick = () => { window.focus(); switchTo(conv); shown.close(); };
+  } catch {}  // (some mobile browsers only notify from a service worker: the title still counts)
+}
+
+function paintTitle() {
+  const total = [...unread.values()].reduce((a, b) => a + b, 0) + unseenHere;
+  document.title = (total ? `(${total}) ` : "") + (client && client.info.server ? `tcpchat — ${client.info.server}` : "tcpchat");
 }
 
 function size(n) {
@@ -75,7 +155,7 @@ const thumbnails = new Map();  // file id -> Promise of an object URL
 
 function thumbnail(li, info) {
   if (!thumbnails.has(info.id)) {
-    thumbnails.set(info.id, client.download(info).finished.then((blob) => URL.createObjectURL(blob)));
+    thumbnails.set(info.id, client.download(info, { quiet: true }).finished.then((blob) => URL.createObjectURL(blob)));
   }
   thumbnails.get(info.id).then((url) => {
     const img = document.createElement("img");
@@ -88,6 +168,7 @@ function thumbnail(li, info) {
 }
 
 function showTransfer(t) {
+  if (t.quiet) return;  // (a thumbnail: the picture itself shows it arrived)
   let li = shown.get(t.direction + t.tid);
   if (!li) { li = document.createElement("li"); shown.set(t.direction + t.tid, li); $("transfers").append(li); }
   const verb = t.direction === "upload" ? "Uploading" : "Downloading";
@@ -138,6 +219,7 @@ function atBottom() {
 
 function show(event, replay) {
   const conv = conversationOf(event, client.name);
+  if (!replay) notify(event, conv);
   if (conv.toLowerCase() !== current.toLowerCase()) {
     if (!replay && event.kind === "message" && event.name !== client.name) {
       unread.set(conv, (unread.get(conv) || 0) + 1);
@@ -195,8 +277,7 @@ function renderConvs() {
     li.append(b);
     list.append(li);
   }
-  const total = [...unread.values()].reduce((a, b) => a + b, 0);
-  document.title = (total ? `(${total}) ` : "") + (client && client.info.server ? `tcpchat — ${client.info.server}` : "tcpchat");
+  paintTitle();
 }
 
 function switchTo(conv) {
@@ -347,6 +428,9 @@ window.addEventListener("DOMContentLoaded", () => {
     const files = [...(e.clipboardData ? e.clipboardData.files : [])];
     if (files.length) { e.preventDefault(); shareFiles(files); }
   });
+  $("notify").addEventListener("click", askNotify);
+  paintNotify();
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) { unseenHere = 0; paintTitle(); } });
   $("menu").addEventListener("click", () => {
     const open = $("side").classList.toggle("open");
     $("menu").setAttribute("aria-expanded", String(open));

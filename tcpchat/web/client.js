@@ -291,10 +291,10 @@ export class ChatClient extends EventTarget {
   tooLargeForPage(info) { return (info.size || 0) > IN_PAGE_MAX; }
 
   /** Download a shared file into the page (from its file event): verified against its SHA-256; resolves with a Blob. */
-  download(info) {
+  download(info, { quiet = false } = {}) {
     const tid = this.nextTid++;
     const transfer = { tid, direction: "download", name: safeName(info.name || "file"), size: info.size || 0, done: 0,
-                       state: "active", sha256: info.sha256, mime: info.mime };
+                       state: "active", sha256: info.sha256, mime: info.mime, quiet };
     transfer.finished = this.fetchInto(transfer, info);
     transfer.finished.catch((e) => this.failTransfer(transfer, e.message));
     this.emit("transfer", transfer);
