@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -120,9 +120,10 @@ class Server:
 class TcpchatServer(Server):
     name = "tcpchat"
 
-    def __init__(self, workdir: str, data: Optional[str] = None) -> None:
+    def __init__(self, workdir: str, data: Optional[str] = None, extra: Sequence[str] = ()) -> None:
         self.workdir = workdir
         self.data = data
+        self.extra = list(extra)  # more options (a repeated option overrides the default above)
 
     def start(self) -> None:
         twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -132,7 +133,8 @@ class TcpchatServer(Server):
              "--data-dir", data, "--passkey", PASSKEY, "--history", "0", "--max-file-size", "8G", "--max-storage", "64G",
              # parity with the peers: no TLS (ngircd runs plaintext), no per-user rate limit
              # (the ngircd sender is an operator with +F), no per-address cap (all load comes from 127.0.0.1)
-             "--insecure-plaintext", "--message-rate", "0", "--max-per-address", "0", "--max-connections", "0"],
+             "--insecure-plaintext", "--message-rate", "0", "--max-per-address", "0", "--max-connections", "0",
+             *self.extra],
             r"Join at:\s+127\.0\.0\.1:(\d+)", cwd=data, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         ).group(1))
 
@@ -980,9 +982,65 @@ async def run(args: argparse.Namespace) -> Dict[str, Any]:
             results["files"] = files
         if args.search_messages and "tcpchat" in args.servers:
             results["search"] = await measure_search(args, workdir)
+        if args.page_events and "tcpchat" in args.servers:
+            results["page"] = await measure_page(args, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return results
+
+
+async def measure_page(args: argparse.Namespace, workdir: str) -> Dict[str, Any]:
+    """
+    The browser client drawing the history it is shown on joining: ``--page-events`` messages stored, the server
+    showing that many (``--history``), the page opened in headless Chromium (Debian's, driven by Selenium) and
+    logged in ``--page-repeat`` times.  The page times itself (app.js, ``window.tcpchatTimings``): the drawing of
+    the whole conversation (DOM and layout), and from ``welcome`` to that drawing done (receiving included).
+    """
+    sys.path.insert(0, ROOT)
+    from tests.browsertools import Browser, available as chromium_available
+
+    if not chromium_available():
+        return {"skipped": "needs Debian's chromium, chromium-driver and selenium"}
+    events = args.page_events
+    server = TcpchatServer(workdir, extra=["--history", str(min(events, 1000))])
+    server.start()
+    rows = []
+    try:
+        adapter = TcpchatAdapter(server)
+        reader, stream = await asyncio.open_connection("127.0.0.1", server.port, limit=1 << 20)
+        writer = Conn(reader, stream)
+        await adapter.login(writer, "writer", True)
+        for n in range(events):
+            adapter.say(writer, f"history line {n}: " + "some ordinary words of a message " * 2, n)
+        for _ in range(10 * events + 100):  # bounded: until the last one is acknowledged (stored)
+            frame = await asyncio.wait_for(adapter.read_frame(writer), 30)
+            if frame.get("type") == "ack" and frame.get("cid") == f"c{events - 1}":
+                break
+        url = f"http://127.0.0.1:{server.port}/"
+        browser = await asyncio.to_thread(Browser, url, 1280, 800)
+        try:
+            for rep in range(args.page_repeat):
+                def one() -> Dict[str, Any]:
+                    browser.driver.get(url)
+                    browser.login(f"reader{rep}", PASSKEY)
+                    browser.until(lambda: browser.driver.execute_script("return window.tcpchatTimings.length"), 60)
+                    return browser.driver.execute_script("return window.tcpchatTimings[0]")
+
+                got = await asyncio.to_thread(one)
+                print(f"  page run {rep + 1}: {got}", file=sys.stderr)
+                rows.append(got)
+        finally:
+            await asyncio.to_thread(browser.close)
+        writer.close()
+    finally:
+        server.stop()
+    shown = [r["events"] for r in rows]
+    render = [r["renderMs"] for r in rows]
+    total = [r["sinceWelcomeMs"] for r in rows]
+    return {"events": events, "shown": min(shown), "runs": len(rows),
+            "render_p50_ms": statistics.median(render), "render_max_ms": max(render),
+            "welcome_p50_ms": statistics.median(total), "welcome_max_ms": max(total),
+            "target_ms": 200, "met": max(render) < 200}
 
 
 def warm_page_cache(workdir: str, size: int, block: bytes) -> None:
@@ -1063,6 +1121,16 @@ def report(results: Dict[str, Any]) -> str:
         parts.append(table(found["queries"], [("query", "query", 0), ("found", "found", 0), ("p50 ms", "p50_ms", 1),
                                               ("p95 ms", "p95_ms", 1), ("max ms", "max_ms", 1),
                                               ("LIKE scan ms", "like_ms", 1)]))
+    page = results.get("page")
+    if page and "skipped" in page:
+        parts.append(f"page: skipped ({page['skipped']})")
+    elif page:
+        parts.append(
+            f"browser page drawing its history ({page['shown']} lines for {page['events']:,} stored events, headless "
+            f"Chromium 1280x800, {page['runs']} logins): drawing (DOM + layout) p50 {page['render_p50_ms']:.1f} ms, "
+            f"max {page['render_max_ms']:.1f} ms — target < {page['target_ms']} ms "
+            f"{'met' if page['met'] else 'MISSED'}; from welcome to drawn (receiving included) "
+            f"p50 {page['welcome_p50_ms']:.0f} ms, max {page['welcome_max_ms']:.0f} ms")
     for kind, why in results["skipped"].items():
         parts.append(f"skipped {kind}: {why}")
     return "\n\n".join(parts)
@@ -1084,6 +1152,8 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--file-size", default=1024**3, type=int, help="bytes for the file throughput cell (0: skip)")
     p.add_argument("--search-messages", default=100_000, type=int, help="stored messages for the search cell (0: skip)")
     p.add_argument("--search-repeat", default=30, type=int, help="times each search query is asked")
+    p.add_argument("--page-events", default=1000, type=int, help="history events the browser page draws (0: skip)")
+    p.add_argument("--page-repeat", default=5, type=int, help="times the page logs in and draws them")
     p.add_argument("--attack-seconds", default=8.0, type=float, help="seconds each attack of the 'under attack' cell runs (0: skip)")
     p.add_argument("--attack-sockets", default=10000, type=int, help="idle sockets in the 'under attack' cell")
     p.add_argument("--only-attack", action="store_true", help="run only the 'under attack' cell")
@@ -1097,6 +1167,7 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.file_size = min(args.file_size, 4 * 1024 * 1024)
         args.cell_timeout = 60.0
         args.search_messages, args.search_repeat = min(args.search_messages, 3000), 3
+        args.page_events, args.page_repeat = min(args.page_events, 200), 1
         args.attack_seconds, args.attack_sockets = min(args.attack_seconds, 1.0), min(args.attack_sockets, 200)
     return args
 

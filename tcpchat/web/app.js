@@ -8,10 +8,13 @@ let current = "#general";
 const unread = new Map();
 const typing = new Map();  // conv -> Map(name -> timer)
 let historyEnded = false;
+let welcomedAt = 0;
+const timings = window.tcpchatTimings = [];  // how long the history took to draw (benchmarks/page.py reads it)
+
+const clock = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit" });  // (made once: it is not cheap)
 
 function time(ts) {
-  const d = new Date(ts * 1000);
-  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return clock.format(new Date(ts * 1000));
 }
 
 function describe(event) {
@@ -220,6 +223,7 @@ function atBottom() {
 function show(event, replay) {
   const conv = conversationOf(event, client.name);
   if (!replay) notify(event, conv);
+  if (replay && !historyEnded) { addConv(conv); return; }  // the history on joining is drawn once, when it is all here
   if (conv.toLowerCase() !== current.toLowerCase()) {
     if (!replay && event.kind === "message" && event.name !== client.name) {
       unread.set(conv, (unread.get(conv) || 0) + 1);
@@ -235,17 +239,16 @@ function show(event, replay) {
 
 function render() {
   const log = $("log");
-  log.replaceChildren();
   const events = [...client.events.values()].sort((a, b) => a.id - b.id)
     .filter((e) => conversationOf(e, client.name).toLowerCase() === current.toLowerCase() && e.kind !== "delete");
-  for (const e of events) log.append(line(e, { replay: e.replayed }));
-  if (historyEnded) {
-    const marker = document.createElement("li");
-    marker.className = "marker";
-    marker.textContent = "— end of history —";
-    const firstLive = [...log.children].find((li) => !li.classList.contains("history"));
-    log.insertBefore(marker, firstLive || null);
+  const lines = document.createDocumentFragment();  // built aside, put in at once: one layout
+  let marked = !historyEnded;
+  for (const e of events) {
+    if (!marked && !e.replayed) { lines.append(marker()); marked = true; }
+    lines.append(line(e, { replay: e.replayed }));
   }
+  if (!marked) lines.append(marker());
+  log.replaceChildren(lines);
   for (const frame of client.outbox.values()) {
     const conv = frame.to ? "@" + frame.to : "#" + (frame.room || "general");
     if (conv.toLowerCase() === current.toLowerCase()) {
@@ -254,6 +257,13 @@ function render() {
   }
   $("conv-title").textContent = current.startsWith("@") ? `Direct conversation with ${current.slice(1)}` : current;
   log.scrollTop = log.scrollHeight;
+}
+
+function marker() {
+  const li = document.createElement("li");
+  li.className = "marker";
+  li.textContent = "— end of history —";
+  return li;
 }
 
 const convs = ["#general"];
@@ -332,6 +342,7 @@ function join(event) {
   const transport = new URLSearchParams(location.search).get("transport") || "auto";  // ?transport=https forces the fallback
   client = new ChatClient({ ws: `${scheme}//${location.host}/ws`, poll: "/poll" }, name, passkey, { transport });
   client.addEventListener("welcome", (e) => {
+    welcomedAt = performance.now();
     $("join").hidden = true;
     $("chat").hidden = false;
     $("title").textContent = e.detail.server;
@@ -351,7 +362,15 @@ function join(event) {
   client.addEventListener("users", (e) => renderUsers(e.detail));
   client.addEventListener("rooms", (e) => { for (const r of e.detail) addConv("#" + r); });
   client.addEventListener("event", (e) => { e.detail.event.replayed = e.detail.replay; show(e.detail.event, e.detail.replay); });
-  client.addEventListener("synced", () => { historyEnded = true; render(); });
+  client.addEventListener("synced", () => {
+    const first = !historyEnded;
+    historyEnded = true;
+    const start = performance.now();
+    render();
+    void $("log").offsetHeight;  // (layout included)
+    if (first) timings.push({ events: $("log").children.length, renderMs: performance.now() - start,
+                              sinceWelcomeMs: performance.now() - welcomedAt });
+  });
   client.addEventListener("acked", () => render());
   client.addEventListener("typing", (e) => showTyping(e.detail));
   client.addEventListener("error", (e) => notice(e.detail.message || e.detail.code, "error"));
