@@ -287,8 +287,15 @@ class TcpchatAdapter(Adapter):
     ping = b'"type":"ping"'
     pong = struct.pack(">I", 15) + b'{"type":"pong"}'
 
-    async def login(self, conn: Conn, name: str, sender: bool) -> None:
-        self.send_frame(conn, {"type": "hello", "version": 1, "name": name, "passkey": PASSKEY})
+    async def session(self, name: str, **hello: Any) -> Conn:
+        """A logged-in connection that nothing reads yet (the caller reads its frames with ``read_frame``)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port, limit=1 << 22)
+        conn = Conn(reader, writer)
+        await self.login(conn, name, True, **hello)
+        return conn
+
+    async def login(self, conn: Conn, name: str, sender: bool, **hello: Any) -> None:
+        self.send_frame(conn, {"type": "hello", "version": 1, "name": name, "passkey": PASSKEY, **hello})
         while True:
             frame = await self.read_frame(conn)
             if frame.get("type") == "synced":
@@ -837,12 +844,7 @@ async def measure_search(args: argparse.Namespace, workdir: str) -> Dict[str, An
     rows = []
     try:
         adapter = TcpchatAdapter(server)
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, limit=1 << 22)
-        conn = Conn(reader, writer)
-        adapter.send_frame(conn, {"type": "hello", "version": 1, "name": searcher, "passkey": PASSKEY,
-                                  "features": ["rooms"]})
-        while (await adapter.read_frame(conn)).get("type") != "synced":
-            pass
+        conn = await adapter.session(searcher, features=["rooms"])
 
         async def ask(frame: Dict[str, Any]) -> Tuple[float, int]:
             start = now_ns()
@@ -1007,9 +1009,7 @@ async def measure_page(args: argparse.Namespace, workdir: str) -> Dict[str, Any]
     rows = []
     try:
         adapter = TcpchatAdapter(server)
-        reader, stream = await asyncio.open_connection("127.0.0.1", server.port, limit=1 << 20)
-        writer = Conn(reader, stream)
-        await adapter.login(writer, "writer", True)
+        writer = await adapter.session("writer")
         for n in range(events):
             adapter.say(writer, f"history line {n}: " + "some ordinary words of a message " * 2, n)
         for _ in range(10 * events + 100):  # bounded: until the last one is acknowledged (stored)
