@@ -106,3 +106,41 @@ def test_sessions_keep_the_contract():
     session = Session(factory, link, "192.0.2.1", "192.0.2.1:1")
     assert verifyObject(ISession, session)
     assert verifyObject(ILink, link)
+
+
+@pytest.mark.parametrize("module", ["client.js", "transport.js", "commands.js", "spake2.js"])
+def test_the_browser_clients_core_never_touches_the_page(module):
+    """Only app.js (the view) knows the DOM; the core, its transports and commands would run in a worker or Node."""
+    source = (ROOT / "web" / module).read_text()
+    code = "\n".join(line.split("//")[0] for line in source.splitlines())
+    for name in ("document.", "window.", "getElementById", "querySelector", "innerHTML"):
+        assert name not in code, f"{module} uses {name}"
+
+
+def test_the_browser_view_never_touches_a_socket():
+    source = (ROOT / "web" / "app.js").read_text()
+    for name in ("new WebSocket", "fetch(", "XMLHttpRequest", "EventSource"):
+        assert name not in source, f"app.js uses {name}"
+
+
+def test_the_whole_page_is_under_300_kb_compressed():
+    """Everything the browser loads (the page, its style and every module app.js imports, transitively)."""
+    import gzip
+    import os
+    import re
+
+    web = ROOT / "web"
+    seen, todo = set(), ["app.js"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        source = (web / name).read_text()
+        base = pathlib.PurePosixPath(name).parent
+        for target in re.findall(r'^\s*(?:import|export)\b[^;]*?from\s*"(\.[^"]+)"', source, re.M):
+            todo.append(os.path.normpath(str(base / target)))
+    files = ["index.html", "app.css", *sorted(seen)]
+    total = sum(len(gzip.compress((web / n).read_bytes(), 9)) for n in files)
+    assert "vendor/noble/curves/ed25519.js" in seen  # (the walk follows the vendored library too)
+    assert total < 300 * 1024, f"{total} bytes compressed"
