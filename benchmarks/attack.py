@@ -152,6 +152,75 @@ def garbage(port: int, stop: threading.Event) -> None:
     threading.Thread(target=run, daemon=True).start()
 
 
+def slow_headers(port: int, stop: threading.Event, n: int = 200) -> None:
+    """HTTPS requests whose headers trickle in (slowloris): a header line per second, from 20 addresses."""
+    def one(i: int) -> None:
+        for _ in range(1000):  # bounded: reconnect after each cut-off
+            if stop.is_set():
+                return
+            try:
+                sock = _tls(socket.create_connection(("127.0.0.1", port), timeout=5,
+                                                     source_address=(f"127.0.7.{i % 20 + 1}", 0)))
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                while not stop.is_set():
+                    sock.sendall(b"X-Slow: y\r\n")
+                    stop.wait(1.0)
+            except (OSError, ssl.SSLError):
+                stop.wait(0.2)
+    for i in range(n):
+        threading.Thread(target=one, args=(i,), daemon=True).start()
+
+
+def poll_sessions(port: int, stop: threading.Event) -> None:
+    """HTTPS fallback sessions opened as fast as possible and never polled (each holds a connection slot)."""
+    def run() -> None:
+        for i in range(100000):
+            if stop.is_set():
+                return
+            try:
+                sock = _tls(socket.create_connection(("127.0.0.1", port), timeout=5,
+                                                     source_address=("127.0.8.1", 0)))
+                sock.sendall(b"POST /poll HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                while sock.recv(4096):
+                    pass
+                sock.close()
+            except (OSError, ssl.SSLError):
+                stop.wait(0.01)
+    threading.Thread(target=run, daemon=True).start()
+
+
+def websocket_oversize(port: int, stop: threading.Event) -> None:
+    """WebSockets sending a message in 64 KiB fragments without end (each is cut off at MAX_FRAME, then again)."""
+    import base64
+
+    piece = b"x" * 65536
+
+    def fragment(opcode: int) -> bytes:
+        key = os.urandom(4)
+        masked = bytes(b ^ key[i % 4] for i, b in enumerate(piece[:64])) * 1024  # (the key repeats every 4 bytes)
+        return bytes([opcode, 0x80 | 127]) + struct.pack(">Q", len(piece)) + key + masked
+
+    first, more = fragment(0x1), fragment(0x0)
+
+    def run() -> None:
+        for _ in range(10000):
+            if stop.is_set():
+                return
+            try:
+                sock = _tls(socket.create_connection(("127.0.0.1", port), timeout=5,
+                                                     source_address=("127.0.9.1", 0)))
+                sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                             b"Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)) +
+                             b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+                sock.recv(4096)
+                sock.sendall(first)
+                while not stop.is_set():
+                    sock.sendall(more)
+            except (OSError, ssl.SSLError):
+                stop.wait(0.01)
+    threading.Thread(target=run, daemon=True).start()
+
+
 ATTACKS: Dict[str, Callable[..., Any]] = {
     "none (quiet)": lambda port, stop: None,
     "pings before login, never read (20 sockets)": ping_flood,
@@ -159,6 +228,9 @@ ATTACKS: Dict[str, Callable[..., Any]] = {
     "history flood, never read": history_flood,
     "wrong passkeys as fast as possible": wrong_passkeys,
     "invalid frames (bad Unicode, 1e400, unknown)": garbage,
+    "slow HTTP headers (200 sockets)": slow_headers,
+    "fallback sessions opened, never polled": poll_sessions,
+    "WebSocket message fragmented without end": websocket_oversize,
 }
 
 

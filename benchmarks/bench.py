@@ -1154,7 +1154,7 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--search-repeat", default=30, type=int, help="times each search query is asked")
     p.add_argument("--page-events", default=1000, type=int, help="history events the browser page draws (0: skip)")
     p.add_argument("--page-repeat", default=5, type=int, help="times the page logs in and draws them")
-    p.add_argument("--attack-seconds", default=8.0, type=float, help="seconds each attack of the 'under attack' cell runs (0: skip)")
+    p.add_argument("--attack-seconds", default=20.0, type=float, help="seconds each attack of the 'under attack' cell runs (0: skip)")
     p.add_argument("--attack-sockets", default=10000, type=int, help="idle sockets in the 'under attack' cell")
     p.add_argument("--only-attack", action="store_true", help="run only the 'under attack' cell")
     p.add_argument("--seed-server", default=DEFAULT_SEED)

@@ -4,11 +4,15 @@ import os
 
 import pytest
 
+import pexpect
+
 from .browsertools import Browser, needs_chromium
 from .procs import TWISTD, RawClient, ServerProcess
+from .test_joining import CLI, terminal_client
 
 DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs")
-pytestmark = [needs_chromium, pytest.mark.skipif(not os.path.exists(TWISTD), reason="twistd is not installed")]
+pytestmark = [needs_chromium, pytest.mark.skipif(not os.path.exists(TWISTD) or not os.path.exists(CLI),
+                                                 reason="twistd and tcpchat-cli are not installed")]
 
 
 def write_docs():
@@ -37,8 +41,10 @@ def browsers():
 
 
 @pytest.mark.parametrize("websocket", ["open", "blocked"])
-def test_two_browsers_and_a_terminal_user_chat_rooms_and_a_private_message(server, browsers, websocket):
-    """The same chat with the browsers' WebSockets blocked: the page falls back to HTTPS requests by itself."""
+def test_two_browsers_and_a_terminal_user_chat_rooms_and_a_private_message(server, browsers, websocket, tmp_path):
+    """Two browsers and the terminal client (tcpchat-cli, over TLS) in #general; the browsers in a room and a
+    direct conversation the terminal user never sees.  The same chat with the browsers' WebSockets blocked: the
+    page falls back to HTTPS requests by itself."""
     url = f"https://127.0.0.1:{server.port}/"
     blocked = websocket == "blocked"
     alice = browsers(url, block_websocket=blocked)  # a phone
@@ -49,13 +55,12 @@ def test_two_browsers_and_a_terminal_user_chat_rooms_and_a_private_message(serve
     bob.joined()
     for browser in (alice, bob):
         browser.until(lambda b=browser: ("over HTTPS requests" in b.by_id("status").text) == blocked)
-    carol = RawClient(server.port, tls=True)
-    carol.login("carol", passkey=server.passkey, features=["rooms"])
+    carol = terminal_client(tmp_path, server.port, "carol", server.passkey)
 
     alice.say("hello everyone")
     bob.until(lambda: "alice: hello everyone" in bob.log())
-    carol.recv_until(lambda f: f.get("text") == "hello everyone")
-    carol.send({"type": "say", "text": "hi from the terminal", "cid": "c1"})
+    carol.expect("alice: hello everyone")
+    carol.sendline("hi from the terminal")
     for browser in (alice, bob):
         browser.until(lambda b=browser: "carol: hi from the terminal" in b.log())
 
@@ -72,10 +77,13 @@ def test_two_browsers_and_a_terminal_user_chat_rooms_and_a_private_message(serve
     bob.conversation("@alice")
     bob.until(lambda: "just between us" in bob.log())
 
-    carol.send({"type": "say", "text": "the end", "cid": "c2"})
-    seen = carol.recv_until(lambda f: f.get("type") == "ack")
-    texts = [f.get("text") for f in seen if f.get("type") == "event"]
-    assert "for the lab only" not in texts and "just between us" not in texts  # neither her room nor her message
+    carol.sendline("the end")
+    alice.until(lambda: "carol: the end" in alice.log() or "the end" in alice.log())
+    carol.sendline("/quit")
+    carol.expect(pexpect.EOF)
+    transcript = (tmp_path / "carol.txt").read_text()
+    assert "hi from the terminal" in transcript
+    assert "for the lab only" not in transcript and "just between us" not in transcript  # not her room, not to her
 
 
 def test_a_wrong_passkey_is_explained_and_shows_nothing(server, browsers):
@@ -141,14 +149,11 @@ def test_slash_commands_search_and_operator_actions_in_the_browser(server, brows
 
 @pytest.mark.parametrize("websocket", ["open", "blocked"])
 def test_a_file_goes_from_a_browser_to_a_terminal_user_and_back(server, browsers, tmp_path, websocket):
-    """Shared from the page (hashed in the browser, sent in chunks), downloaded by a TCP client, SHA-256 equal;
-    shared by the TCP client, downloaded by the page (by its download link, checked in the browser, saved by it),
-    SHA-256 equal.  With the WebSocket blocked the chunks go in POSTs."""
+    """Shared from the page (hashed in the browser, sent in chunks), downloaded by the terminal client (/get),
+    SHA-256 equal; shared by the terminal client (/file), downloaded by the page (by its download link, checked
+    in the browser, saved by it), SHA-256 equal.  With the WebSocket blocked the chunks go in POSTs."""
     import hashlib
-
-    from tcpchat import wire
-
-    from .test_cli import upload_raw
+    import re
 
     data = os.urandom(300_000)
     photo = tmp_path / "holiday photo.jpg"
@@ -159,26 +164,30 @@ def test_a_file_goes_from_a_browser_to_a_terminal_user_and_back(server, browsers
                     block_websocket=websocket == "blocked")
     page.login("phone", server.passkey)
     page.joined()
-    desk = RawClient(server.port, tls=True)
-    desk.login("desk", passkey=server.passkey, features=["rooms"])
+    desk = terminal_client(tmp_path, server.port, "desk", server.passkey)
 
     page.share(str(photo))
-    event = desk.recv_until(lambda f: f.get("type") == "event" and f.get("kind") == "file")[-1]
-    assert (event["file"]["name"], event["file"]["sha256"]) == ("holiday photo.jpg", hashlib.sha256(data).hexdigest())
-    desk.send({"type": "download", "tid": 7, "file": event["file"]["id"]})
-    got = b"".join(bytes(f.data) for f in desk.recv_until(lambda f: isinstance(f, dict) and f.get("type") == "download-done")
-                   if isinstance(f, wire.Chunk))
-    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest()
+    desk.expect(r"phone shared holiday photo\.jpg \(.*\) — file #(\d+)")
+    fid = desk.match.group(1)
+    got = tmp_path / "got.jpg"
+    desk.sendline(f"/get {fid} {got}")
+    desk.expect("SHA-256 checked")
+    assert hashlib.sha256(got.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
     page.until(lambda: "holiday photo.jpg: shared ✓" in page.by_id("transfers").text)
 
     back = os.urandom(200_000)
-    upload_raw(desk, "minutes.pdf", back, tid=8)
+    minutes = tmp_path / "minutes.pdf"
+    minutes.write_bytes(back)
+    desk.sendline(f"/file {minutes}")
     page.until(lambda: "minutes.pdf" in page.log())
     from selenium.webdriver.common.by import By
 
     next(b for b in page.driver.find_elements(By.CSS_SELECTOR, "#log .file button") if "minutes.pdf" in b.text).click()
     page.until(lambda: (downloads / "minutes.pdf").exists() and (downloads / "minutes.pdf").stat().st_size == len(back))
     assert hashlib.sha256((downloads / "minutes.pdf").read_bytes()).hexdigest() == hashlib.sha256(back).hexdigest()
+    assert re.search(r"SHA-256", (tmp_path / "desk.txt").read_text())
+    desk.sendline("/quit")
+    desk.expect(pexpect.EOF)
 
 
 def test_a_changed_passkey_brings_the_page_back_to_its_form_and_keeps_what_was_written(tmp_path, browsers):

@@ -1,5 +1,7 @@
 """The session core driven directly: login, say, history and search, with no transport object at all."""
 
+import struct
+
 from tcpchat import wire
 
 from .helpers import PASSKEY
@@ -62,3 +64,65 @@ def test_a_session_before_login_gets_nothing_of_the_chat(tmp_path):
         stranger.receive(frame)
     assert [(f["code"], f["ref"]) for f in link.frames()] == [("not-logged-in", "who"), ("not-logged-in", "history"),
                                                                  ("not-logged-in", "say")]
+
+
+def test_a_peer_that_keeps_sending_refused_frames_is_not_read_for_a_second(tmp_path):
+    """Answering a bad frame costs what a good one does: past 50 refused frames in a second, the connection is not
+    read for a second (what it sends waits); a user next to it is answered at once meanwhile."""
+    from .helpers import Peer, make_factory
+
+    factory = make_factory(tmp_path, message_rate=10.0)
+    attacker, witness = Peer(factory), Peer(factory, host="192.0.2.77")
+    attacker.login("fuzzer")
+    witness.login("witness")
+    attacker.frames(), witness.frames()
+    attacker.proto.dataReceived(b"".join(struct.pack(">I", 9) + b'{"type":1' for _ in range(500)))
+    errors = [f for f in attacker.frames() if f["type"] == "error"]
+    assert len(errors) == factory.limits.max_refused + 1
+    assert {f["code"] for f in errors} == {"bad-frame"}
+    witness.send({"type": "ping", "n": "here"})
+    assert witness.frames() == [{"type": "pong", "n": "here"}]
+    factory.clock.advance(1.0)
+    assert len([f for f in attacker.frames() if f["type"] == "error"]) == factory.limits.max_refused + 1
+    for _ in range(10):  # bounded
+        factory.clock.advance(1.0)
+        attacker.frames()
+    attacker.send({"type": "ping", "n": "after"})
+    assert attacker.frames()[-1] == {"type": "pong", "n": "after"}  # every one answered in the end, then this
+
+
+def test_tls_handshakes_are_paced_a_few_per_reactor_turn():
+    """A crowd of ClientHellos arriving at once: a few handshakes start per turn of the reactor, in arrival order,
+    so whatever else the server has to do (a user's message) waits for a few handshakes, not for all of them."""
+    from collections import deque
+
+    from twisted.internet import task
+    from twisted.internet.testing import StringTransport
+
+    from tcpchat.server.lazytls import LazyTLSFactory, Waiting
+
+    started = []
+
+    class Probe(Waiting):
+        def begin(self, data):
+            started.append((self, data))
+
+    class Chat:
+        clock = task.Clock()
+
+    owner = LazyTLSFactory.__new__(LazyTLSFactory)
+    owner.chat = Chat()
+    owner.turns, owner._turn, owner._started = deque(), None, 0
+    crowd = []
+    for n in range(10):
+        probe = Probe(owner)
+        probe.transport = StringTransport()  # (accepted: its slot in the caps is not what this is about)
+        probe.transport.connected = True
+        crowd.append(probe)
+        probe.dataReceived(b"\x16hello %d" % n)
+    assert [data for _, data in started] == [b"\x16hello %d" % n for n in range(LazyTLSFactory.perTurn)]
+    crowd[5].connectionLost()  # gone while it waited: skipped
+    for _ in range(5):  # bounded
+        Chat.clock.advance(0)
+    assert [p for p, _ in started] == [p for p in crowd if p is not crowd[5]]
+    assert not owner.turns

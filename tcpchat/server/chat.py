@@ -77,6 +77,7 @@ class Limits:
     sendq_hard = 2 * 1024**2  #: bytes of answers queued to a peer that does not read before it is aborted
     max_reads = 4  #: database reads (history, search, ...) one connection may have in flight
     poll_hold = 20.0  #: seconds the HTTPS fallback holds a poll while there is nothing to send
+    max_refused = 50  #: refused frames (invalid, over budget) a connection may send in a second before a second unread
 
     def __init__(self, **overrides: Any) -> None:
         for key, value in overrides.items():

@@ -20,13 +20,16 @@ accepted and is aborted after its owner's timeout.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional
 
 from twisted.internet.interfaces import IHandshakeListener, IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+#: bytes a socket may send before its turn to start TLS comes (a ClientHello is well under this)
+MAX_EARLY = 16 * 1024
 #: the first byte of an HTTP request line (a method's first letter)
 HTTP_STARTS = frozenset(b"GHPODCTU")
 
@@ -35,7 +38,7 @@ HTTP_STARTS = frozenset(b"GHPODCTU")
 class Waiting(Protocol):
     """One accepted socket, before and after its first bytes."""
 
-    __slots__ = ("owner", "host", "inner", "timer", "handshaken", "held")
+    __slots__ = ("owner", "host", "inner", "timer", "handshaken", "held", "early")
     transport: Any
 
     def __init__(self, owner: Any) -> None:
@@ -46,6 +49,8 @@ class Waiting(Protocol):
         self.handshaken = False
         #: this socket counts toward the caps (a slot from ChatFactory.holdSocket)
         self.held = False
+        #: first bytes waiting for their turn (LazyTLSFactory paces TLS handshakes), or None
+        self.early: Optional[bytes] = None
 
     def connectionMade(self) -> None:
         chat = self.owner.chat
@@ -84,6 +89,18 @@ class Waiting(Protocol):
         if self.inner is None:
             if not data:
                 return
+            if self.early is not None or self.owner.mustWait(self):
+                self.early = (self.early or b"") + data
+                if len(self.early) > MAX_EARLY:
+                    self.transport.abortConnection()
+                return
+            self.begin(data)
+            return
+        self.inner.dataReceived(data)
+
+    def begin(self, data: bytes) -> None:
+        """Make the real protocol for these first bytes and hand them over."""
+        if self.inner is None:
             factory = self.owner.pick(data)
             if self.owner.keepsCount(factory):
                 self._stopTimer()  # a web request: it has timeouts of its own, and counts until it ends or upgrades
@@ -94,7 +111,14 @@ class Waiting(Protocol):
             self.inner.makeConnection(self.transport)
             if self.handshaken and IHandshakeListener.providedBy(self.inner):
                 self.inner.handshakeCompleted()
+        assert self.inner is not None
         self.inner.dataReceived(data)
+
+    def turnCame(self) -> None:
+        """(LazyTLSFactory) this socket's TLS handshake may start now."""
+        data, self.early = self.early, None
+        if data and self.transport is not None and self.transport.connected:
+            self.begin(data)
 
     def handshakeCompleted(self) -> None:
         """(Inside TLS) the handshake is over: tell the real protocol, now or once it exists."""
@@ -103,6 +127,7 @@ class Waiting(Protocol):
             self.inner.handshakeCompleted()
 
     def connectionLost(self, reason: Any = None) -> None:
+        self.early = None  # (if it was waiting for its turn, the turn skips it)
         try:
             if self.inner is not None:
                 self.inner.connectionLost(reason)
@@ -112,15 +137,49 @@ class Waiting(Protocol):
 
 
 class LazyTLSFactory(Factory):
-    """Wraps ``wrapped`` (by default ``chat``, the ChatFactory) in TLS made on the first byte of each connection."""
+    """
+    Wraps ``wrapped`` (by default ``chat``, the ChatFactory) in TLS made on the
+    first byte of each connection.  The handshakes are paced: at most
+    ``perTurn`` start in one turn of the reactor, the rest wait for the next
+    turns, so that a crowd of connections arriving at once (a reconnect storm,
+    or an attack) costs everyone else a few milliseconds, not the time of all
+    their handshakes in a row.
+    """
 
     noisy = False
     stage = "before TLS"
+    perTurn = 4
 
     def __init__(self, contextFactory: Any, chat: Any, wrapped: Any = None) -> None:
         self.chat = chat
         self.tls = TLSMemoryBIOFactory(contextFactory, False, wrapped if wrapped is not None else chat)
         self.tls.noisy = False
+        self.turns: Deque[Waiting] = deque()
+        self._turn: Any = None
+        self._started = 0
+
+    def mustWait(self, waiting: Waiting) -> bool:
+        """Count a handshake starting now; True if it must wait for a later turn (it is queued)."""
+        if self._turn is None:
+            self._started = 0
+            self._turn = self.chat.clock.callLater(0, self._nextTurn)
+        if self._started < self.perTurn and not self.turns:
+            self._started += 1
+            return False
+        self.turns.append(waiting)
+        return True
+
+    def _nextTurn(self) -> None:
+        self._turn = None
+        self._started = 0
+        turns = self.turns
+        while turns and self._started < self.perTurn:
+            waiting = turns.popleft()
+            if waiting.early is not None:
+                self._started += 1
+                waiting.turnCame()
+        if turns or self._started:
+            self._turn = self.chat.clock.callLater(0, self._nextTurn)
 
     def timeout(self) -> float:
         return float(self.chat.limits.handshake_timeout)
@@ -177,6 +236,9 @@ class SniffingFactory(Factory):
         offer it has no protocol for with a TLS alert, so without this no browser could connect.)
         """
         return [b"http/1.1"]
+
+    def mustWait(self, waiting: Waiting) -> bool:
+        return False  # (choosing a protocol costs nothing)
 
     def refuseAtOnce(self, host: str) -> Any:
         """A banned address or one over a cap is answered at once (by the chat protocol), not after its first byte."""

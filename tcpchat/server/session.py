@@ -200,6 +200,7 @@ class Session:
             cost = COSTS[kind]
             if cost and not (self.actions if self.state == LIVE else self.budget).take(cost):
                 self.refuse(frame, ErrorCode.SLOW_DOWN)
+                self.struck()
                 return
             needs, handler = HANDLERS[kind]
             self._require(needs)
@@ -224,6 +225,29 @@ class Session:
         """A frame the codec refused: answer with its code (and what could be read of it)."""
         if self.state != CLOSED:
             self.sendError(error.code, error.message, ref=error.ref, req=error.req)
+            self.struck()
+
+    strikes = 0
+    strikesSince = 0.0
+
+    def struck(self) -> None:
+        """
+        A frame was refused (invalid, or over the budget).  Answering costs the
+        server as much as a good frame, so a peer that keeps sending such frames
+        (more than ``Limits.max_refused`` in a second) is not read for a second:
+        what it sends waits in its socket, and no one else waits for it.
+        """
+        limits = self.factory.limits
+        if not limits.max_refused or (self.state == LIVE and not limits.message_rate):
+            return  # (no per-user rate limits at all: --message-rate 0)
+        now = self.factory.clock.seconds()
+        if now - self.strikesSince >= 1.0:
+            self.strikesSince, self.strikes = now, 0
+        self.strikes += 1
+        if self.strikes > limits.max_refused and "refused" not in self.holds and self.state != CLOSED:
+            self.holdReading("refused")
+            self._timers = [t for t in self._timers if t.active()]
+            self._timers.append(self.factory.clock.callLater(1.0, self.releaseReading, "refused"))
 
     def _require(self, needs: str) -> None:
         if needs != ANY and self.state != LIVE:
