@@ -329,3 +329,37 @@ class HostileWebSocketFrameTests(WebSocketCase):
         other.send({"type": "say", "text": "unhurt", "cid": "u"})
         await turns(lambda: any(f["type"] == "ack" for f in other.frames))
         self.assertEqual(sum(self.server.factory.perHost.values()), 1)
+
+
+class PageTests(WebSocketCase):
+    async def test_the_page_is_sent_compressed_to_browsers_that_accept_it(self):
+        """The page's files go gzip-compressed (once per file, then from memory) when the browser says it takes
+        that; as they are otherwise; with the same security headers either way."""
+        import gzip
+
+        from twisted.web.client import Agent, readBody
+        from twisted.web.http_headers import Headers
+
+        from tcpchat.server.site import WEB_DIR
+
+        async def get(path, **headers):
+            response = await Agent(reactor).request(
+                b"GET", f"http://127.0.0.1:{self.port}{path}".encode(),
+                Headers({k.replace("_", "-"): [v] for k, v in headers.items()}))
+            return response, await readBody(response)
+
+        with open(os.path.join(WEB_DIR, "app.js"), "rb") as f:
+            source = f.read()
+        for _ in range(2):  # compressed once, then served from memory: the same bytes
+            response, body = await get("/app.js", Accept_Encoding="gzip, deflate, br")
+            self.assertEqual(response.headers.getRawHeaders(b"content-encoding"), [b"gzip"])
+            self.assertEqual(gzip.decompress(body), source)
+            self.assertLess(len(body), len(source) / 2)
+            self.assertIn(b"script-src 'self'", response.headers.getRawHeaders(b"content-security-policy")[0])
+        response, body = await get("/app.js")
+        self.assertIsNone(response.headers.getRawHeaders(b"content-encoding"))
+        self.assertEqual(body, source)
+        response, body = await get("/", Accept_Encoding="gzip")
+        self.assertIn(b"<title>tcpchat</title>", gzip.decompress(body))
+        response, body = await get("/setup.py", Accept_Encoding="gzip")
+        self.assertEqual(response.code, 404)

@@ -17,15 +17,16 @@ within the login timeout (not merely keep trickling), its body is at most
 from __future__ import annotations
 
 import base64
+import gzip
 import os
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Tuple
 from urllib.parse import quote
 
 from twisted.web import http
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
-from twisted.web.static import File
+from twisted.web.static import File, getTypeAndEncoding
 
 from tcpchat.server import fallback
 
@@ -71,7 +72,31 @@ class Static(File):
     def render(self, request: Any) -> Any:
         for key, value in HEADERS.items():
             request.setHeader(key, value)
+        accepted = request.getHeader(b"accept-encoding") or b""
+        if request.method in (b"GET", b"HEAD") and b"gzip" in accepted and request.getHeader(b"range") is None \
+                and not self.isdir() and self.exists():
+            return self._renderCompressed(request)
         return super().render(request)
+
+    #: path -> (modification time, gzip-compressed contents): each file is compressed once, not per request
+    _compressed: Dict[str, Tuple[float, bytes]] = {}
+
+    def _renderCompressed(self, request: Any) -> bytes:
+        """The page's files are 400 KB, 130 KB compressed: phones on a crowded Wi-Fi get the 130."""
+        self.restat(False)
+        mtime = self.getModificationTime()
+        cached = Static._compressed.get(self.path)
+        if cached is None or cached[0] != mtime:
+            with open(self.path, "rb") as f:
+                cached = Static._compressed[self.path] = (mtime, gzip.compress(f.read(), 9, mtime=0))
+        if self.type is None:
+            self.type, self.encoding = getTypeAndEncoding(self.basename(), self.contentTypes, self.contentEncodings,
+                                                          self.defaultType)
+        request.setHeader(b"Content-Type", self.type.encode() if isinstance(self.type, str) else self.type)
+        request.setHeader(b"Content-Encoding", b"gzip")
+        request.setHeader(b"Vary", b"Accept-Encoding")
+        request.setHeader(b"Content-Length", str(len(cached[1])).encode())
+        return b"" if request.method == b"HEAD" else cached[1]
 
 
 class _SharedFile(File):
