@@ -493,3 +493,72 @@ class DiscoveryFormTests(TkTestCase):
         await self.submit_form("alice")
         form.showServers([])
         self.assertFalse(form.foundList.winfo_ismapped())
+
+
+class _KeepRunning:
+    """The reactor as the window sees it, except that closing the window does not stop it (the tests go on)."""
+
+    running = True
+
+    def __init__(self, real):
+        self._real = real
+        self.stopped = False
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def stop(self):
+        self.stopped = True
+
+
+class OutboxTests(TkTestCase):
+    async def test_written_while_the_server_is_down_is_kept_through_closing_and_sent_by_the_next_window(self):
+        """Closing the window with a message not yet stored keeps it on disk (next to the form's settings); the
+        next window, joining the same server as the same name, sends it, once."""
+        import tkinter as tk
+
+        from twisted.internet import tksupport
+
+        from tcpchat.ui.tk import App
+
+        app = await self.setUpApp()
+        await self.submit_form("alice")
+        app.reactor = _KeepRunning(reactor)
+        await self.server.stop()
+        await turns(lambda: app.client.state != CONNECTED)
+        app.chat.input.insert("1.0", "kept for the next window")
+        app.chat.send()
+        assert len(app.client.outbox) == 1
+        app.close()  # not connected: nothing to wait for; what waits is kept
+        await turns(lambda: app.reactor.stopped)
+        kept = os.path.join(self.tmp, "outbox")
+        self.assertEqual(len(os.listdir(kept)), 1)
+
+        self.server = InProcessServer(self.tmp)  # the same data, the same port: the server is back
+        await self.server.start(self.port)
+        self.addCleanup(lambda: defer.Deferred.fromCoroutine(self.server.stop()))
+        root = tk.Tk()
+        self.addCleanup(root.destroy)
+        second = App(root, reactor, self.settings)
+        self.addCleanup(lambda: second.client.stop(grace=0) if second.client is not None else None)
+        second.connect.name.set("alice")
+        second.connect.passkey.set(PASSKEY)
+        second.connect.button.invoke()
+        await turns(lambda: second.client is not None and not second.client.outbox
+                    and second.client.state == CONNECTED)
+        events = await self.server.store.events_after(0, 100)
+        self.assertEqual([e["text"] for e in events if e["kind"] == "message"], ["kept for the next window"])
+        await turns(lambda: not os.listdir(kept))  # stored: nothing left on disk
+
+    async def test_closing_waits_for_what_is_on_its_way_and_says_so(self):
+        app = await self.setUpApp(message_rate=2.0, message_burst=1.0)
+        await self.submit_form("alice")
+        app.reactor = _KeepRunning(reactor)
+        for n in range(4):  # over the rate limit: the last ones wait for their turn
+            app.chat.input.insert("1.0", f"message {n}")
+            app.chat.send()
+        app.close()
+        self.assertIn("Sending", app.chat.log.get("1.0", "end"))
+        await turns(lambda: app.reactor.stopped, limit=2000)
+        events = await self.server.store.events_after(0, 100)
+        self.assertEqual([e["text"] for e in events if e["kind"] == "message"], [f"message {n}" for n in range(4)])

@@ -16,7 +16,7 @@ imports a UI toolkit, and UIs never touch a socket.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -31,6 +31,7 @@ from tcpchat.client.known import KnownServers
 from tcpchat.client.frames import FRAMES
 from tcpchat.client.listener import (CONNECTED, CONNECTING, DISCONNECTED, FAILED, RECONNECTING, ChatListener,
                                      IChatListener)
+from tcpchat.client.outbox import Outbox
 from tcpchat.client.pending import PendingRequests
 from tcpchat.client.model import LOBBY, TYPING_SHOWN, Conversations, conv_fields, conversation_of, same_conv
 from tcpchat.client.transfers import Transfer, TransferFailed, Transfers, file_digest
@@ -71,6 +72,7 @@ class ChatClient:
         trust_new_certificate: bool = False,
         password: Optional[str] = None,
         fingerprint: Optional[str] = None,
+        outbox: Optional[str] = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -110,8 +112,10 @@ class ChatClient:
         self.model = Conversations(reactor, self._listener, self._ownMessageStored)
         self.model.name = name
         self.transfers = Transfers(self)
-        #: messages not yet acknowledged, in the order written: cid -> say frame
-        self.outbox: Dict[str, Dict[str, Any]] = {}
+        #: messages not yet acknowledged, in the order written: cid -> say frame (kept in the file ``outbox``,
+        #: if given, across restarts of the client: see outbox.default_path)
+        self.outbox = Outbox(outbox, _thread_runner(reactor) if outbox else None)
+        self._flushers: Set[Callable[[], None]] = set()
         self.operator = False
         self._typingSent: Dict[str, float] = {}
         self.pending = PendingRequests()
@@ -238,10 +242,44 @@ class ChatClient:
             raise ValueError(f"Messages are limited to {wire.MAX_TEXT_BYTES} bytes.")
         cid = uuid.uuid4().hex
         frame = {"type": "say", "text": text, "cid": cid, **conv_fields(conv)}
-        self.outbox[cid] = frame
+        self.outbox.add(frame)
         self._typingSent.pop(conv or LOBBY, None)
-        self._send(frame)
+        self._pump()
         return cid
+
+    def _pump(self) -> None:
+        """Put the next waiting messages on the wire (a few at a time: see outbox.WINDOW)."""
+        if self.loggedIn and self.proto is not None:
+            for frame in self.outbox.toSend():
+                self.proto.sendFrame(frame)
+
+    def flush(self, patience: float = 15.0) -> Deferred:
+        """
+        Wait for the messages still waiting to be stored.  Fires with how many
+        are left: 0 once all are, or as many as remain when none has been
+        stored for ``patience`` seconds (5 when not connected).
+        """
+        if not self.outbox:
+            return succeed(0)
+        d: Deferred = Deferred()
+
+        def over() -> None:
+            self._flushers.discard(progress)
+            if not d.called:
+                d.callback(len(self.outbox))
+
+        timer = self.reactor.callLater(patience if self.loggedIn else min(patience, 5.0), over)
+
+        def progress() -> None:
+            if not self.outbox:
+                if timer.active():
+                    timer.cancel()
+                over()
+            elif timer.active():
+                timer.reset(patience)
+
+        self._flushers.add(progress)
+        return d
 
     def _send(self, frame: Dict[str, Any]) -> bool:
         if self.loggedIn and self.proto is not None:
@@ -439,11 +477,23 @@ class ChatClient:
         self.listener.messageAcked(cid, event)
         return True
 
-    def _resend(self, cid: str) -> None:
-        if cid in self.outbox:
-            self._send(self.outbox[cid])
+    def _rest(self, cid: str, seconds: float = 1.0) -> None:
+        """The server could not store ``cid`` now (slow down, busy): send it again after a pause."""
+        outbox = self.outbox
+        outbox.inFlight.discard(cid)
+        outbox.resting.add(cid)
+
+        def rested() -> None:
+            outbox.resting.discard(cid)
+            self._pump()
+
+        self.reactor.callLater(seconds, rested)
+        self._pump()
 
     def _outboxChanged(self) -> None:
+        for progress in list(self._flushers):
+            progress()
+        self._pump()
         if not self.outbox and self._outboxWaiters:
             waiting, self._outboxWaiters = self._outboxWaiters, []
             for d in waiting:
@@ -453,3 +503,13 @@ class ChatClient:
     def _setState(self, state: str, detail: str) -> None:
         self.state = state
         self.listener.stateChanged(state, detail)
+
+
+def _thread_runner(reactor: Any) -> Any:
+    """Run blocking file work in the reactor's thread pool (a fake reactor without one: right here)."""
+    from twisted.internet.defer import maybeDeferred
+    from twisted.internet.threads import deferToThreadPool
+
+    if hasattr(reactor, "getThreadPool"):
+        return lambda f, *a: deferToThreadPool(reactor, reactor.getThreadPool(), f, *a)
+    return lambda f, *a: maybeDeferred(f, *a)

@@ -40,8 +40,8 @@ def welcome(client: Any, proto: Any, frame: Frame) -> None:
 def synced(client: Any, proto: Any, frame: Frame) -> None:
     client._setState(CONNECTED, f"Connected to {client.info.get('server', client.host)} as {client.name}.")
     client.listener.synced()
-    for said in list(client.outbox.values()):  # written offline, or not acknowledged before a drop
-        proto.sendFrame(said)
+    client.outbox.connectionLost()  # written offline, or not acknowledged before a drop: all of it goes again
+    client._pump()
     client.transfers.reconnected()
     if not client._loginWaiter.called:
         client._loginWaiter.callback(client.info)
@@ -173,10 +173,11 @@ def error(client: Any, proto: Any, frame: Frame) -> None:
     if cid in client.outbox:
         if code in (ErrorCode.SLOW_DOWN, ErrorCode.INTERNAL, ErrorCode.STORE_BUSY):
             # not stored: try again in a moment (the server de-duplicates by cid)
-            client.reactor.callLater(1.0, client._resend, cid)
+            client._rest(cid)
             if code in (ErrorCode.SLOW_DOWN, ErrorCode.STORE_BUSY):
                 return  # nothing for the user to do
         elif code == ErrorCode.SERVER_BUSY:
+            client.outbox.inFlight.discard(cid)
             return  # the server is going down: it stays in the outbox and is sent after reconnecting
         else:
             del client.outbox[cid]  # refused for good; retrying cannot help

@@ -79,6 +79,29 @@ class TerminalView(ChatListener, LineReceiver):
     """Reads commands from stdin, shows the conversation on stdout."""
 
     delimiter = b"\n"
+    #: a line longer than this is not a message (messages are at most 8 KiB): it is skipped, with a word, and
+    #: reading goes on (LineReceiver would drop standard input)
+    MAX_LENGTH = 1024 * 1024
+    _skipping = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._skipping:
+            end = data.find(self.delimiter)
+            if end < 0:
+                return
+            self._skipping = False
+            data = data[end + 1:]
+        super().dataReceived(data)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.screen.line(f"A line of more than {self.MAX_LENGTH // 1024} KiB was not sent (messages are at most "
+                         f"{wire.MAX_TEXT_BYTES // 1024} KiB; share a long text as a file with /file).", "error")
+        rest = self.clearLineBuffer()
+        end = rest.find(self.delimiter)
+        if end < 0:
+            self._skipping = True  # the rest of this line is still coming
+        else:
+            self.dataReceived(rest[end + 1:])
 
     def __init__(self, client: ChatClient, screen: Screen, download_dir: str, reactor: Any) -> None:
         self.client = client
@@ -130,8 +153,8 @@ class TerminalView(ChatListener, LineReceiver):
             self.screen.line("(queued: it will be sent when the connection is back)", "system")
 
     def readConnectionLost(self) -> None:
-        """Standard input ended (Ctrl+D, or the end of a pipe): leave."""
-        self.quit()
+        """Standard input ended (Ctrl+D, or the end of a pipe): leave (once what was written is stored)."""
+        self.quit(again=False)
 
     def writeConnectionLost(self) -> None:
         self._stopReactor()
@@ -213,11 +236,32 @@ class TerminalView(ChatListener, LineReceiver):
         self.screen.line(f"Downloading {name} to {dest}…", "system")
         self.client.download(info, dest)
 
-    def quit(self) -> None:
+    #: messages not stored when the client left (kept on disk for the next time): the exit status is then 1
+    unsent = 0
+
+    def quit(self, again: bool = True) -> None:
+        """Leave once what is waiting is stored (``again``: a second /quit leaves at once; the end of input does not)."""
         if getattr(self, "_quitting", False):
+            if again and getattr(self, "_flushing", None) is not None and not self._flushing.called:
+                self._flushing.callback(len(self.client.outbox))  # a second /quit: leave now
             return
         self._quitting = True
-        d = self.client.stop()
+        waiting = len(self.client.outbox)
+        if waiting:
+            self.screen.line(f"Sending {waiting} message(s) still waiting before leaving… "
+                             "(/quit again to leave now: they are kept for next time)", "system")
+            self.screen.flush()
+        self._flushing: Any = self.client.flush()
+        self._flushing.addCallback(self._flushed)
+
+    def _flushed(self, left: int) -> None:
+        self.unsent = left
+        if left:
+            said = [f["text"] for f in self.client.outbox.values()]
+            shown = "; ".join(t if len(t) <= 40 else t[:39] + "…" for t in said[:3]) + ("; …" if left > 3 else "")
+            self.screen.line(f"Not sent: {left} message(s) ({shown}). They are kept and go out the next time you "
+                             f"join {self.client.host}:{self.client.port} as {self.client.name}.", "error")
+        d = self.client.stop(grace=0)
 
         def finish(_: Any) -> None:
             self.screen.line("Bye.", "system")
@@ -445,12 +489,16 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     tty = sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and "NO_COLOR" not in os.environ
     password = args.name_password or os.environ.get("TCPCHAT_NAME_PASSWORD")
+    from tcpchat.client.outbox import default_path
+
     client = ChatClient(host, port, name, passkey, reactor=reactor, tls=not args.insecure_plaintext, password=password,
-                        fingerprint=args.fingerprint)
+                        fingerprint=args.fingerprint, outbox=default_path(host, port, name))
     if args.forget_server and client.knownServers.forget(host, port):
         print(f"Forgot the certificate remembered for {host}:{port}.")
     view = TerminalView(client, Screen(sys.stdout, tty), args.download_dir, reactor)
     client.listener = view
+    if client.outbox:
+        print(f"{len(client.outbox)} message(s) written last time are waiting; they go out once connected.")
 
     def started() -> None:
         d = client.start()
@@ -459,7 +507,8 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     reactor.callWhenRunning(started)
     reactor.run()
-    if client.state == FAILED and not client.everLoggedIn:
+    client.outbox.persist()  # (the last change may have been on its way to the disk in a thread)
+    if (client.state == FAILED and not client.everLoggedIn) or view.unsent:
         raise SystemExit(1)
 
 

@@ -731,8 +731,12 @@ class App(ChatListener):
             if old is not None and self.chat is not None:
                 self.chat.destroy()  # another server or name: a fresh conversation
                 self.chat = None
+            from tcpchat.client.outbox import default_path
+
+            # what is written and not yet stored is kept next to the remembered form (across restarts)
+            folder = os.path.join(os.path.dirname(self.settings.path), "outbox")
             self.client = self.make_client(host, port, name, passkey, self, self.reactor, password=password or None,
-                                           fingerprint=fingerprint)
+                                           fingerprint=fingerprint, outbox=default_path(host, port, name, folder))
             self.client.knownServers.path = self.settings.known_servers or self.client.knownServers.path
             self.commands = Commands(self.client, self)
             d = self.client.start()
@@ -848,11 +852,27 @@ class App(ChatListener):
         self.client.cancel(transfer)
 
     def close(self) -> None:
-        """Disconnect cleanly, then stop the reactor (which closes the window)."""
+        """
+        Disconnect cleanly, then stop the reactor (which closes the window).
+        Messages still waiting are given their chance first (closing again
+        leaves at once); any not stored are kept for the next time.
+        """
+        client = self.client
+        if client is not None and client.outbox and client.loggedIn and not self.closing:
+            if getattr(self, "_flushing", None) is None:
+                self.show(f"Sending {len(client.outbox)} message(s) still waiting before closing… (close again to "
+                          "leave now: they are kept for next time)", "system")
+                self._flushing: Any = client.flush()
+                self._flushing.addCallback(lambda _: self.close()).addErrback(lambda f: None)
+                return
+            if not self._flushing.called:
+                self._flushing.cancel()  # closed again: leave now
         if self.closing:
             return
         self.closing = True
-        waits = [self.client.stop()] if self.client is not None else []
+        if client is not None:
+            client.outbox.persist()
+        waits = [self.client.stop(grace=0)] if self.client is not None else []
         if self.browser is not None:
             waits.append(self.browser.stop())
             self.browser = None
