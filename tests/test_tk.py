@@ -562,3 +562,39 @@ class OutboxTests(TkTestCase):
         await turns(lambda: app.reactor.stopped, limit=2000)
         events = await self.server.store.events_after(0, 100)
         self.assertEqual([e["text"] for e in events if e["kind"] == "message"], [f"message {n}" for n in range(4)])
+
+
+class SmallWindowTests(TkTestCase):
+    async def test_at_its_smallest_the_input_is_there_and_it_opens_at_the_newest_message(self):
+        """At 560x380 the people panel gives way and the message box stays on screen and works; a login over a
+        long history opens at its newest message with nothing counted as new; a link is a link."""
+        writer, wrec = None, None
+        app = await self.setUpApp(history=200)
+        writer, wrec = make_client(self.port, "writer")
+        self.addCleanup(writer.stop)
+        await writer.start()
+        for n in range(60):
+            writer.send(f"earlier message {n}")
+        writer.send("see https://example.org/timetable for the rooms")
+        await wrec.until(lambda: not writer.outbox)
+        self.root.geometry("560x380")
+        await self.submit_form("alice")
+        await turns(lambda: self.root.winfo_width() <= 600 and "right" not in app.chat.panels)
+        await turns(lambda: app.chat.input.winfo_viewable() and app.chat.atEnd())
+        self.root.update_idletasks()
+        bottom = self.root.winfo_rooty() + self.root.winfo_height()
+        box = app.chat.input
+        self.assertLessEqual(box.winfo_rooty() + box.winfo_height(), bottom)  # all of it inside the window
+        self.assertGreater(app.chat.log.winfo_height(), 120)  # and room to read
+        self.assertEqual(app.chat.unread, 0)
+        self.assertFalse(app.chat.newBar.winfo_ismapped())
+        self.assertIn("https://example.org/timetable", app.chat.urlTags.values())
+        box.insert("1.0", "typed in a small window")
+        app.chat.send()
+        await wrec.until(lambda: "typed in a small window" in wrec.texts())
+        await turns(lambda: "alice: typed in a small window" in app.chat.conversation() and app.chat.atEnd())
+        if write_docs():
+            self.root.update()  # (drawn, not only in the widget)
+            self.assertTrue(screenshot(os.path.join(DOCS, "tk-small.png"), self.window()))
+        self.root.geometry("1000x640")
+        await turns(lambda: app.chat.panels == ("side", "right"))

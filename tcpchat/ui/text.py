@@ -5,6 +5,8 @@ the slash commands.  Pure functions, no toolkit, no I/O.
 
 from __future__ import annotations
 
+import re
+
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -102,3 +104,7 @@ def passkey_changed(client: Any) -> bool:
     """True if ``client`` was logged in before and the server now refuses its passkey."""
     refused = getattr(client, "refused", None)
     return bool(client.everLoggedIn and refused is not None and refused.code == "bad-passkey")
+
+
+#: a web address in a message (the same rule as the browser client's: trailing punctuation is not part of it)
+URL = re.compile(r"\bhttps?://[^\s<>\"']+[^\s<>\"'.,;:!?)\]]")

@@ -329,6 +329,8 @@ class ChatScreen(ttk.Frame):
         self.unread = 0
         self.current = LOBBY
         self.fileTags: Dict[str, Dict[str, Any]] = {}
+        #: link tags in the conversation on screen -> their web address
+        self.urlTags: Dict[str, str] = {}
         self.rows: Dict[tuple, TransferRow] = {}
         #: the conversations listed on the left, in order
         self.convs: List[str] = [LOBBY]
@@ -341,6 +343,10 @@ class ChatScreen(ttk.Frame):
         body.add(side, weight=0)
         body.add(left, weight=1)
         body.add(right, weight=0)
+        self.body, self.side, self.right = body, side, right
+        #: which side panels the window has room for (narrow: the people panel goes; narrower: both)
+        self.panels = ("side", "right")
+        self.bind("<Configure>", self._resized)
 
         # conversations: rooms, then direct conversations
         ttk.Label(side, text="Conversations", style="Side.TLabel").grid(row=0, column=0, sticky="w")
@@ -359,8 +365,9 @@ class ChatScreen(ttk.Frame):
         # the conversation on screen
         self.header = ttk.Label(left, text="", style="Header.TLabel", anchor="w")
         self.header.grid(row=0, column=0, columnspan=2, sticky="ew", pady=(0, 6))
+        # (a small requested size: the grid gives it all the room there is, and the input below always stays)
         self.log = tk.Text(left, wrap="word", state="disabled", relief="flat", padx=10, pady=8,
-                           background="white", font=app.fonts["body"], cursor="arrow", height=20, width=56)
+                           background="white", font=app.fonts["body"], cursor="arrow", height=4, width=30)
         scroll = ttk.Scrollbar(left, command=self.log.yview)
         self.log.configure(yscrollcommand=self._scrolled(scroll))
         self.log.grid(row=1, column=0, sticky="nsew")
@@ -372,6 +379,10 @@ class ChatScreen(ttk.Frame):
         self.log.tag_configure("link", underline=True)
         self.log.tag_configure("mention", background="#fff4c2")
         self.log.tag_configure("time", font=app.fonts["small"])
+        # the lines of a long or multi-line message go on under its text, not under the time stamp
+        indent = app.fonts["small"].measure("00:00  ") + 10
+        for tag in ("history", "mine", "message", "system", "file", "error", "mention"):
+            self.log.tag_configure(tag, lmargin2=indent)
         self.log.tag_bind("link", "<Enter>", lambda e: self.log.configure(cursor="hand2"))
         self.log.tag_bind("link", "<Leave>", lambda e: self.log.configure(cursor="arrow"))
 
@@ -496,6 +507,23 @@ class ChatScreen(ttk.Frame):
 
     # ------------------------------------------------------------ the conversation on screen
 
+    def _resized(self, event: Any) -> None:
+        """Side panels only where there is room: the conversation and its input come first."""
+        width = event.width
+        wanted = ("side", "right") if width >= 760 else ("side",) if width >= 520 else ()
+        if wanted == self.panels:
+            return
+        for name, pane, at in (("side", self.side, 0), ("right", self.right, "end")):
+            shown = str(pane) in self.body.panes()
+            if name in wanted and not shown:
+                if at == 0 and self.body.panes():
+                    self.body.insert(0, pane, weight=0)
+                else:
+                    self.body.add(pane, weight=0)
+            elif name not in wanted and shown:
+                self.body.forget(pane)
+        self.panels = wanted
+
     def atEnd(self) -> bool:
         return self.log.yview()[1] >= 0.999
 
@@ -523,6 +551,9 @@ class ChatScreen(ttk.Frame):
         self.log.configure(state="normal")
         self.log.delete("1.0", "end")
         self.log.configure(state="disabled")
+        for tag in self.urlTags:
+            self.log.tag_delete(tag)
+        self.urlTags.clear()
         for event in events:
             style, _ = text.describe(event, self.app.client.name)
             self.add(event, style, replay=False, quiet=True)
@@ -557,7 +588,8 @@ class ChatScreen(ttk.Frame):
             if not replay and style == "message" and text.mentions(said, self.app.client.name):
                 tags = tags + ("mention",)
             self.log.insert("end", f"{event.get('name')}: ", tags + ("name",))
-            self.log.insert("end", said + "\n", tags)
+            self._insertLinked(said, tags)
+            self.log.insert("end", "\n", tags)
         elif kind == "file":
             info = event.get("file") or {}
             tag = f"file{info.get('id')}-{event.get('id')}"
@@ -576,6 +608,21 @@ class ChatScreen(ttk.Frame):
             self.unread += 1
             self.newBar.configure(text=f"↓ {self.unread} new message{'s' if self.unread > 1 else ''}")
             self.newBar.grid(row=2, column=0, columnspan=2, sticky="ew")
+
+    def _insertLinked(self, said: str, tags: tuple) -> None:
+        """Insert a message's text, its web addresses as links that open in the system's browser."""
+        at = 0
+        for match in text.URL.finditer(said):
+            if match.start() > at:
+                self.log.insert("end", said[at:match.start()], tags)
+            url = match.group(0)
+            tag = f"url{len(self.urlTags)}"
+            self.urlTags[tag] = url
+            self.log.insert("end", url, tags + ("link", tag))
+            self.log.tag_bind(tag, "<Button-1>", lambda e, url=url: _open_url(url))
+            at = match.end()
+        if at < len(said):
+            self.log.insert("end", said[at:], tags)
 
     def notice(self, line: str, style: str = "system") -> None:
         follow = self.atEnd()
@@ -932,6 +979,8 @@ class App(ChatListener):
         if self.chat is not None and not getattr(self, "_historyMarked", False):
             self._historyMarked = True
             self.chat.notice("— end of history —", "history")
+            self.chat.scrollToEnd()  # open at the newest message, with nothing counted as unread
+            self.root.after_idle(self.chat.scrollToEnd)  # (again once the window has its size)
 
     def eventReceived(self, event: Dict[str, Any], replay: bool) -> None:
         if self.closing:
@@ -1036,6 +1085,14 @@ class App(ChatListener):
             return  # the window is going away
         if self.chat is not None:
             self.chat.notice(message, "error")
+
+
+def _open_url(url: str) -> None:
+    """Open a web address from a message in the system's browser (only http and https: never a file or a script)."""
+    import webbrowser
+
+    if url.lower().startswith(("http://", "https://")):
+        webbrowser.open(url, new=2)
 
 
 def _fonts(root: tk.Tk) -> Dict[str, Any]:
