@@ -36,7 +36,12 @@ MAX_LINK = 2048
 #: Revision of version 1 documented in PROTOCOL.rst (additions only).
 PROTOCOL_REVISION = "1.1"
 #: Optional features a client may ask for in ``hello.features``.
-FEATURES = ("rooms",)
+FEATURES = ("rooms", "edits")
+#: The reactions a message may get (revision 1.4, feature "edits"): a small set, so that a reaction is a
+#: choice, not a message, and a message's reactions stay a few bytes.
+REACTIONS = ("👍", "❤️", "😂", "😮", "😢", "🎉", "✅", "👀")
+#: Characters of the quoted text a reply carries (``event.reply.text``).
+REPLY_EXCERPT = 120
 #: The room everyone is in; the only room of clients without the ``rooms`` feature.
 DEFAULT_ROOM = "general"
 #: Longest room name, in characters.
@@ -320,6 +325,12 @@ def _address(value: Any) -> Any:
     raise _fail("expected true or an address")
 
 
+def _reaction(value: Any) -> str:
+    if value not in REACTIONS:
+        raise _fail("expected one of " + " ".join(REACTIONS))
+    return value
+
+
 _ID = _int(0, 2**53)
 _TID = _int(1, MAX_TRANSFER_ID)
 _SIZE = _int(0, 2**53)
@@ -342,7 +353,9 @@ CLIENT_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
     "pake-confirm": {"confirm": (_hex(32), True), "password": (_line(256), False)},
     "register": {"password": (_line(256), True)},
     "say": {"text": (_text, True), "cid": (_line(MAX_CID_CHARS, 1), False), "room": (_room, False),
-            "to": (_str(256), False)},
+            "to": (_str(256), False), "reply": (_ID, False)},
+    "edit": {"id": (_ID, True), "text": (_text, True)},
+    "react": {"id": (_ID, True), "emoji": (_reaction, True), "on": (_bool, False)},
     "history": {"before": (_ID, False), "limit": (_int(1, MAX_HISTORY_PAGE), False), "room": (_room, False),
                 "to": (_str(256), False)},
     "who": {},
@@ -411,10 +424,18 @@ SERVER_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
         "to": (_any, False),
         "target": (_any, False),
         "by": (_any, False),
+        # revision 1.4 (feature "edits"): what a message answers, when it was edited, its reactions;
+        # an "react" event's emoji and whether it was added (true) or taken back
+        "reply": (_any, False),
+        "edited": (_any, False),
+        "reactions": (_any, False),
+        "emoji": (_any, False),
+        "on": (_any, False),
     },
     "pake": {"msg": (_hex(33), True), "confirm": (_hex(32), True)},
     "synced": {"last": (_ID, True)},
     "ack": {"id": (_ID, True), "ts": (_any, True), "cid": (_any, False)},
+    "done": {"ref": (_any, True), "id": (_any, False)},
     "history-page": {"events": (_any, True), "more": (_any, True), "room": (_any, False), "to": (_any, False)},
     "users": {"users": (_any, True), "presence": (_any, False)},
     "room": {"room": (_any, True), "members": (_any, True), "seen": (_any, False)},
@@ -691,3 +712,24 @@ def safe_file_name(raw: str) -> str:
             name = name[:-1]
         name = name.rstrip(" .")
     return name or "file"
+
+
+def apply_reaction(event: Dict[str, Any], react: Dict[str, Any]) -> Dict[str, Any]:
+    """``event`` (a message, or its ``extra``) with one ``react`` event applied: ``reactions`` is emoji -> names."""
+    reactions = {k: list(v) for k, v in (event.get("reactions") or {}).items()}
+    names = reactions.setdefault(react["emoji"], [])
+    who = react.get("name")
+    if react.get("on", True) and who not in names:
+        names.append(who)
+    elif not react.get("on", True) and who in names:
+        names.remove(who)
+    reactions = {k: v for k, v in reactions.items() if v}
+    changed = {k: v for k, v in event.items() if k != "reactions"}
+    if reactions:
+        changed["reactions"] = reactions
+    return changed
+
+
+def apply_edit(event: Dict[str, Any], edit: Dict[str, Any]) -> Dict[str, Any]:
+    """``event`` (a message) with an ``edit`` event applied: the new text, and when."""
+    return {**event, "text": edit["text"], "edited": edit["ts"]}

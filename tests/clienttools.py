@@ -29,6 +29,7 @@ class Recorder(ChatListener):
         self.errors: List[tuple] = []
         self.transfers: List[tuple] = []
         self.users: List[str] = []
+        self.changes: List[tuple] = []
         self._waiters: List[tuple] = []
 
     def _poke(self) -> None:
@@ -65,6 +66,10 @@ class Recorder(ChatListener):
 
     def errorReceived(self, code: str, message: str) -> None:
         self.errors.append((code, message))
+        self._poke()
+
+    def eventChanged(self, event: Dict[str, Any], change: Dict[str, Any], conv: str) -> None:
+        self.changes.append((event, change, conv))
         self._poke()
 
     def transferChanged(self, transfer: Any) -> None:

@@ -364,3 +364,51 @@ class ConversationTests(ClientTestCase):
         owner, orec = self.client(port, "Bob", password="bob's password")  # names compare without case
         welcome = await owner.start()
         self.assertEqual(welcome["name"], "Bob")
+
+
+class EditsTests(ClientTestCase):
+    async def test_edit_reply_and_react_through_the_client_core_and_the_shared_commands(self):
+        """What one user edits, answers and reacts to, the other's model holds as it now is; the commands of the
+        terminal and desktop clients (/edit, /reply NAME, /react NAME) do the same."""
+        from tcpchat.ui.commands import Commands
+
+        server, port = await self.server()
+        alice, arec, bob, brec = await self.logged_in(port, "alice", "bob")
+        self.assertTrue(alice.edits)
+        alice.send("Meeting at 10")
+        await brec.until(lambda: "Meeting at 10" in brec.texts())
+        await arec.until(lambda: not alice.outbox)  # stored, and so in alice's own view as hers
+        first = next(e for e in brec.events if e.get("text") == "Meeting at 10")
+
+        class View:
+            current = "#general"
+            shown: list = []
+
+            def show(self, line, style="system"):
+                self.shown.append((line, style))
+
+        aview, bview = View(), View()
+        Commands(alice, aview).run("/edit Meeting at 11")
+        await brec.until(lambda: any(c[1]["kind"] == "edit" for c in brec.changes))
+        self.assertEqual(bob.model.events[first["id"]]["text"], "Meeting at 11")
+        self.assertIn("edited", bob.model.events[first["id"]])
+
+        Commands(bob, bview).run("/reply alice fine by me")
+        await arec.until(lambda: "fine by me" in arec.texts())
+        answer = next(e for e in arec.events if e.get("text") == "fine by me")
+        self.assertEqual(answer["reply"], {"id": first["id"], "name": "alice", "text": "Meeting at 11"})
+
+        Commands(bob, bview).run("/react alice 👍")
+        await arec.until(lambda: any(c[1]["kind"] == "react" for c in arec.changes))
+        self.assertEqual(alice.model.events[first["id"]]["reactions"], {"👍": ["bob"]})
+        await brec.until(lambda: any(c[1]["kind"] == "react" for c in brec.changes))  # bob sees his own too
+        Commands(bob, bview).run("/react alice 👍")  # again: taken back
+        await arec.until(lambda: len([c for c in arec.changes if c[1]["kind"] == "react"]) == 2)
+        self.assertNotIn("reactions", alice.model.events[first["id"]])
+        Commands(bob, bview).run("/react alice 🤡")
+        self.assertIn("Usage: /react", bview.shown[-1][0])
+        from tcpchat.ui import text
+
+        line = text.describe(alice.model.events[first["id"]], "bob")[1]
+        self.assertEqual(line, "alice: Meeting at 11 (edited)")
+        self.assertEqual(text.describe(answer, "alice")[1], "bob: ↪ alice: Meeting at 11 — fine by me")

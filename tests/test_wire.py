@@ -34,6 +34,8 @@ def test_every_client_frame_round_trips():
         {"type": "download", "tid": 2, "file": 5, "offset": 3},
         {"type": "download-cancel", "tid": 2},
         {"type": "file-link", "file": 3},
+        {"type": "edit", "id": 3, "text": "better words"},
+        {"type": "react", "id": 3, "emoji": "👍", "on": False},
         {"type": "say", "text": "psst", "to": "bob"},
         {"type": "join", "room": "lab-2"},
         {"type": "leave", "room": "lab-2"},

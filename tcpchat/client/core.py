@@ -230,7 +230,7 @@ class ChatClient:
 
     # ------------------------------------------------------------ messages
 
-    def send(self, text: str, conv: Optional[str] = None) -> str:
+    def send(self, text: str, conv: Optional[str] = None, reply: Optional[int] = None) -> str:
         """
         Send a message to conversation ``conv`` (``"#room"`` or ``"@name"``;
         default: the default room), queued while offline.  Returns its client
@@ -241,7 +241,9 @@ class ChatClient:
         if len(text.encode("utf-8")) > wire.MAX_TEXT_BYTES:
             raise ValueError(f"Messages are limited to {wire.MAX_TEXT_BYTES} bytes.")
         cid = uuid.uuid4().hex
-        frame = {"type": "say", "text": text, "cid": cid, **conv_fields(conv)}
+        frame: Dict[str, Any] = {"type": "say", "text": text, "cid": cid, **conv_fields(conv)}
+        if reply is not None:
+            frame["reply"] = reply  # (answers event ``reply``: the server quotes it)
         self.outbox.add(frame)
         self._typingSent.pop(conv or LOBBY, None)
         self._pump()
@@ -307,6 +309,25 @@ class ChatClient:
 
     def delete(self, event_id: int) -> None:
         self._send({"type": "delete", "id": event_id})
+
+    @property
+    def edits(self) -> bool:
+        """Does the server do edits, replies and reactions (protocol 1.4)?"""
+        return "edits" in (self.info.get("features") or ())
+
+    def edit(self, event_id: int, text: str) -> Deferred:
+        """Change the text of one's own message ``event_id``; fires once stored (or fails: RequestFailed)."""
+        if wire.is_blank(text):
+            raise ValueError("Empty messages are not sent.")
+        if len(text.encode("utf-8")) > wire.MAX_TEXT_BYTES:
+            raise ValueError(f"Messages are limited to {wire.MAX_TEXT_BYTES} bytes.")
+        return self._request({"type": "edit", "id": event_id, "text": text}, "done")
+
+    def react(self, event_id: int, emoji: str, on: bool = True) -> Deferred:
+        """Add (or take back) a reaction, one of ``wire.REACTIONS``, to a message or a shared file."""
+        if emoji not in wire.REACTIONS:
+            raise ValueError("Reactions are " + " ".join(wire.REACTIONS))
+        return self._request({"type": "react", "id": event_id, "emoji": emoji, "on": on}, "done")
 
     # ------------------------------------------------------------ rooms, presence, search
 

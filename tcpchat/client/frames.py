@@ -95,6 +95,7 @@ def seen(client: Any, proto: Any, frame: Frame) -> None:
 
 @on("room-list")
 @on("search-results")
+@on("done")
 @on("registered")
 def answer(client: Any, proto: Any, frame: Frame) -> None:
     client._answer(frame)

@@ -52,6 +52,9 @@ class IChatListener(Interface):
     def eventRemoved(event: Dict[str, Any], conv: str) -> None:
         """A message was deleted (by its sender or an operator): take it off the screen."""
 
+    def eventChanged(event: Dict[str, Any], change: Dict[str, Any], conv: str) -> None:
+        """A message was edited or got a reaction (``change``, the edit or react event): ``event`` is it now."""
+
     def notice(text: str) -> None:
         """Something to tell the user that is not part of a conversation (operator replies, …)."""
 
@@ -99,6 +102,9 @@ class ChatListener:
         pass
 
     def eventRemoved(self, event: Dict[str, Any], conv: str) -> None:
+        pass
+
+    def eventChanged(self, event: Dict[str, Any], change: Dict[str, Any], conv: str) -> None:
         pass
 
     def notice(self, text: str) -> None:

@@ -210,6 +210,14 @@ class Conversations:
             return
         kind, who = event["kind"], event.get("name")
         conv = conversation_of(event, self.name)
+        if kind in ("edit", "react"):
+            self.events[event["id"]] = event
+            target = self.events.get(event.get("target"))  # type: ignore[arg-type]
+            if target is not None and (target["kind"] == "message" or (kind == "react" and target["kind"] == "file")):
+                changed = wire.apply_edit(target, event) if kind == "edit" else wire.apply_reaction(target, event)
+                self.events[target["id"]] = changed
+                self.listener.eventChanged(changed, event, conv)
+            return
         if kind == "delete":
             target = self.events.pop(event.get("target"), None)  # type: ignore[arg-type]
             if target is not None:

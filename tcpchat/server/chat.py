@@ -226,6 +226,8 @@ class ChatFactory(Factory):
         for event in fresh:
             if event["kind"] == "delete":
                 self._forget(event["target"])
+            elif event["kind"] in ("edit", "react"):
+                self._change(event)
         self.recent.extend(fresh)
         self.lastId = fresh[-1]["id"]
         self.broadcast(fresh)
@@ -256,6 +258,17 @@ class ChatFactory(Factory):
             tomb: Dict[str, Any] = {k: old[k] for k in ("id", "ts", "room", "to", "name") if k in old}
             tomb["kind"] = "deleted"
             self.recent[i] = tomb
+
+    def _change(self, event: Dict[str, Any]) -> None:
+        """An edit or a reaction changes the message it names in memory too (as the store did)."""
+        i = self._recentPosition(event["target"])
+        if i is None or self.recent[i]["kind"] not in ("message", "file"):
+            return
+        old = self.recent[i]
+        if event["kind"] == "edit" and old["kind"] == "message":
+            self.recent[i] = wire.apply_edit(old, event)
+        elif event["kind"] == "react":
+            self.recent[i] = wire.apply_reaction(old, event)
 
     def _recentIndex(self, event_id: int) -> int:
         """Index in ``recent`` of the first event with an id of at least ``event_id``."""

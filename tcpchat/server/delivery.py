@@ -29,6 +29,9 @@ class Delivery:
         self.session = session
         #: id of the last event this session has been given (or skipped: not for its eyes)
         self.sentUpTo = 0
+        #: a login without ``after``: its replay is history, not catch-up, and the edits and reactions committed
+        #: before it (up to this id) are already in the messages it shows
+        self.freshUpTo = 0
         #: taking live events (in step); False while catching up
         self.live = False
         #: the login replay is over ("synced" was sent)
@@ -110,6 +113,8 @@ class Delivery:
                             continue
                         self.sentUpTo = event["id"]
                         if event["kind"] == "deleted" or not session.canSee(social.audience(event)):
+                            continue
+                        if event["id"] <= self.freshUpTo and event["kind"] in social.EDITS_KINDS:
                             continue
                         frame = {"type": "event", **event}
                         if not self.synced:

@@ -205,6 +205,7 @@ class Login:
                                       limits.action_burst)
         session.lastActive = factory.clock.seconds()
         session.rich = "rooms" in frame.get("features", ())
+        session.edits = "edits" in frame.get("features", ())
         directory = factory.directory
         session.rooms = directory.rooms_of(key) if session.rich else {social.DEFAULT_KEY}
         directory.known[key] = name
@@ -234,6 +235,9 @@ class Login:
                 session.sendFrame({"type": "seen", "name": reader, "id": last,
                                    "to": name if wire.name_key(reader) != key else directory.known.get(other, other)})
         session.delivery.sentUpTo = factory.replayStart(session, frame.get("after"))
+        # a fresh login's history shows messages as they are now: the edits and reactions that made them so are
+        # left out of it (a client catching up, with "after", gets them: it holds the messages as they were)
+        session.delivery.freshUpTo = factory.lastId if frame.get("after") is None else 0
         session.delivery.pump()
         factory.submit(factory.joinEvent(session)).addErrback(lambda f: None)
 

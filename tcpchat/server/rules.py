@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from tcpchat import wire
 from tcpchat.server import moderation, social
 from tcpchat.server.login import send_room
-from tcpchat.server.table import ANY, ROOMS, handles
+from tcpchat.server.table import ANY, EDITS, ROOMS, handles
 from tcpchat.store.errors import StoreBusy, StoreClosed
 from tcpchat.wire import ErrorCode, ProtocolError
 
@@ -44,6 +44,26 @@ def say(session: Any, frame: Frame) -> None:
              **social.placement(aud)}
     if cid is not None:
         event["cid"] = cid
+    if frame.get("reply") is not None:
+        session.run(frame, _reply(session, frame, event, aud))
+        return
+    _submit_say(session, frame, event)
+
+
+async def _reply(session: Any, frame: Frame, event: Dict[str, Any], aud: Any) -> None:
+    """A reply carries what it answers (its id, author and the start of its text), from the same conversation."""
+    target = await session.factory.findEvent(frame["reply"])
+    if target is None or target["kind"] not in ("message", "file") or \
+            social.conv_of(social.audience(target)) != social.conv_of(aud):
+        raise ProtocolError(ErrorCode.NO_SUCH_MESSAGE, "There is no such message in this conversation to reply to.")
+    quoted = target.get("text") if target["kind"] == "message" else (target.get("file") or {}).get("name", "")
+    event["reply"] = {"id": target["id"], "name": target.get("name"), "text": str(quoted or "")[:wire.REPLY_EXCERPT]}
+    _submit_say(session, frame, event)
+
+
+def _submit_say(session: Any, frame: Frame, event: Dict[str, Any]) -> None:
+    factory = session.factory
+    cid = frame.get("cid")
 
     def stored(result: Any) -> None:
         stored, _ = result
@@ -63,6 +83,63 @@ def say(session: Any, frame: Frame) -> None:
     factory.submit(event).addCallbacks(stored, failed)
 
 
+async def _own_message(session: Any, event_id: int, kinds: tuple = ("message",)) -> Dict[str, Any]:
+    """The stored event ``event_id`` if this user may read it (else no-such-message, as for a stranger)."""
+    event = await session.factory.findEvent(event_id)
+    if event is None or event["kind"] not in kinds or not session.canSee(social.audience(event)):
+        raise ProtocolError(ErrorCode.NO_SUCH_MESSAGE)
+    return event
+
+
+@handles("edit", EDITS)
+def edit(session: Any, frame: Frame) -> None:
+    """Change the text of one's own message: stored as an ``edit`` event; the message then reads as edited."""
+    factory = session.factory
+    if wire.is_blank(frame["text"]):
+        raise ProtocolError(ErrorCode.EMPTY_MESSAGE)
+    muted = factory.moderation.refusal("mute", session.nkey)
+    if muted is not None:
+        raise ProtocolError(ErrorCode.MUTED, muted)
+    if not session.bucket.take():
+        raise ProtocolError(ErrorCode.SLOW_DOWN)
+
+    async def change() -> None:
+        target = await _own_message(session, frame["id"])
+        if wire.name_key(target.get("name", "")) != session.nkey:
+            raise ProtocolError(ErrorCode.NOT_ALLOWED, "Only its author can edit a message.")
+        aud = social.audience(target)
+        event = {"kind": "edit", "name": session.name, "nkey": session.nkey, "target": target["id"],
+                 "text": frame["text"], **social.placement(aud)}
+        event.update({k: target[k] for k in ("room", "to") if k in target})
+        stored, _ = await factory.submit(event)
+        session.answer(frame, {"type": "done", "ref": "edit", "id": stored["id"]})
+
+    session.active()
+    session.run(frame, change())
+
+
+@handles("react", EDITS)
+def react(session: Any, frame: Frame) -> None:
+    """Add (or, with ``on: false``, take back) one of the reactions to a message or a shared file."""
+    factory = session.factory
+
+    async def change() -> None:
+        target = await _own_message(session, frame["id"], ("message", "file"))
+        aud = social.audience(target)
+        event = {"kind": "react", "name": session.name, "nkey": session.nkey, "target": target["id"],
+                 "emoji": frame["emoji"], "on": frame.get("on", True), **social.placement(aud)}
+        if "room" in target:
+            event["room"] = target["room"]
+        elif "to" in target:  # the other one of the two, as this user sees the conversation
+            author = target.get("name", "")
+            event["to"] = target["to"] if wire.name_key(author) == session.nkey else author
+        stored, _ = await factory.submit(event)
+        session.answer(frame, {"type": "done", "ref": "react", "id": stored["id"]})
+
+    session.active()
+    session.run(frame, change())
+
+
 @handles("history")
 def history(session: Any, frame: Frame) -> None:
     factory = session.factory
@@ -74,7 +151,8 @@ def history(session: Any, frame: Frame) -> None:
         if events is None:
             return  # gone meanwhile
         more = len(events) > limit
-        events = [e for e in events[-limit:] if e["kind"] != "delete"]
+        # (deletions, edits and reactions are already applied to the messages they change)
+        events = [e for e in events[-limit:] if e["kind"] not in ("delete", "edit", "react")]
         reply = {"type": "history-page", "events": events, "more": more}
         if session.rich:
             reply.update(where)

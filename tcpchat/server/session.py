@@ -26,7 +26,7 @@ from tcpchat.server import social
 from tcpchat.server.delivery import Delivery
 from tcpchat.server.guard import TokenBucket
 from tcpchat.server.login import Login
-from tcpchat.server.table import ANY, CHECKING, CLOSED, COSTS, HANDLERS, LIVE, LOGGED_IN, NEW, ROOMS
+from tcpchat.server.table import ANY, CHECKING, CLOSED, COSTS, EDITS, HANDLERS, LIVE, LOGGED_IN, NEW, ROOMS
 from tcpchat.wire import ErrorCode, ProtocolError
 
 __all__ = ["ANY", "CHECKING", "CLOSED", "COSTS", "HANDLERS", "LIVE", "LOGGED_IN", "NEW", "ROOMS", "ILink",
@@ -122,6 +122,8 @@ class Session:
     name: Optional[str] = None
     nkey: Optional[str] = None
     rich = False
+    #: asked for the "edits" feature (edits, replies, reactions: revision 1.4)
+    edits = False
     rooms: Set[str] = frozenset()  # type: ignore[assignment]
     operator = False
     away = False
@@ -254,6 +256,8 @@ class Session:
             raise ProtocolError(ErrorCode.NOT_LOGGED_IN)
         if needs == ROOMS and not self.rich:
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "This needs the 'rooms' feature (hello.features).")
+        if needs == EDITS and not self.edits:
+            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "This needs the 'edits' feature (hello.features).")
 
     def refuse(self, frame: Any, code: str, message: Optional[str] = None) -> None:
         """Answer ``frame`` with an error: ``ref`` names its type; its ``cid`` and ``req`` are echoed."""

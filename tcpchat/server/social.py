@@ -24,8 +24,11 @@ from tcpchat.wire import DEFAULT_ROOM, ErrorCode, ProtocolError
 
 DEFAULT_KEY = wire.name_key(DEFAULT_ROOM)
 
-#: An event's audience: ("room", room key) or ("dm", name key, name key).
+#: An event's audience: ("room", room key) or ("dm", name key, name key); for the events only clients with
+#: the "edits" feature know (edits, reactions), the same prefixed with "edits".
 Audience = Tuple[str, ...]
+#: event kinds delivered only to clients that asked for the "edits" feature
+EDITS_KINDS = frozenset({"edit", "react"})
 
 
 def room_conv(room_key: str) -> str:
@@ -41,16 +44,22 @@ def audience(event: Dict[str, Any]) -> Audience:
     """Who may read ``event``, from its ``room`` or its ``name`` and ``to``."""
     to = event.get("to")
     if to is not None:
-        return ("dm", wire.name_key(event.get("name") or ""), wire.name_key(to))
-    return ("room", wire.name_key(event.get("room") or DEFAULT_ROOM))
+        aud: Audience = ("dm", wire.name_key(event.get("name") or ""), wire.name_key(to))
+    else:
+        aud = ("room", wire.name_key(event.get("room") or DEFAULT_ROOM))
+    return ("edits", *aud) if event.get("kind") in EDITS_KINDS else aud
 
 
 def conv_of(aud: Audience) -> str:
+    if aud[0] == "edits":
+        aud = aud[1:]
     return room_conv(aud[1]) if aud[0] == "room" else dm_conv(aud[1], aud[2])
 
 
 def can_see(session: Any, aud: Audience) -> bool:
     """May the logged-in connection ``session`` read events with audience ``aud``?"""
+    if aud[0] == "edits":
+        return session.edits and can_see(session, aud[1:])
     if aud[0] == "room":
         return aud[1] in session.rooms
     return session.rich and (session.nkey == aud[1] or session.nkey == aud[2])
@@ -58,6 +67,8 @@ def can_see(session: Any, aud: Audience) -> bool:
 
 def placement(aud: Audience) -> Dict[str, str]:
     """The storage fields of an event in conversation ``aud`` (not sent on the wire)."""
+    if aud[0] == "edits":
+        aud = aud[1:]
     if aud[0] == "dm":
         return {"conv": conv_of(aud), "tkey": aud[2]}
     return {"conv": conv_of(aud)}

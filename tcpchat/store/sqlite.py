@@ -17,6 +17,7 @@ import re
 import sqlite3
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from tcpchat import wire
 from tcpchat.store.errors import StoreBusy, StoreClosed, StoreUnusable
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -51,7 +52,7 @@ def schema_steps() -> List[Tuple[int, str]]:
 
 
 #: Event fields kept in the ``extra`` JSON column.
-_EXTRA_FIELDS = ("file", "reason", "room", "to", "target", "by")
+_EXTRA_FIELDS = ("file", "reason", "room", "to", "target", "by", "reply", "emoji", "on", "edited", "reactions")
 #: The conversation of files whose announcement was deleted: nobody's.
 DELETED_CONV = "!deleted"
 #: Event kinds whose text is indexed for search.
@@ -395,6 +396,24 @@ class Store:
             db.execute("INSERT OR REPLACE INTO members VALUES (?, ?, ?)", (key, event["nkey"], stored["name"]))
         elif kind == "room-leave":
             db.execute("DELETE FROM members WHERE room = ? AND nkey = ?", (event["conv"][1:], event["nkey"]))
+        elif kind == "edit":
+            row = db.execute("SELECT kind, text, extra FROM events WHERE id = ?", (stored["target"],)).fetchone()
+            if row is not None and row[0] == "message":
+                if row[1] and stored["target"] <= self._indexed:  # the index follows the new text
+                    db.execute("INSERT INTO events_fts (events_fts, rowid, text) VALUES ('delete', ?, ?)",
+                               (stored["target"], row[1]))
+                    db.execute("INSERT INTO events_fts (rowid, text) VALUES (?, ?)", (stored["target"], stored["text"]))
+                extra = json.loads(row[2]) if row[2] else {}
+                extra["edited"] = stored["ts"]
+                db.execute("UPDATE events SET text = ?, extra = ? WHERE id = ?",
+                           (stored["text"], json.dumps(extra, ensure_ascii=False), stored["target"]))
+        elif kind == "react":
+            row = db.execute("SELECT kind, extra FROM events WHERE id = ?", (stored["target"],)).fetchone()
+            if row is not None and row[0] in ("message", "file"):
+                extra = json.loads(row[1]) if row[1] else {}
+                extra = wire.apply_reaction(extra, stored)
+                db.execute("UPDATE events SET extra = ? WHERE id = ?",
+                           (json.dumps(extra, ensure_ascii=False) if extra else None, stored["target"]))
         elif kind == "delete":
             row = db.execute("SELECT kind, text, extra FROM events WHERE id = ?", (stored["target"],)).fetchone()
             if row is not None and row[0] != "deleted":

@@ -315,6 +315,9 @@ class TerminalView(ChatListener, LineReceiver):
         ):
             self.screen.bell()  # a direct message or a mention: ring, like IRC clients do
 
+    def eventChanged(self, event: Dict[str, Any], change: Dict[str, Any], conv: str) -> None:
+        self.screen.line(text.change_line(event, change), "system")
+
     def _markReadSoon(self, conv: str) -> None:
         """What is printed is read: tell the others, at most once a second per conversation."""
         if conv in self._readSoon:

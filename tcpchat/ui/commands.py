@@ -37,6 +37,9 @@ COMMANDS: List[Tuple[str, str]] = [
     ("/seen", "who has seen your last message here"),
     ("/history", "show older messages of this conversation"),
     ("/delete [ID]", "delete your last message here (or message ID)"),
+    ("/edit TEXT", "change the text of your last message here"),
+    ("/reply NAME|ID TEXT", "answer NAME's last message here (or message ID), quoting it"),
+    ("/react NAME|ID EMOJI", "react to NAME's last message here (or message ID): " + " ".join(wire.REACTIONS)),
     ("/register PASSWORD", "protect your name: later logins with it need this password"),
     ("/file PATH", "share a file in this conversation"),
     ("/get ID [DEST]", "download shared file ID"),
@@ -246,6 +249,51 @@ class Commands:
             self.view.show("You have no message here to delete.", "error")
             return
         self.client.delete(mine["id"])
+
+    def _target(self, who: str, usage: str) -> Optional[Dict[str, Any]]:
+        """The message ``who`` names here: an event id, or a name (their last message here)."""
+        if not self.client.edits:
+            self.view.show("This server has no edits, replies or reactions (it is older).", "error")
+            return None
+        events = [e for e in self.client.messages(self.view.current) if e["kind"] in ("message", "file")]
+        if who.lstrip("#").isdigit():
+            found = [e for e in events if e["id"] == int(who.lstrip("#"))]
+        else:
+            found = [e for e in events if wire.name_key(str(e.get("name", ""))) == wire.name_key(who.lstrip("@"))]
+        if not found:
+            self.view.show(f"No message of {who} here. Usage: {usage}", "error")
+            return None
+        return found[-1]
+
+    def do_edit(self, rest: str) -> None:
+        if not rest:
+            return self._usage("/edit TEXT")
+        if not self.client.edits:
+            self.view.show("This server has no edits, replies or reactions (it is older).", "error")
+            return
+        mine = self.client.lastOwnMessage(self.view.current)
+        if mine is None:
+            self.view.show("You have no message here to edit.", "error")
+            return
+        self._later(self.client.edit(mine["id"], rest), lambda _: None)
+
+    def do_reply(self, rest: str) -> None:
+        who, _, said = rest.partition(" ")
+        if not who or not said.strip():
+            return self._usage("/reply NAME|ID TEXT")
+        target = self._target(who, "/reply NAME|ID TEXT")
+        if target is not None:
+            self.client.send(said.strip(), self.view.current, reply=target["id"])
+
+    def do_react(self, rest: str) -> None:
+        who, _, emoji = rest.partition(" ")
+        emoji = emoji.strip()
+        if not who or emoji not in wire.REACTIONS:
+            return self._usage("/react NAME|ID EMOJI (one of " + " ".join(wire.REACTIONS) + ")")
+        target = self._target(who, "/react NAME|ID EMOJI")
+        if target is not None:
+            mine = self.client.name in ((target.get("reactions") or {}).get(emoji) or [])
+            self._later(self.client.react(target["id"], emoji, on=not mine), lambda _: None)  # again: take it back
 
     def do_file(self, rest: str) -> None:
         path = os.path.expanduser(rest.strip('"'))

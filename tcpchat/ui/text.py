@@ -52,9 +52,12 @@ def describe(event: Dict[str, Any], me: Optional[str] = None) -> Tuple[str, str]
     if kind == "message":
         style = "mine" if me is not None and name == me else "message"
         to = event.get("to")
+        said = str(event.get("text", "")) + (" (edited)" if event.get("edited") else "")
+        quoted = reply_line(event)
+        said = (quoted + " — " if quoted else "") + said + reactions_line(event, " ")
         if to is not None:
-            return style, f"{name} → {to}: {event.get('text', '')}"
-        return style, f"{name}: {event.get('text', '')}"
+            return style, f"{name} → {to}: {said}"
+        return style, f"{name}: {said}"
     if kind == "announce":
         return "system", f"📢 {name}: {event.get('text', '')}"
     if kind == "room-join":
@@ -69,6 +72,35 @@ def describe(event: Dict[str, Any], me: Optional[str] = None) -> Tuple[str, str]
         info = event.get("file") or {}
         return "file", f"{name} shared {info.get('name', 'a file')} ({human_size(info.get('size', 0))}) — file #{info.get('id')}"
     return "system", f"({kind} event)"
+
+
+def reply_line(event: Dict[str, Any]) -> str:
+    """'↪ alice: Meeting at 11…' for a reply (what it answers), else ''."""
+    reply = event.get("reply")
+    if not isinstance(reply, dict):
+        return ""
+    quoted = str(reply.get("text", ""))
+    return f"↪ {reply.get('name', '?')}: {quoted if len(quoted) <= 60 else quoted[:59] + '…'}"
+
+
+def reactions_line(event: Dict[str, Any], lead: str = "") -> str:
+    """'[👍 2 🎉 1]' for a message's reactions, else ''."""
+    reactions = event.get("reactions")
+    if not isinstance(reactions, dict) or not reactions:
+        return ""
+    shown = " ".join(f"{emoji} {len(names)}" for emoji, names in reactions.items() if isinstance(names, list))
+    return f"{lead}[{shown}]" if shown else ""
+
+
+def change_line(event: Dict[str, Any], change: Dict[str, Any]) -> str:
+    """What to say when a message was edited or got a reaction."""
+    quoted = str(event.get("text") or (event.get("file") or {}).get("name", ""))
+    quoted = quoted if len(quoted) <= 50 else quoted[:49] + "…"
+    who = change.get("name", "?")
+    if change.get("kind") == "edit":
+        return f"{who} edited their message: {quoted}"
+    verb = "reacted" if change.get("on", True) else "took back"
+    return f"{who} {verb} {change.get('emoji')} to {event.get('name', '?')}: {quoted}" + reactions_line(event, "  ")
 
 
 def seen_line(names: List[str], shown: int = 3) -> str:

@@ -379,6 +379,8 @@ class ChatScreen(ttk.Frame):
         self.log.tag_configure("link", underline=True)
         self.log.tag_configure("mention", background="#fff4c2")
         self.log.tag_configure("time", font=app.fonts["small"])
+        self.log.tag_configure("quote", font=app.fonts["small"], foreground=COLORS["history"], lmargin1=40, lmargin2=40)
+        self.log.tag_configure("reactions", font=app.fonts["small"])
         # the lines of a long or multi-line message go on under its text, not under the time stamp
         indent = app.fonts["small"].measure("00:00  ") + 10
         for tag in ("history", "mine", "message", "system", "file", "error", "mention"):
@@ -587,8 +589,17 @@ class ChatScreen(ttk.Frame):
             said = str(event.get("text", ""))
             if not replay and style == "message" and text.mentions(said, self.app.client.name):
                 tags = tags + ("mention",)
+            quoted = text.reply_line(event)
+            if quoted:
+                self.log.insert("end", quoted + "\n", ("quote",))
+                self.log.insert("end", "       ", ("time",))
             self.log.insert("end", f"{event.get('name')}: ", tags + ("name",))
             self._insertLinked(said, tags)
+            if event.get("edited"):
+                self.log.insert("end", " (edited)", ("time",))
+            shown = text.reactions_line(event, "   ")
+            if shown:
+                self.log.insert("end", shown, ("reactions",))
             self.log.insert("end", "\n", tags)
         elif kind == "file":
             info = event.get("file") or {}
@@ -1059,6 +1070,9 @@ class App(ChatListener):
             return
         if same_conv(conv, self.chat.current):
             self.switch(self.chat.current)
+
+    def eventChanged(self, event: Dict[str, Any], change: Dict[str, Any], conv: str) -> None:
+        self.eventRemoved(event, conv)  # (drawn again, as it is now)
 
     def notice(self, line: str) -> None:
         if not self.closing:
