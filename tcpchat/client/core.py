@@ -15,8 +15,7 @@ imports a UI toolkit, and UIs never touch a socket.
 
 from __future__ import annotations
 
-import uuid
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -31,7 +30,7 @@ from tcpchat.client.known import KnownServers
 from tcpchat.client.frames import FRAMES
 from tcpchat.client.listener import (CONNECTED, CONNECTING, DISCONNECTED, FAILED, RECONNECTING, ChatListener,
                                      IChatListener)
-from tcpchat.client.outbox import Outbox
+from tcpchat.client.sending import Sender
 from tcpchat.client.pending import PendingRequests
 from tcpchat.client.model import LOBBY, TYPING_SHOWN, Conversations, conv_fields, conversation_of, same_conv
 from tcpchat.client.transfers import Transfer, TransferFailed, Transfers, file_digest
@@ -109,13 +108,13 @@ class ChatClient:
         self.loggedIn = False
         self.everLoggedIn = False
         self.info: Dict[str, Any] = {}
-        self.model = Conversations(reactor, self._listener, self._ownMessageStored)
+        #: what this user writes, until the server has it (``outbox``: a file to keep it in across restarts)
+        self.sender = Sender(self, outbox)
+        self.model = Conversations(reactor, self._listener, self.sender.ownMessageStored)
         self.model.name = name
         self.transfers = Transfers(self)
-        #: messages not yet acknowledged, in the order written: cid -> say frame (kept in the file ``outbox``,
-        #: if given, across restarts of the client: see outbox.default_path)
-        self.outbox = Outbox(outbox, _thread_runner(reactor) if outbox else None)
-        self._flushers: Set[Callable[[], None]] = set()
+        #: messages not yet acknowledged, in the order written: cid -> say frame (see outbox.default_path)
+        self.outbox = self.sender.outbox
         self.operator = False
         self._typingSent: Dict[str, float] = {}
         self.pending = PendingRequests()
@@ -123,7 +122,6 @@ class ChatClient:
         self._pingCall: Any = None
         self._lastHeard = 0.0
         self._pingSent: Optional[float] = None
-        self._outboxWaiters: List[Deferred] = []
         self._loginWaiter: Deferred = Deferred()
         self.stopped = False
 
@@ -198,11 +196,7 @@ class ChatClient:
         acknowledgement get up to ``grace`` seconds to be confirmed first.
         """
         if self.outbox and self.loggedIn and grace > 0 and not self.stopped:
-            d: Deferred = Deferred()
-            self._outboxWaiters.append(d)
-            timer = self.reactor.callLater(grace, lambda: None if d.called else d.callback(None))
-            d.addBoth(lambda _: timer.active() and timer.cancel())
-            return d.addCallback(lambda _: self.stop(grace=0))
+            return self.sender.flush(grace).addCallback(lambda _: self.stop(grace=0))
         self.stopped = True
         if self.proto is not None and self.loggedIn:
             self.proto.sendFrame({"type": "bye"})
@@ -236,52 +230,12 @@ class ChatClient:
         default: the default room), queued while offline.  Returns its client
         id; the listener hears ``messageAcked`` once the server has stored it.
         """
-        if wire.is_blank(text):
-            raise ValueError("Empty messages are not sent.")
-        if len(text.encode("utf-8")) > wire.MAX_TEXT_BYTES:
-            raise ValueError(f"Messages are limited to {wire.MAX_TEXT_BYTES} bytes.")
-        cid = uuid.uuid4().hex
-        frame: Dict[str, Any] = {"type": "say", "text": text, "cid": cid, **conv_fields(conv)}
-        if reply is not None:
-            frame["reply"] = reply  # (answers event ``reply``: the server quotes it)
-        self.outbox.add(frame)
         self._typingSent.pop(conv or LOBBY, None)
-        self._pump()
-        return cid
-
-    def _pump(self) -> None:
-        """Put the next waiting messages on the wire (a few at a time: see outbox.WINDOW)."""
-        if self.loggedIn and self.proto is not None:
-            for frame in self.outbox.toSend():
-                self.proto.sendFrame(frame)
+        return self.sender.say(text, conv, reply)
 
     def flush(self, patience: float = 15.0) -> Deferred:
-        """
-        Wait for the messages still waiting to be stored.  Fires with how many
-        are left: 0 once all are, or as many as remain when none has been
-        stored for ``patience`` seconds (5 when not connected).
-        """
-        if not self.outbox:
-            return succeed(0)
-        d: Deferred = Deferred()
-
-        def over() -> None:
-            self._flushers.discard(progress)
-            if not d.called:
-                d.callback(len(self.outbox))
-
-        timer = self.reactor.callLater(patience if self.loggedIn else min(patience, 5.0), over)
-
-        def progress() -> None:
-            if not self.outbox:
-                if timer.active():
-                    timer.cancel()
-                over()
-            elif timer.active():
-                timer.reset(patience)
-
-        self._flushers.add(progress)
-        return d
+        """Wait for what is still waiting to be stored; fires with how many are left (see Sender.flush)."""
+        return self.sender.flush(patience)
 
     def _send(self, frame: Dict[str, Any]) -> bool:
         if self.loggedIn and self.proto is not None:
@@ -488,49 +442,7 @@ class ChatClient:
                 # a bug in a listener (the UI) must not break the connection
                 self.log.failure("Error handling a {type} frame", type=frame["type"])
 
-    def _ownMessageStored(self, event: Dict[str, Any]) -> bool:
-        """An event of ours whose ack a drop ate: take it as the ack."""
-        cid = event.get("cid")
-        if cid not in self.outbox:
-            return False
-        del self.outbox[cid]
-        self._outboxChanged()
-        self.listener.messageAcked(cid, event)
-        return True
-
-    def _rest(self, cid: str, seconds: float = 1.0) -> None:
-        """The server could not store ``cid`` now (slow down, busy): send it again after a pause."""
-        outbox = self.outbox
-        outbox.inFlight.discard(cid)
-        outbox.resting.add(cid)
-
-        def rested() -> None:
-            outbox.resting.discard(cid)
-            self._pump()
-
-        self.reactor.callLater(seconds, rested)
-        self._pump()
-
-    def _outboxChanged(self) -> None:
-        for progress in list(self._flushers):
-            progress()
-        self._pump()
-        if not self.outbox and self._outboxWaiters:
-            waiting, self._outboxWaiters = self._outboxWaiters, []
-            for d in waiting:
-                if not d.called:
-                    d.callback(None)
-
     def _setState(self, state: str, detail: str) -> None:
         self.state = state
         self.listener.stateChanged(state, detail)
 
-
-def _thread_runner(reactor: Any) -> Any:
-    """Run blocking file work in the reactor's thread pool (a fake reactor without one: right here)."""
-    from twisted.internet.defer import maybeDeferred
-    from twisted.internet.threads import deferToThreadPool
-
-    if hasattr(reactor, "getThreadPool"):
-        return lambda f, *a: deferToThreadPool(reactor, reactor.getThreadPool(), f, *a)
-    return lambda f, *a: maybeDeferred(f, *a)

@@ -41,7 +41,7 @@ def synced(client: Any, proto: Any, frame: Frame) -> None:
     client._setState(CONNECTED, f"Connected to {client.info.get('server', client.host)} as {client.name}.")
     client.listener.synced()
     client.outbox.connectionLost()  # written offline, or not acknowledged before a drop: all of it goes again
-    client._pump()
+    client.sender.pump()
     client.transfers.reconnected()
     if not client._loginWaiter.called:
         client._loginWaiter.callback(client.info)
@@ -56,7 +56,7 @@ def event(client: Any, proto: Any, frame: Frame) -> None:
 def ack(client: Any, proto: Any, frame: Frame) -> None:
     cid = frame.get("cid")
     said = client.outbox.pop(cid, None) if cid else None
-    client._outboxChanged()
+    client.sender.changed()
     stored = client.model.stored(frame, said)
     if stored is not None:
         client.listener.messageAcked(cid, stored)
@@ -174,7 +174,7 @@ def error(client: Any, proto: Any, frame: Frame) -> None:
     if cid in client.outbox:
         if code in (ErrorCode.SLOW_DOWN, ErrorCode.INTERNAL, ErrorCode.STORE_BUSY):
             # not stored: try again in a moment (the server de-duplicates by cid)
-            client._rest(cid)
+            client.sender.rest(cid)
             if code in (ErrorCode.SLOW_DOWN, ErrorCode.STORE_BUSY):
                 return  # nothing for the user to do
         elif code == ErrorCode.SERVER_BUSY:
@@ -182,5 +182,5 @@ def error(client: Any, proto: Any, frame: Frame) -> None:
             return  # the server is going down: it stays in the outbox and is sent after reconnecting
         else:
             del client.outbox[cid]  # refused for good; retrying cannot help
-            client._outboxChanged()
+            client.sender.changed()
     client.listener.errorReceived(code, message)
