@@ -598,3 +598,37 @@ class SmallWindowTests(TkTestCase):
             self.assertTrue(screenshot(os.path.join(DOCS, "tk-small.png"), self.window()))
         self.root.geometry("1000x640")
         await turns(lambda: app.chat.panels == ("side", "right"))
+
+
+class ThumbnailTests(TkTestCase):
+    async def test_a_shared_png_and_jpeg_appear_inline_and_a_bad_one_stays_a_link(self):
+        """Pictures shared by someone else show as thumbnails in the conversation (fetched without a row in the
+        transfers list); a file that only says it is a PNG stays a plain link, and nothing breaks."""
+        from PIL import Image
+
+        app = await self.setUpApp()
+        await self.submit_form("alice")
+        bob, brec = make_client(self.port, "bob")
+        self.addCleanup(bob.stop)
+        await bob.start()
+        paths = []
+        for name, fmt, colour in (("board.png", "PNG", (40, 110, 220)), ("trip.jpg", "JPEG", (230, 120, 40))):
+            path = os.path.join(self.tmp, name)
+            Image.new("RGB", (800, 500), colour).save(path, fmt)
+            paths.append(path)
+        fake = os.path.join(self.tmp, "not-really.png")
+        with open(fake, "wb") as f:
+            f.write(b"\x89PNG but not a picture at all")
+        for path in paths + [fake]:
+            await bob.share(path).finished
+        await turns(lambda: len(app.chat.log.image_names()) == 2, limit=4000)
+        await turns(lambda: "not-really.png" in app.chat.conversation())
+        for name in app.chat.log.image_names():
+            width, height = int(self.root.call("image", "width", name)), int(self.root.call("image", "height", name))
+            self.assertEqual(max(width, height), 240)  # made small (800x500 -> 240x150)
+        self.assertEqual(app.chat.transfers.winfo_children(), [])  # no rows for the thumbnails' pictures
+        if write_docs():
+            self.root.geometry("940x640")
+            app.chat.scrollToEnd()
+            self.root.update()
+            self.assertTrue(screenshot(os.path.join(DOCS, "tk-thumbnails.png"), self.window()))

@@ -352,9 +352,9 @@ class ChatClient:
         """Upload a file; its size and SHA-256 are computed in a thread; progress comes as ``transferChanged``."""
         return self.transfers.share(path, name, conv)
 
-    def download(self, file: Dict[str, Any], dest: str) -> Transfer:
+    def download(self, file: Dict[str, Any], dest: str, quiet: bool = False) -> Transfer:
         """Download a shared file to ``dest`` (via ``dest + '.part'``; an interrupted one resumes)."""
-        return self.transfers.download(file, dest)
+        return self.transfers.download(file, dest, quiet)
 
     def cancel(self, transfer: Transfer) -> None:
         """Stop an upload or download; a partial download is removed."""

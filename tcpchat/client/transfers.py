@@ -40,6 +40,8 @@ class Transfer:
         self.done = 0
         self.reported = 0
         self.state = "preparing"  # preparing, waiting, active, verifying, finished, failed, cancelled
+        #: not something the user asked for (a thumbnail's picture): UIs need not list it
+        self.quiet = False
         self.error: Optional[str] = None
         self.sha256: Optional[str] = None
         self.file: Optional[Dict[str, Any]] = None  # the server's file object
@@ -178,8 +180,9 @@ class Transfers:
         self._io(transfer, file_digest, path).addCallbacks(measured, failed)
         return transfer
 
-    def download(self, file: Dict[str, Any], dest: str) -> Transfer:
+    def download(self, file: Dict[str, Any], dest: str, quiet: bool = False) -> Transfer:
         transfer = Transfer("download", self._tid(), file.get("name", "file"), dest, file.get("size", 0))
+        transfer.quiet = quiet  # (a thumbnail's picture: the UI need not list it)
         transfer.file = file
         transfer.sha256 = file.get("sha256")
         self.downloads[transfer.tid] = transfer

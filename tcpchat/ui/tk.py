@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional
 from tcpchat import link, wire
 from tcpchat.client.core import (CONNECTED, FAILED, LOBBY, RECONNECTING, ChatClient, ChatListener, IdentityChanged,
                                  Transfer, conversation_of, same_conv)
-from tcpchat.ui import notify, text
+from tcpchat.ui import notify, text, thumbs
 from tcpchat.ui.commands import Commands
 
 DEFAULT_PORT = wire.DEFAULT_PORT
@@ -331,6 +331,8 @@ class ChatScreen(ttk.Frame):
         self.fileTags: Dict[str, Dict[str, Any]] = {}
         #: link tags in the conversation on screen -> their web address
         self.urlTags: Dict[str, str] = {}
+        #: thumbnail slots already holding their picture
+        self.placed: set = set()
         self.rows: Dict[tuple, TransferRow] = {}
         #: the conversations listed on the left, in order
         self.convs: List[str] = [LOBBY]
@@ -556,6 +558,7 @@ class ChatScreen(ttk.Frame):
         for tag in self.urlTags:
             self.log.tag_delete(tag)
         self.urlTags.clear()
+        self.placed.clear()
         for event in events:
             style, _ = text.describe(event, self.app.client.name)
             self.add(event, style, replay=False, quiet=True)
@@ -609,6 +612,11 @@ class ChatScreen(ttk.Frame):
             self.log.insert("end", f"📎 {info.get('name')}", tags + ("file", "link", tag))
             self.log.insert("end", f"  ({text.human_size(info.get('size', 0))}) — click to download\n", tags)
             self.log.tag_bind(tag, "<Button-1>", lambda e, info=info: self.app.saveFile(info))
+            if thumbs.wanted(info) and self.app.thumbs is not None:
+                slot = f"thumb{event.get('id')}"
+                self.log.insert("end", " ", tags + (slot,))  # where the picture goes once it is here
+                self.log.insert("end", "\n", tags)
+                self.app.thumbnail(info, lambda photo, slot=slot: self._placeThumbnail(slot, photo))
         else:
             _, line = text.describe(event, self.app.client.name if self.app.client else None)
             self.log.insert("end", line + "\n", tags if replay else ("system",))
@@ -619,6 +627,17 @@ class ChatScreen(ttk.Frame):
             self.unread += 1
             self.newBar.configure(text=f"↓ {self.unread} new message{'s' if self.unread > 1 else ''}")
             self.newBar.grid(row=2, column=0, columnspan=2, sticky="ew")
+
+    def _placeThumbnail(self, slot: str, photo: Any) -> None:
+        ranges = self.log.tag_ranges(slot)
+        if not ranges or slot in self.placed:
+            return  # (that conversation is no longer on screen, or it is already there)
+        self.placed.add(slot)
+        self.log.configure(state="normal")
+        self.log.image_create(ranges[0], image=photo, padx=6, pady=4)
+        self.log.configure(state="disabled")
+        if self.atEnd():
+            self.log.see("end")
 
     def _insertLinked(self, said: str, tags: tuple) -> None:
         """Insert a message's text, its web addresses as links that open in the system's browser."""
@@ -745,6 +764,10 @@ class App(ChatListener):
         self._loadedOlder: set = set()
         self.commands: Optional[Commands] = None
         self.fonts = _fonts(root)
+        #: thumbnails of shared pictures (Pillow), kept next to the remembered form; None without Pillow
+        self.thumbs = thumbs.Cache(os.path.join(os.path.dirname(self.settings.path), "thumbnails")) \
+            if thumbs.available() else None
+        self._thumbWaiting: Dict[int, List[Callable[[Any], None]]] = {}
         _style(root, self.fonts)
         root.title(TITLE)
         root.geometry("940x600")
@@ -902,6 +925,37 @@ class App(ChatListener):
         dest = filedialog.asksaveasfilename(parent=self.root, title="Save file as", initialfile=name)
         if dest:
             self.download(info, dest)
+
+    def thumbnail(self, info: Dict[str, Any], place: Callable[[Any], None]) -> None:
+        """Call ``place(photo)`` with a thumbnail of this shared picture: fetched (quietly), made in a thread."""
+        assert self.thumbs is not None and self.client is not None
+        fid = info["id"]
+        ready = self.thumbs.get(fid)
+        if ready is not None:
+            place(ready)
+            return
+        waiting = self._thumbWaiting.setdefault(fid, [])
+        waiting.append(place)
+        if len(waiting) > 1:
+            return  # already on its way
+        from PIL import ImageTk
+        from twisted.internet.threads import deferToThread
+
+        path = self.thumbs.path(fid)
+        transfer = self.client.download(info, path, quiet=True)
+
+        def made(small: Any) -> None:
+            if self.closing or self.thumbs is None:
+                return
+            photo = ImageTk.PhotoImage(small, master=self.root)
+            self.thumbs.put(fid, photo)
+            for callback in self._thumbWaiting.pop(fid, []):
+                callback(photo)
+
+        def failed(failure: Any) -> None:
+            self._thumbWaiting.pop(fid, None)  # (not a picture after all, or gone: the link stays)
+
+        transfer.finished.addCallback(lambda _: deferToThread(thumbs.make, path)).addCallbacks(made, failed)
 
     def download(self, info: Dict[str, Any], dest: str) -> Transfer:
         return self.client.download(info, dest)
@@ -1085,8 +1139,8 @@ class App(ChatListener):
             self.chat.setUsers(users)
 
     def transferChanged(self, transfer: Transfer) -> None:
-        if self.closing:
-            return  # the window is going away
+        if self.closing or transfer.quiet:
+            return  # the window is going away, or it is a thumbnail's picture
         if self.chat is not None:
             self.chat.showTransfer(transfer)
             if transfer.state == "failed":
