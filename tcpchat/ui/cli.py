@@ -57,7 +57,15 @@ class Screen:
         self.out.write(message + "\n")
         self.flush()
 
+    #: (interactive) the line of progress shown in the status line instead, and how to redraw it
+    status = ""
+    redraw: Any = None
+
     def progress(self, message: str) -> None:
+        if self.redraw is not None:
+            self.status = message
+            self.redraw()
+            return
         if self.tty:
             self.out.write("\r\033[K" + message)
             self.progressShown = True
@@ -119,6 +127,8 @@ class TerminalView(ChatListener, LineReceiver):
         #: the server refused our passkey after a reconnect: the next line typed is the new one
         self.askingPasskey = False
         self._echo: Any = None
+        #: the interactive input line (tcpchat.ui.tui.Prompt), or None: lines come from standard input
+        self.prompt: Any = None
 
     # ------------------------------------------------------------ input
 
@@ -131,7 +141,7 @@ class TerminalView(ChatListener, LineReceiver):
         if self.askingPasskey:
             self._passkeyTyped(entry.strip())
             return
-        if self.screen.tty:
+        if self.screen.tty and self.prompt is None:
             self.screen.out.write("\033[1A\033[2K")  # the terminal echoed the line; our own display replaces it
         if not entry.strip():
             return
@@ -173,6 +183,9 @@ class TerminalView(ChatListener, LineReceiver):
         """Ask for the new passkey (hidden): the outbox waits, then goes out after the login."""
         self.askingPasskey = True
         self.screen.line(text.PASSKEY_CHANGED, "system")
+        if self.prompt is not None:
+            self.prompt.refresh()  # the input line asks for it, hidden
+            return
         self._echo = _hide_input(sys.stdin)
         self.screen.out.write("New passkey (or /quit): ")
         self.screen.flush()
@@ -285,6 +298,8 @@ class TerminalView(ChatListener, LineReceiver):
             self.askPasskey()
 
     def _stopReactor(self) -> None:
+        if self.prompt is not None:
+            self.prompt.stop()  # (gives the terminal back as it was)
         if self.reactor.running:
             self.reactor.stop()
 
@@ -449,6 +464,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="connect without TLS (only to a server started with --insecure-plaintext)")
     parser.add_argument("--forget-server", action="store_true",
                         help="forget the certificate remembered for this server (after it was reinstalled)")
+    parser.add_argument("--plain", action="store_true",
+                        help="read plain lines even in a terminal (no input line, history or completion)")
     parser.add_argument("--download-dir", default=os.path.join(os.path.expanduser("~"), "Downloads"),
                         help="where /get saves files (default ~/Downloads)")
     args = parser.parse_args(argv)
@@ -488,6 +505,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     name = args.name or ask("Your name")
     passkey = args.passkey or os.environ.get("TCPCHAT_PASSKEY") or ask("Passkey", secret=True)
 
+    from tcpchat.ui import tui
+
+    interactive = not args.plain and os.environ.get("TERM") != "dumb" and tui.available()
+    if interactive:
+        tui.install_reactor()
     from twisted.internet import reactor
 
     tty = sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and "NO_COLOR" not in os.environ
@@ -503,9 +525,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     if client.outbox:
         print(f"{len(client.outbox)} message(s) written last time are waiting; they go out once connected.")
 
+    if interactive:
+        view.prompt = tui.Prompt(view, client)
+        view.screen.redraw = view.prompt.redraw
+
     def started() -> None:
         d = client.start()
-        d.addCallback(lambda _: stdio.StandardIO(view))
+        d.addCallback(lambda _: view.prompt.start() if view.prompt is not None else stdio.StandardIO(view))
         d.addErrback(lambda f: None)  # already shown by stateChanged
 
     reactor.callWhenRunning(started)
