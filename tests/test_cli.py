@@ -51,7 +51,7 @@ def test_terminal_session_chat_share_fetch_quit(server, tmp_path):
     downloads = tmp_path / "downloads"
     env = dict(os.environ, TERM="xterm", LANG="C.UTF-8", HOME=str(tmp_path))
     child = pexpect.spawn(CLI, ["--host", "127.0.0.1", "--port", str(server.port), "--name", "alice", "--insecure-plaintext",
-                                "--download-dir", str(downloads)],
+                                "--download-dir", str(downloads), "--plain"],
                           env=env, encoding="utf-8", timeout=20, dimensions=(30, 100))
     with open(transcript, "w", encoding="utf-8") as log:
         child.logfile_read = log
@@ -97,8 +97,9 @@ def test_terminal_rooms_direct_messages_typing_and_seen(server, tmp_path):
     """In a real terminal: rooms, a direct message each way, typing, "seen by", presence, search."""
     transcript = tmp_path / "transcript.txt"
     env = dict(os.environ, TERM="xterm", LANG="C.UTF-8", HOME=str(tmp_path))
+    # (--plain: the line-by-line view in a terminal; the interactive input line has tests/test_tui.py)
     child = pexpect.spawn(CLI, ["--host", "127.0.0.1", "--port", str(server.port), "--name", "alice",
-                                "--insecure-plaintext", "--passkey", PASSKEY],
+                                "--insecure-plaintext", "--passkey", PASSKEY, "--plain"],
                           env=env, encoding="utf-8", timeout=20, dimensions=(30, 100))
     with open(transcript, "w", encoding="utf-8") as log:
         child.logfile_read = log

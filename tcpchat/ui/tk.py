@@ -512,21 +512,7 @@ class ChatScreen(ttk.Frame):
     # ------------------------------------------------------------ the conversation on screen
 
     def _resized(self, event: Any) -> None:
-        """Side panels only where there is room: the conversation and its input come first."""
-        width = event.width
-        wanted = ("side", "right") if width >= 760 else ("side",) if width >= 520 else ()
-        if wanted == self.panels:
-            return
-        for name, pane, at in (("side", self.side, 0), ("right", self.right, "end")):
-            shown = str(pane) in self.body.panes()
-            if name in wanted and not shown:
-                if at == 0 and self.body.panes():
-                    self.body.insert(0, pane, weight=0)
-                else:
-                    self.body.add(pane, weight=0)
-            elif name not in wanted and shown:
-                self.body.forget(pane)
-        self.panels = wanted
+        self.panels = _fit_panels(self.body, (("side", self.side), ("right", self.right)), self.panels, event.width)
 
     def atEnd(self) -> bool:
         return self.log.yview()[1] >= 0.999
@@ -1153,6 +1139,23 @@ class App(ChatListener):
             return  # the window is going away
         if self.chat is not None:
             self.chat.notice(message, "error")
+
+
+def _fit_panels(body: Any, panes: Any, shown: tuple, width: int) -> tuple:
+    """Side panels only where there is room: the conversation and its input come first (returns those shown)."""
+    wanted = ("side", "right") if width >= 760 else ("side",) if width >= 520 else ()
+    if wanted == shown:
+        return shown
+    for name, pane in panes:
+        present = str(pane) in body.panes()
+        if name in wanted and not present:
+            if name == "side" and body.panes():
+                body.insert(0, pane, weight=0)
+            else:
+                body.add(pane, weight=0)
+        elif name not in wanted and present:
+            body.forget(pane)
+    return wanted
 
 
 def _open_url(url: str) -> None:
