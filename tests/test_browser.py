@@ -350,3 +350,33 @@ def test_the_pages_a_person_sees(server, browsers, tmp_path, size):
         "return !!p && p.value > 0.08 * p.max && p.value < 0.9 * p.max"), timeout=60)
     shot("upload")
     page.until(lambda: "term photos.zip: shared ✓" in page.by_id("transfers").text, timeout=60)
+
+
+def test_edits_replies_and_reactions_in_the_page(server, browsers):
+    """What another user edits, answers and reacts to shows as it now is; a reaction is a button that adds (and
+    takes back) one's own."""
+    from selenium.webdriver.common.by import By
+
+    page = browsers(f"https://127.0.0.1:{server.port}/", width=1280, height=800)
+    page.login("reader", server.passkey)
+    page.joined()
+    ana = RawClient(server.port, tls=True)
+    ana.login("ana", passkey=server.passkey, features=["rooms", "edits"])
+    ana.send({"type": "say", "text": "Lunch at 12", "cid": "a1"})
+    first = ana.recv_until(lambda f: f.get("type") == "ack")[-1]
+    page.until(lambda: "ana: Lunch at 12" in page.log())
+    ana.send({"type": "edit", "id": first["id"], "text": "Lunch at 12:30", "req": "e"})
+    ana.recv_until(lambda f: f.get("req") == "e")  # stored: the reply below quotes the new words
+    ana.send({"type": "say", "text": "in the hall", "cid": "a2", "reply": first["id"]})
+    ana.send({"type": "react", "id": first["id"], "emoji": "🎉", "req": "r"})
+    ana.recv_until(lambda f: f.get("req") == "r")
+    page.until(lambda: "ana: Lunch at 12:30 (edited)" in page.log() and "↪ ana: Lunch at 12:30" in page.log())
+    (button,) = page.driver.find_elements(By.CSS_SELECTOR, "#log .reactions button")
+    assert (button.text, button.get_attribute("aria-pressed")) == ("🎉 1", "false")
+    button.click()
+    react = ana.recv_until(lambda f: f.get("kind") == "react" and f.get("name") == "reader")[-1]
+    assert (react["target"], react["emoji"], react["on"]) == (first["id"], "🎉", True)
+    page.until(lambda: [b.text for b in page.driver.find_elements(By.CSS_SELECTOR, "#log .reactions button")]
+               == ["🎉 2"])
+    if write_docs():
+        page.screenshot(os.path.join(DOCS, "web-desktop-reactions.png"))

@@ -54,12 +54,25 @@ function line(event, { replay = false, pending = false } = {}) {
     const who = document.createElement("span");
     who.className = "name";
     who.textContent = event.name + ":";
+    if (event.reply) {
+      const quote = document.createElement("span");
+      quote.className = "quote";
+      quote.textContent = `↪ ${event.reply.name}: ${String(event.reply.text || "").slice(0, 80)}`;
+      li.prepend(quote);  // (above the line it answers with, its time stamp included)
+    }
     li.append(who, " ", ...linked(describe(event)));
+    if (event.edited) {
+      const mark = document.createElement("span");
+      mark.className = "edited";
+      mark.textContent = " (edited)";
+      li.append(mark);
+    }
     if (event.name === client.name) li.classList.add("mine");
   } else {
     li.classList.add("system");
     li.append(document.createTextNode(describe(event)));
   }
+  if (event.reactions && event.id) li.append(reactionsOf(event));
   if (replay) li.classList.add("history");
   if (pending) { li.classList.add("pending"); li.title = "Not sent yet"; }
   return li;
@@ -143,6 +156,23 @@ function notify(event, conv) {
 function paintTitle() {
   const total = [...unread.values()].reduce((a, b) => a + b, 0) + unseenHere;
   document.title = (total ? `(${total}) ` : "") + (client && client.info.server ? `tcpchat — ${client.info.server}` : "tcpchat");
+}
+
+/** A message's reactions as buttons: "👍 2" (pressed if one of them is yours: a click takes it back). */
+function reactionsOf(event) {
+  const row = document.createElement("span");
+  row.className = "reactions";
+  for (const [emoji, names] of Object.entries(event.reactions)) {
+    const button = document.createElement("button");
+    button.type = "button";
+    const mine = names.includes(client.name);
+    button.setAttribute("aria-pressed", String(mine));
+    button.title = names.join(", ");
+    button.textContent = `${emoji} ${names.length}`;
+    button.onclick = () => client.react(event.id, emoji, !mine);
+    row.append(button);
+  }
+  return row;
 }
 
 function size(n) {
@@ -240,7 +270,7 @@ function show(event, replay) {
 function render() {
   const log = $("log");
   const events = [...client.events.values()].sort((a, b) => a.id - b.id)
-    .filter((e) => conversationOf(e, client.name).toLowerCase() === current.toLowerCase() && e.kind !== "delete");
+    .filter((e) => conversationOf(e, client.name).toLowerCase() === current.toLowerCase() && !CHANGES.has(e.kind));
   const lines = document.createDocumentFragment();  // built aside, put in at once: one layout
   let marked = !historyEnded;
   for (const e of events) {
@@ -258,6 +288,8 @@ function render() {
   $("conv-title").textContent = current.startsWith("@") ? `Direct conversation with ${current.slice(1)}` : current;
   log.scrollTop = log.scrollHeight;
 }
+
+const CHANGES = new Set(["delete", "edit", "react"]);  // events that change others: not lines of their own
 
 function marker() {
   const li = document.createElement("li");
@@ -372,6 +404,9 @@ function join(event) {
                               sinceWelcomeMs: performance.now() - welcomedAt });
   });
   client.addEventListener("acked", () => render());
+  client.addEventListener("changed", (e) => {
+    if (conversationOf(e.detail, client.name).toLowerCase() === current.toLowerCase()) render();
+  });
   client.addEventListener("typing", (e) => showTyping(e.detail));
   client.addEventListener("error", (e) => notice(e.detail.message || e.detail.code, "error"));
   client.addEventListener("notice", (e) => notice(e.detail, "system"));

@@ -88,7 +88,7 @@ export class ChatClient extends EventTarget {
     const { state, message } = clientStart(this.passkey);
     this.pake = state;
     const frame = { type: "hello", version: 1, name: this.name, pake: bytesToHex(message), client: "tcpchat-web",
-                    features: ["rooms"] };
+                    features: ["rooms", "edits"] };
     if (this.everLoggedIn) { frame.after = this.lastId; frame.session = this.info.session; }
     this.send(frame);
   }
@@ -160,6 +160,7 @@ export class ChatClient extends EventTarget {
     this.lastId = Math.max(this.lastId, event.id);
     if (this.events.has(event.id)) return;
     this.events.set(event.id, event);
+    if (event.kind === "edit" || event.kind === "react") { this.changed(event); return; }
     if (event.kind === "message" && event.name === this.name && this.outbox.has(event.cid)) {
       this.outbox.delete(event.cid);  // stored before a drop ate our ack
       this.saveOutbox();
@@ -170,6 +171,29 @@ export class ChatClient extends EventTarget {
     if (event.kind === "leave") { this.users = this.users.filter((u) => u !== event.name); this.emit("users", this.users); }
     this.emit("event", { event, replay: !!frame.replay });
   }
+
+  /** An edit or a reaction (PROTOCOL.rst "Edits, replies and reactions"): the message it names, changed. */
+  changed(change) {
+    const target = this.events.get(change.target);
+    if (!target) return;
+    const now = { ...target };
+    if (change.kind === "edit" && target.kind === "message") {
+      now.text = change.text;
+      now.edited = change.ts;
+    } else if (change.kind === "react") {
+      const reactions = { ...(target.reactions || {}) };
+      const names = (reactions[change.emoji] || []).filter((n) => n !== change.name);
+      if (change.on !== false) names.push(change.name);
+      if (names.length) reactions[change.emoji] = names; else delete reactions[change.emoji];
+      now.reactions = reactions;
+      if (!Object.keys(reactions).length) delete now.reactions;
+    } else return;
+    this.events.set(now.id, now);
+    this.emit("changed", now);
+  }
+
+  /** Add (or take back, on = false) one of the reactions to a message. */
+  react(id, emoji, on = true) { this.send({ type: "react", id, emoji, on }); }
 
   on_ack(frame) {
     const said = this.outbox.get(frame.cid);
