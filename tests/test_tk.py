@@ -350,6 +350,12 @@ class RoomsTests(TkTestCase):
         await turns(lambda: app.client.state == "disconnected")
         self.assertIn("shouting", app.chat.status.cget("text"))
         self.assertTrue(app.client.stopped)
+        self.assertEqual(app.chat.conversation().count("shouting"), 1)  # said once
+        self.assertEqual(app.chat.online.get(0, "end"), ())  # not a window that looks connected
+        self.assertEqual(str(app.chat.input.cget("state")), "disabled")
+        app.chat.backButton.invoke()
+        await turns(lambda: app.connect.winfo_ismapped())
+        self.assertIn("shouting", app.connect.message.cget("text"))
 
 
 class JoiningTests(TkTestCase):

@@ -127,10 +127,11 @@ def ping(client: Any, proto: Any, frame: Frame) -> None:
 def bye(client: Any, proto: Any, frame: Frame) -> None:
     message = str(frame.get("message") or "The server closed the connection.")
     if frame.get("reason") in ("kicked", "banned"):
-        # the operator removed us: coming straight back would be rude (and refused)
+        # the operator removed us: coming straight back would be rude (and refused); the state says why, once
         client.stopped = True
         client._stopService().addErrback(lambda f: None)
         client._setState(DISCONNECTED, message)
+        return
     client.listener.errorReceived("bye", message)
 
 

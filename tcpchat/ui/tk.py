@@ -20,7 +20,7 @@ from tkinter import filedialog, ttk
 from typing import Any, Callable, Dict, List, Optional
 
 from tcpchat import link, wire
-from tcpchat.client.core import (CONNECTED, FAILED, LOBBY, RECONNECTING, ChatClient, ChatListener, IdentityChanged,
+from tcpchat.client.core import (CONNECTED, DISCONNECTED, FAILED, LOBBY, RECONNECTING, ChatClient, ChatListener, IdentityChanged,
                                  Transfer, conversation_of, same_conv)
 from tcpchat.ui import notify, text, thumbs
 from tcpchat.ui.commands import Commands
@@ -1014,6 +1014,8 @@ class App(ChatListener):
                 self.chat.notice(detail, "error" if state == FAILED else "system")
             if state == FAILED and self.client is not None and text.passkey_changed(self.client):
                 self.showForm(text.PASSKEY_CHANGED)
+            if state == DISCONNECTED and self.client is not None and self.client.stopped:
+                _removed(self, detail)  # kicked or banned: not a window that looks connected
         elif state == FAILED:
             self.connect.error(detail)
 
@@ -1139,6 +1141,18 @@ class App(ChatListener):
             return  # the window is going away
         if self.chat is not None:
             self.chat.notice(message, "error")
+
+
+def _removed(app: Any, detail: str) -> None:
+    """The operator removed this user: say why, empty the online list, stop the input, offer the way back."""
+    chat = app.chat
+    chat.notice(detail, "error")
+    chat.online.delete(0, "end")
+    for widget in (chat.input, chat.sendButton, chat.fileButton, chat.inviteButton):
+        widget.configure(state="disabled")
+    chat.backButton = ttk.Button(chat.status.master, text="Back to login",
+                                 command=lambda: app.showForm(detail), style="Accent.TButton")
+    chat.backButton.grid(row=0, column=3, padx=4, pady=2)
 
 
 def _fit_panels(body: Any, panes: Any, shown: tuple, width: int) -> tuple:
