@@ -126,3 +126,26 @@ def test_tls_handshakes_are_paced_a_few_per_reactor_turn():
         Chat.clock.advance(0)
     assert [p for p, _ in started] == [p for p in crowd if p is not crowd[5]]
     assert not owner.turns
+
+
+def test_after_a_slow_down_nothing_overtakes_the_refused_message(tmp_path):
+    """Past the burst a say is refused; for a second after that every say is, even once the rate would allow one,
+    so a client that resends in order has its messages stored in order."""
+    from .helpers import Peer, make_factory
+
+    factory = make_factory(tmp_path, message_rate=10.0, message_burst=2.0)
+    alice = Peer(factory)
+    alice.login("alice")
+    alice.frames()
+    for n in range(3):
+        alice.send({"type": "say", "text": f"m{n}", "cid": f"c{n}"})
+    answers = alice.frames()
+    assert [(f["type"], f.get("cid")) for f in answers if f["type"] in ("ack", "error")] == \
+        [("ack", "c0"), ("ack", "c1"), ("error", "c2")]
+    factory.clock.advance(0.5)  # five tokens back by now: still refused, for the second after the refusal
+    alice.send({"type": "say", "text": "m3", "cid": "c3"})
+    assert [f.get("code") for f in alice.frames() if f["type"] == "error"] == ["slow-down"]
+    factory.clock.advance(0.6)
+    for n in (2, 3):  # resent in order
+        alice.send({"type": "say", "text": f"m{n}", "cid": f"c{n}"})
+    assert [f.get("cid") for f in alice.frames() if f["type"] == "ack"] == ["c2", "c3"]

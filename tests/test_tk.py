@@ -638,3 +638,31 @@ class ThumbnailTests(TkTestCase):
             app.chat.scrollToEnd()
             self.root.update()
             self.assertTrue(screenshot(os.path.join(DOCS, "tk-thumbnails.png"), self.window()))
+
+
+class ShortcutTests(TkTestCase):
+    async def test_up_edits_the_last_message_esc_clears_and_ctrl_a_selects_all(self):
+        app = await self.setUpApp()
+        await self.submit_form("alice")
+        bob, brec = make_client(self.port, "bob")
+        self.addCleanup(bob.stop)
+        await bob.start()
+        box = app.chat.input
+        box.insert("1.0", "the meeting is at 10, room 4")
+        app.chat.send()
+        await turns(lambda: not app.client.outbox and app.client.lastOwnMessage(app.chat.current) is not None)
+        box.focus_force()
+        box.event_generate("<Up>")
+        self.assertEqual(box.get("1.0", "end-1c"), "the meeting is at 10, room 4")
+        box.event_generate("<Control-a>")
+        self.assertEqual(box.get("sel.first", "sel.last"), "the meeting is at 10, room 4")
+        box.delete("1.0", "end")
+        box.insert("1.0", "the meeting is at 11, room 4")
+        app.chat.send()
+        await brec.until(lambda: any(c[1]["kind"] == "edit" for c in brec.changes))
+        mine = app.client.lastOwnMessage(app.chat.current)
+        await turns(lambda: "the meeting is at 11, room 4 (edited)" in app.chat.conversation())
+        self.assertEqual(mine["text"], "the meeting is at 11, room 4")
+        box.insert("1.0", "never mind")
+        box.event_generate("<Escape>")
+        self.assertEqual(box.get("1.0", "end-1c"), "")

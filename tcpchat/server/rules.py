@@ -27,6 +27,10 @@ Frame = Dict[str, Any]
 
 # ---------------------------------------------------------------- messages
 
+#: seconds after a refused ``say`` in which further ones are refused too (PROTOCOL.rst: wait a second, resend)
+SLOW_DOWN_PAUSE = 1.0
+
+
 @handles("say")
 def say(session: Any, frame: Frame) -> None:
     factory = session.factory
@@ -37,7 +41,13 @@ def say(session: Any, frame: Frame) -> None:
     muted = factory.moderation.refusal("mute", session.nkey)
     if muted is not None:
         raise ProtocolError(ErrorCode.MUTED, muted)
+    now = factory.clock.seconds()
+    # after a slow-down, no message of this user is taken for a second, even if the rate would allow one: a
+    # message sent right behind a refused one must not overtake it (they are stored in the order written)
+    if now < session.sayRefusedUntil:
+        raise ProtocolError(ErrorCode.SLOW_DOWN)
     if not session.bucket.take():
+        session.sayRefusedUntil = now + SLOW_DOWN_PAUSE
         raise ProtocolError(ErrorCode.SLOW_DOWN)
     session.active()
     event = {"kind": "message", "name": session.name, "nkey": session.nkey, "text": frame["text"], **where,

@@ -124,6 +124,8 @@ class Session:
     rich = False
     #: asked for the "edits" feature (edits, replies, reactions: revision 1.4)
     edits = False
+    #: until when this user's messages are refused after a slow-down (see rules.say)
+    sayRefusedUntil = 0.0
     rooms: Set[str] = frozenset()  # type: ignore[assignment]
     operator = False
     away = False

@@ -412,6 +412,9 @@ class ChatScreen(ttk.Frame):
         self.input.bind("<KP_Enter>", self._enter)
         self.input.bind("<Shift-Return>", lambda e: None)  # a new line
         self.input.bind("<KeyRelease>", self._typed)
+        #: the id of one's own message being edited (Up on an empty input), or None
+        self.editing: Optional[int] = None
+        _bind_shortcuts(self)
         self.sendButton = ttk.Button(entry, text="Send", command=self.send, style="Accent.TButton")
         self.sendButton.grid(row=0, column=1, padx=(8, 0), sticky="ew")
         self.fileButton = ttk.Button(entry, text="Send File…", command=app.pickFile)
@@ -675,6 +678,11 @@ class ChatScreen(ttk.Frame):
     def send(self) -> None:
         message = self.input.get("1.0", "end-1c").strip("\n")
         if not message.strip():
+            return
+        if self.editing is not None:  # Up brought one's last message back: Enter changes it
+            editing, self.editing = self.editing, None
+            self.input.delete("1.0", "end")
+            self.app.commands._later(self.app.client.edit(editing, message), lambda _: None)
             return
         if message.startswith("/") and not message.startswith("//"):
             self.input.delete("1.0", "end")
@@ -1141,6 +1149,36 @@ class App(ChatListener):
             return  # the window is going away
         if self.chat is not None:
             self.chat.notice(message, "error")
+
+
+def _bind_shortcuts(chat: Any) -> None:
+    """The message box's keys: Up (when empty) edits one's last message here, Esc clears, Ctrl+A selects all."""
+    box = chat.input
+
+    def up(event: Any) -> Optional[str]:
+        client = chat.app.client
+        if box.get("1.0", "end-1c").strip() or client is None or not client.edits:
+            return None  # (the cursor moves up, as in any text)
+        mine = client.lastOwnMessage(chat.current)
+        if mine is None:
+            return None
+        chat.editing = mine["id"]
+        box.insert("1.0", str(mine.get("text", "")))
+        chat.notice("Editing your last message: Enter changes it, Esc leaves it as it was.", "system")
+        return "break"
+
+    def escape(event: Any) -> str:
+        chat.editing = None
+        box.delete("1.0", "end")
+        return "break"
+
+    def select_all(event: Any) -> str:
+        box.tag_add("sel", "1.0", "end-1c")
+        return "break"
+
+    box.bind("<Up>", up)
+    box.bind("<Escape>", escape)
+    box.bind("<Control-a>", select_all)
 
 
 def _removed(app: Any, detail: str) -> None:
