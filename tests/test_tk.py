@@ -63,6 +63,27 @@ class TkTestCase(unittest.TestCase):
     def window(self):
         return str(int(self.root.wm_frame(), 16))
 
+    async def written(self, lines):
+        """A library client "writer" that has said ``lines`` (all stored)."""
+        writer, wrec = make_client(self.port, "writer")
+        self.addCleanup(writer.stop)
+        await writer.start()
+        for line in lines:
+            writer.send(line)
+        await turns(lambda: not writer.outbox, limit=20000)
+        return writer, wrec
+
+    async def keys(self, *keys):
+        """Press keys (XTEST) in the message box; without xdotool, generate the events."""
+        box = self.app.chat.input
+        box.focus_force()
+        await turns(lambda: self.root.focus_get() is box)
+        if shutil.which("xdotool"):
+            xdotool("key", *keys)
+        else:
+            for key in keys:
+                box.event_generate("<" + key.replace("ctrl+", "Control-") + ">")
+
     async def type_into(self, widget, text_):
         """Type with real (XTEST) key events into a widget."""
         widget.focus_force()
@@ -193,7 +214,7 @@ class ResponsivenessTests(TkTestCase):
 
         done = [False]
         self.root.after(20, tick)
-        transfer = app.share(path)
+        transfer = app.files.share(path)
         await transfer.finished
         done[0] = True
         self.assertEqual(transfer.state, "finished")
@@ -244,9 +265,9 @@ class ScreenshotTests(TkTestCase):
         slides_info = [e["file"] for e in app.client.messages() if e["kind"] == "file"][0]
         downloads = os.path.join(tempfile.mkdtemp(), "Downloads") if write else self.tmp
         os.makedirs(downloads, exist_ok=True)
-        saved = app.download(slides_info, os.path.join(downloads, "Thursday slides.pdf"))
+        saved = app.files.download(slides_info, os.path.join(downloads, "Thursday slides.pdf"))
         await saved.finished
-        upload = app.share(big)
+        upload = app.files.share(big)
         await turns(lambda: upload.state == "active" and upload.done > upload.size * 0.3)
         conversation = app.chat.conversation()
         for expected in ("Sam: Morning all!", "Priya: Yes, I fixed the cable yesterday 👍", "— end of history —",
@@ -574,15 +595,9 @@ class SmallWindowTests(TkTestCase):
     async def test_at_its_smallest_the_input_is_there_and_it_opens_at_the_newest_message(self):
         """At 560x380 the people panel gives way and the message box stays on screen and works; a login over a
         long history opens at its newest message with nothing counted as new; a link is a link."""
-        writer, wrec = None, None
         app = await self.setUpApp(history=200)
-        writer, wrec = make_client(self.port, "writer")
-        self.addCleanup(writer.stop)
-        await writer.start()
-        for n in range(60):
-            writer.send(f"earlier message {n}")
-        writer.send("see https://example.org/timetable for the rooms")
-        await wrec.until(lambda: not writer.outbox)
+        writer, wrec = await self.written([f"earlier message {n}" for n in range(60)]
+                                          + ["see https://example.org/timetable for the rooms"])
         self.root.geometry("560x380")
         await self.submit_form("alice")
         await turns(lambda: self.root.winfo_width() <= 600 and "right" not in app.chat.panels)
@@ -666,3 +681,209 @@ class ShortcutTests(TkTestCase):
         box.insert("1.0", "never mind")
         box.event_generate("<Escape>")
         self.assertEqual(box.get("1.0", "end-1c"), "")
+
+
+class _At:
+    """Where a right click happened (what Tk gives a binding)."""
+
+    def __init__(self, log, index):
+        x, y, _, _ = log.bbox(index)
+        self.x, self.y = x + 2, y + 2
+        self.x_root, self.y_root = log.winfo_rootx() + self.x, log.winfo_rooty() + self.y
+
+
+def menu_items(menu):
+    return {menu.entrycget(i, "label"): i for i in range(menu.index("end") + 1) if menu.type(i) != "separator"}
+
+
+class LongDayTests(TkTestCase):
+    async def test_only_the_newest_page_is_drawn_and_scrolling_up_brings_older_ones_from_the_server(self):
+        """A conversation with more history than one page opens with its newest page drawn; scrolling to the top
+        draws the page before, then asks the server for what it does not hold, until the very first message;
+        following a busy conversation keeps at most KEEP events drawn."""
+        from tcpchat.ui import tklog
+
+        app = await self.setUpApp(history=200)
+        await self.written([f"line {n}" for n in range(400)])
+        await self.submit_form("alice")
+        await turns(lambda: "line 399" in app.chat.conversation())
+        self.assertLessEqual(len(app.chat.events.drawn), tklog.KEEP)
+        self.assertNotIn("line 10\n", app.chat.conversation())
+        for _ in range(20):  # each scroll to the top: a page more, held or from the server
+            if "writer: line 0\n" in app.chat.conversation():
+                break
+            before = len(app.chat.events.drawn)
+            app.chat.log.yview_moveto(0.0)
+            app.chat.showOlder()
+            await turns(lambda: len(app.chat.events.drawn) > before, limit=4000)
+            self.assertGreater(app.chat.log.yview()[0], 0.0)  # the view stays where it was, not at the new top
+        texts = [app.client.events[i].get("text") for i in app.chat.events.drawn
+                 if app.client.events[i].get("kind") == "message"]
+        self.assertEqual(texts, [f"line {n}" for n in range(400)])  # all of it, in order, once each
+        app.chat.scrollToEnd()
+        for n in range(tklog.KEEP + 50):
+            app.chat.add({"id": 100000 + n, "ts": 0, "kind": "message", "room": "general", "name": "writer",
+                          "text": f"live {n}"}, "message")
+        self.assertEqual(len(app.chat.events.drawn), tklog.KEEP)
+        self.assertIn(f"live {tklog.KEEP + 49}", app.chat.conversation())
+        self.assertTrue(app.chat.atEnd())
+
+    async def test_context_menu_replies_edits_and_reacts(self):
+        """Right-click a message: Reply quotes it in what is sent next, React adds a reaction (and a tick in the
+        menu next time), Edit on one's own message changes it; a downloaded file offers Open and Show in folder."""
+        app = await self.setUpApp()
+        await self.submit_form("alice")
+        bob, brec = make_client(self.port, "bob")
+        self.addCleanup(bob.stop)
+        await bob.start()
+        bob.send("Who has the projector key?")
+        await turns(lambda: "bob: Who has the projector key?" in app.chat.conversation())
+        event = next(e for e in app.client.messages(app.chat.current) if e.get("text") == "Who has the projector key?")
+        log = app.chat.log
+
+        def open_menu(ident):
+            self.root.update()
+            app.chat.log.see(log.tag_ranges(f"e{ident}")[0])
+            self.root.update()
+            self.assertEqual(app.chat._menu(_At(log, log.tag_ranges(f"e{ident}")[0])), "break")
+            menu = app.chat.contextMenu
+            menu.unpost()
+            return menu
+
+        menu = open_menu(event["id"])
+        items = menu_items(menu)
+        self.assertEqual(set(items), {"Reply", "Copy text", "React"})  # not Edit: it is bob's
+        menu.invoke(items["Reply"])
+        self.assertIn("Replying to bob", app.chat.replyLabel.cget("text"))
+        app.chat.input.insert("1.0", "I have it")
+        app.chat.send()
+        await brec.until(lambda: any(e.get("text") == "I have it" and (e.get("reply") or {}).get("id") == event["id"]
+                                     for e in brec.events))
+        await turns(lambda: "↪ bob: Who has the projector key?" in app.chat.conversation())
+        self.assertFalse(app.chat.replyLabel.winfo_ismapped())
+        react = self.root.nametowidget(menu.entrycget(menu_items(menu)["React"], "menu"))
+        react.invoke(1)  # the second emoji
+        from tcpchat import wire
+
+        emoji = wire.REACTIONS[1]
+        await turns(lambda: alice_reacted(app, event["id"], emoji))
+        await brec.until(lambda: alice_reacted(bob, event["id"], emoji))  # and bob sees it
+        menu = open_menu(event["id"])
+        react = self.root.nametowidget(menu.entrycget(menu_items(menu)["React"], "menu"))
+        self.assertEqual(react.entrycget(1, "label"), "✓ " + emoji)
+        mine = app.client.lastOwnMessage(app.chat.current)
+        menu = open_menu(mine["id"])
+        items = menu_items(menu)
+        self.assertIn("Edit", items)
+        menu.invoke(items["Edit"])
+        self.assertEqual(app.chat.input.get("1.0", "end-1c"), "I have it")
+        app.chat.input.delete("1.0", "end")
+        app.chat.input.insert("1.0", "I have it, at the desk")
+        app.chat.send()
+        await turns(lambda: "I have it, at the desk (edited)" in app.chat.conversation())
+        if write_docs():
+            bob.react(event["id"], wire.REACTIONS[0])
+            await turns(lambda: "bob" in (app.client.events[event["id"]].get("reactions") or {}).get(wire.REACTIONS[0], []))
+            self.root.geometry("940x600")
+            self.root.update()
+            self.assertTrue(screenshot(os.path.join(DOCS, "tk-reply-reactions.png"), self.window()))
+        # a file, downloaded: Open and Show in folder
+        path = os.path.join(self.tmp, "minutes.txt")
+        with open(path, "w") as f:
+            f.write("minutes of the meeting\n")
+        await bob.share(path).finished
+        await turns(lambda: "minutes.txt" in app.chat.conversation())
+        shared = next(e for e in app.client.messages(app.chat.current) if e.get("kind") == "file")
+        self.assertNotIn("Open", menu_items(open_menu(shared["id"])))
+        dest = os.path.join(self.tmp, "got-minutes.txt")
+        await app.files.download(shared["file"], dest).finished
+        await turns(lambda: "Saved minutes.txt" in app.chat.conversation())
+        self.assertIn("Show in folder", app.chat.urlTags.values())
+        items = menu_items(open_menu(shared["id"]))
+        self.assertIn("Open", items)
+        self.assertIn("Show in folder", items)
+        self.assertEqual(app.files.downloaded[shared["file"]["id"]], dest)
+        # files copied in a file manager, pasted into the message box: shared; text is pasted as text
+        copied = os.path.join(self.tmp, "seating plan.txt")
+        with open(copied, "w") as f:
+            f.write("row 1: ann, bob\n")
+        self.root.clipboard_clear()
+        self.root.clipboard_append("file://" + copied.replace(" ", "%20"))
+        app.chat.input.event_generate("<<Paste>>")
+        await turns(lambda: any(e.get("kind") == "file" and e["file"].get("name") == "seating plan.txt"
+                                for e in bob.messages()), limit=4000)
+        self.assertEqual(app.chat.input.get("1.0", "end-1c"), "")
+        self.root.clipboard_clear()
+        self.root.clipboard_append("just words, not a file")
+        app.chat.input.event_generate("<<Paste>>")
+        self.assertEqual(app.chat.input.get("1.0", "end-1c"), "just words, not a file")
+
+
+def alice_reacted(app_or_client, ident, emoji):
+    client = getattr(app_or_client, "client", app_or_client)
+    return "alice" in ((client.events.get(ident) or {}).get("reactions") or {}).get(emoji, [])
+
+
+class LooksTests(TkTestCase):
+    async def test_dark_theme_font_zoom_and_keyboard_switching_are_remembered(self):
+        """The theme button turns the window dark (and back); Ctrl+plus makes every font larger; both come back
+        in the next window; Ctrl+K narrows the conversations to what is typed and goes there; Alt+Down and
+        Alt+Up step through the list."""
+        from tcpchat.ui import tkstyle
+        from tcpchat.ui.tk import App, Settings
+
+        app = await self.setUpApp()
+        await self.submit_form("alice")
+        bob, brec = make_client(self.port, "bob")
+        self.addCleanup(bob.stop)
+        await bob.start()
+        for said in ("Morning! The printer on floor 2 is fixed.", "Slides for today: https://example.org/slides",
+                     "Lunch at 12:30 in the small room?"):
+            bob.send(said)
+        await turns(lambda: "Lunch at 12:30" in app.chat.conversation())
+        app.chat.input.insert("1.0", "Sounds good, see you there")
+        app.chat.send()
+        await turns(lambda: "alice: Sounds good" in app.chat.conversation())
+        app.commands.run("/join lab")
+        await turns(lambda: any(c.lower() == "#lab" for c in app.chat.convs))
+        light = app.chat.log.cget("background")
+        app.chat.themeButton.invoke()
+        self.assertEqual(app.theme, "dark")
+        self.assertEqual(app.chat.log.cget("background"), tkstyle.PALETTES["dark"]["log"])
+        self.assertEqual(app.chat.convList.cget("background"), tkstyle.PALETTES["dark"]["log"])
+        self.assertNotEqual(light, app.chat.log.cget("background"))
+        size = app.fonts["body"].cget("size")
+        self.root.event_generate("<Control-plus>")
+        self.root.event_generate("<Control-plus>")
+        self.assertEqual(app.fonts["body"].cget("size"), size + 2)
+        self.assertEqual(app.chat.log.cget("font"), str(app.fonts["body"]))  # the log follows the named font
+        if write_docs():
+            self.root.geometry("940x600")
+            app.switch("#general")
+            self.root.update()
+            self.assertTrue(screenshot(os.path.join(DOCS, "tk-dark-large.png"), self.window()))
+            app.zoom(0)
+            self.root.geometry("560x380")
+            await turns(lambda: self.root.winfo_width() <= 600 and "right" not in app.chat.panels)
+            self.root.update()
+            self.assertTrue(screenshot(os.path.join(DOCS, "tk-dark-small.png"), self.window()))
+            app.zoom(1)
+            app.zoom(1)
+        # the next window opens as this one was left
+        again = Settings(self.settings.path, self.settings.known_servers)
+        self.assertEqual((again.values["theme"], again.values["fontSize"]), ("dark", size + 2))
+        # Ctrl+K: type part of a name, Enter
+        app.switch("#general")
+        picker = app.quickSwitch()
+        picker.typed.set("la")
+        self.assertEqual(picker.shown, [next(c for c in app.chat.convs if c.lower() == "#lab")])
+        picker.pick()
+        self.assertEqual(app.chat.current.lower(), "#lab")
+        app.step(-1)
+        self.assertEqual(app.chat.current.lower(), "#general")
+        app.step(1)
+        self.assertEqual(app.chat.current.lower(), "#lab")
+        await self.keys("ctrl+0")  # real key presses, in the message box
+        await turns(lambda: app.fonts["body"].cget("size") == tkstyle.default_size())
+        app.chat.themeButton.invoke()
+        self.assertEqual(app.chat.log.cget("background"), tkstyle.PALETTES["light"]["log"])

@@ -11,6 +11,7 @@ It tells the listener (``IChatListener``) what changed.
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Callable, Dict, List, Optional
 
 from tcpchat import wire
@@ -19,6 +20,8 @@ from tcpchat import wire
 LOBBY = "#" + wire.DEFAULT_ROOM
 #: seconds a "typing…" hint is shown without a new typing frame
 TYPING_SHOWN = 6.0
+#: events a conversation holds at most; older ones are let go (and can be paged in from the server again)
+HOLD = 20_000
 
 Event = Dict[str, Any]
 
@@ -46,6 +49,11 @@ def conv_fields(conv: Optional[str]) -> Dict[str, str]:
     return {"room": conv.lstrip("#")}
 
 
+def conv_key(conv: str) -> str:
+    """What two names of one conversation have in common (case does not matter)."""
+    return conv[:1] + wire.name_key(conv[1:])
+
+
 def same_conv(a: str, b: str) -> bool:
     """Conversation names compare like user and room names: case does not matter."""
     return a[:1] == b[:1] and wire.name_key(a[1:]) == wire.name_key(b[1:])
@@ -66,6 +74,8 @@ class Conversations:
         self.name = ""
         #: event id -> event
         self.events: Dict[int, Event] = {}
+        #: conversation key -> the ids held in it, in order (so a conversation is found without a scan)
+        self._ids: Dict[str, List[int]] = {}
         self.lastEventId = 0
         self.users: List[str] = []
         #: rooms this user is in: name -> {"members": [...], "seen": {name: id}}
@@ -83,10 +93,28 @@ class Conversations:
 
     def messages(self, conv: Optional[str] = None) -> List[Event]:
         """The conversation held so far (one of them, or all), in order."""
-        events = [self.events[i] for i in sorted(self.events)]
         if conv is None:
-            return events
-        return [e for e in events if same_conv(conversation_of(e, self.name), conv)]
+            return [self.events[i] for i in sorted(self.events)]
+        return [self.events[i] for i in self._ids.get(conv_key(conv), ())]
+
+    def _hold(self, event: Event) -> None:
+        """Keep ``event``; a conversation holds at most :data:`HOLD` events (older ones can be paged in again)."""
+        ident = event["id"]
+        self.events[ident] = event
+        ids = self._ids.setdefault(conv_key(conversation_of(event, self.name)), [])
+        if not ids or ids[-1] < ident:
+            ids.append(ident)
+        else:
+            bisect.insort(ids, ident)
+        while len(ids) > HOLD:
+            self.events.pop(ids.pop(0), None)
+
+    def _drop(self, event: Event) -> None:
+        self.events.pop(event["id"], None)
+        ids = self._ids.get(conv_key(conversation_of(event, self.name)), [])
+        at = bisect.bisect_left(ids, event["id"])
+        if at < len(ids) and ids[at] == event["id"]:
+            del ids[at]
 
     def lastOwnMessage(self, conv: str) -> Optional[Event]:
         """This user's latest message in ``conv`` held so far, if any."""
@@ -211,7 +239,7 @@ class Conversations:
         kind, who = event["kind"], event.get("name")
         conv = conversation_of(event, self.name)
         if kind in ("edit", "react"):
-            self.events[event["id"]] = event
+            self._hold(event)
             target = self.events.get(event.get("target"))  # type: ignore[arg-type]
             if target is not None and (target["kind"] == "message" or (kind == "react" and target["kind"] == "file")):
                 changed = wire.apply_edit(target, event) if kind == "edit" else wire.apply_reaction(target, event)
@@ -219,10 +247,11 @@ class Conversations:
                 self.listener.eventChanged(changed, event, conv)
             return
         if kind == "delete":
-            target = self.events.pop(event.get("target"), None)  # type: ignore[arg-type]
+            target = self.events.get(event.get("target"))  # type: ignore[arg-type]
             if target is not None:
+                self._drop(target)
                 self.listener.eventRemoved(target, conv)
-            self.events[event["id"]] = event
+            self._hold(event)
             return
         if kind in ("message", "file", "announce") and who:
             if conv in self.typing and who in self.typing[conv]:
@@ -231,7 +260,7 @@ class Conversations:
                 self.unread[conv] = self.unread.get(conv, 0) + 1
         if kind in ("room-join", "room-leave"):
             self._membership(event)
-        self.events[event["id"]] = event
+        self._hold(event)
         if not (kind == "message" and who == self.name and self.acked(event)):
             self.listener.eventReceived(event, replay)
         if kind == "join" and who and who not in self.users:
@@ -261,14 +290,19 @@ class Conversations:
         event = {"id": ack["id"], "ts": ack["ts"], "kind": "message", "name": self.name, "text": said["text"],
                  "cid": said["cid"]}
         event.update({k: said[k] for k in ("room", "to") if k in said})
+        target = self.events.get(said.get("reply"))  # type: ignore[arg-type]
+        if target is not None:  # (quoted as the server quotes it for everyone else)
+            event["reply"] = {"id": target["id"], "name": target.get("name"),
+                              "text": str(target.get("text") or (target.get("file") or {}).get("name") or "")
+                              [:wire.REPLY_EXCERPT]}
         if "room" not in event and "to" not in event:
             event["room"] = wire.DEFAULT_ROOM
-        self.events[ack["id"]] = event
+        self._hold(event)
         return event
 
     def older(self, events: List[Any]) -> List[Event]:
         """A history page: the events not held yet (now held)."""
         fresh = [e for e in events if isinstance(e, dict) and isinstance(e.get("id"), int) and e["id"] not in self.events]
         for event in fresh:
-            self.events[event["id"]] = event
+            self._hold(event)
         return fresh

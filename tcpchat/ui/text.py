@@ -79,8 +79,13 @@ def reply_line(event: Dict[str, Any]) -> str:
     reply = event.get("reply")
     if not isinstance(reply, dict):
         return ""
-    quoted = str(reply.get("text", ""))
-    return f"↪ {reply.get('name', '?')}: {quoted if len(quoted) <= 60 else quoted[:59] + '…'}"
+    return f"↪ {reply.get('name', '?')}: {preview(str(reply.get('text', '')))}"
+
+
+def preview(said: str, width: int = 60) -> str:
+    """The start of a message on one line, at most ``width`` characters."""
+    said = " ".join(said.split())
+    return said if len(said) <= width else said[:width - 1] + "…"
 
 
 def reactions_line(event: Dict[str, Any], lead: str = "") -> str:

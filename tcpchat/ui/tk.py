@@ -11,6 +11,7 @@ core never imports Tk.  Nothing here blocks: file hashing runs in a thread
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import sys
@@ -22,23 +23,17 @@ from typing import Any, Callable, Dict, List, Optional
 from tcpchat import link, wire
 from tcpchat.client.core import (CONNECTED, DISCONNECTED, FAILED, LOBBY, RECONNECTING, ChatClient, ChatListener, IdentityChanged,
                                  Transfer, conversation_of, same_conv)
-from tcpchat.ui import notify, text, thumbs
+from tcpchat.ui import notify, text, thumbs, tklog, tkstyle
+from tcpchat.ui.tkfiles import Files
+from tcpchat.ui.tklog import EventLog
 from tcpchat.ui.commands import Commands
 
 DEFAULT_PORT = wire.DEFAULT_PORT
 TITLE = "tcpchat"
 SEARCH_HINT = "Search messages…"
 
-COLORS = {
-    "bg": "#f7f7f9",
-    "history": "#8a8f98",
-    "mine": "#1f5fbf",
-    "message": "#1d1f23",
-    "system": "#a86200",
-    "file": "#0b7a3e",
-    "error": "#c62828",
-    "time": "#9aa0a6",
-}
+#: the palette in use (changed in place when the theme changes; see :mod:`tcpchat.ui.tkstyle`)
+COLORS = dict(tkstyle.PALETTES["light"])
 
 
 def config_path() -> str:
@@ -55,7 +50,7 @@ def config_path() -> str:
 class Settings:
     """The connection form's remembered values (never the passkey)."""
 
-    KEYS = ("host", "port", "name")
+    KEYS = ("host", "port", "name", "theme", "fontSize")
 
     def __init__(self, path: Optional[str] = None, known_servers: Optional[str] = None) -> None:
         self.path = path or config_path()
@@ -281,6 +276,7 @@ class InviteDialog(tk.Toplevel):
         self.withPasskey = tk.BooleanVar(value=True)
         ttk.Label(self, text="Scan or share this link to join", style="Side.TLabel").grid(row=0, column=0, sticky="w")
         self.canvas = tk.Canvas(self, background="white", highlightthickness=0)
+        self.canvas.keepWhite = True  # (a QR code reads dark on light, whatever the theme)
         self.canvas.grid(row=1, column=0, pady=(8, 8))
         self.text = tk.StringVar()
         shown = ttk.Entry(self, textvariable=self.text, width=52, state="readonly")
@@ -320,6 +316,54 @@ class InviteDialog(tk.Toplevel):
         self.clipboard_append(self.link())
 
 
+class QuickSwitch(tk.Toplevel):
+    """Ctrl+K: a box that narrows the conversations to what is typed; Enter (or a click) switches."""
+
+    def __init__(self, master: Any, convs: List[str], go: Callable[[str], None]) -> None:
+        super().__init__(master, background=COLORS["bg"], padx=10, pady=10)
+        self.title("Go to a conversation")
+        self.transient(master)
+        self.convs, self.go = list(convs), go
+        self.typed = tk.StringVar()
+        entry = ttk.Entry(self, textvariable=self.typed, width=32)
+        entry.grid(row=0, column=0, sticky="ew")
+        self.list = tk.Listbox(self, height=8, activestyle="none", exportselection=False, relief="flat",
+                               background=COLORS["log"], foreground=COLORS["message"],
+                               selectbackground=COLORS["select"], selectforeground=COLORS["message"])
+        self.list.grid(row=1, column=0, sticky="nsew", pady=(6, 0))
+        self.typed.trace_add("write", lambda *a: self.narrow())
+        entry.bind("<Return>", lambda e: self.pick())
+        entry.bind("<Down>", lambda e: self.move(1))
+        entry.bind("<Up>", lambda e: self.move(-1))
+        self.bind("<Escape>", lambda e: self.destroy())
+        self.list.bind("<ButtonRelease-1>", lambda e: self.pick())
+        self.narrow()
+        entry.focus_set()
+
+    def narrow(self) -> None:
+        wanted = self.typed.get().strip().lstrip("#@").casefold()
+        self.shown = [c for c in self.convs if wanted in c[1:].casefold()]
+        self.list.delete(0, "end")
+        for conv in self.shown:
+            self.list.insert("end", conv)
+        if self.shown:
+            self.list.selection_set(0)
+
+    def move(self, by: int) -> str:
+        picked = self.list.curselection()
+        at = max(0, min(len(self.shown) - 1, (picked[0] if picked else 0) + by))
+        self.list.selection_clear(0, "end")
+        self.list.selection_set(at)
+        return "break"
+
+    def pick(self) -> None:
+        picked = self.list.curselection()
+        if self.shown:
+            conv = self.shown[picked[0] if picked else 0]
+            self.destroy()
+            self.go(conv)
+
+
 class ChatScreen(ttk.Frame):
     """Conversations, the one on screen, input, online list, search, transfers and status bar."""
 
@@ -328,11 +372,6 @@ class ChatScreen(ttk.Frame):
         self.app = app
         self.unread = 0
         self.current = LOBBY
-        self.fileTags: Dict[str, Dict[str, Any]] = {}
-        #: link tags in the conversation on screen -> their web address
-        self.urlTags: Dict[str, str] = {}
-        #: thumbnail slots already holding their picture
-        self.placed: set = set()
         self.rows: Dict[tuple, TransferRow] = {}
         #: the conversations listed on the left, in order
         self.convs: List[str] = [LOBBY]
@@ -367,28 +406,12 @@ class ChatScreen(ttk.Frame):
         # the conversation on screen
         self.header = ttk.Label(left, text="", style="Header.TLabel", anchor="w")
         self.header.grid(row=0, column=0, columnspan=2, sticky="ew", pady=(0, 6))
-        # (a small requested size: the grid gives it all the room there is, and the input below always stays)
-        self.log = tk.Text(left, wrap="word", state="disabled", relief="flat", padx=10, pady=8,
-                           background="white", font=app.fonts["body"], cursor="arrow", height=4, width=30)
-        scroll = ttk.Scrollbar(left, command=self.log.yview)
-        self.log.configure(yscrollcommand=self._scrolled(scroll))
-        self.log.grid(row=1, column=0, sticky="nsew")
-        scroll.grid(row=1, column=1, sticky="ns")
-        for tag in ("history", "mine", "message", "system", "file", "error", "time"):
-            self.log.tag_configure(tag, foreground=COLORS[tag])
-        self.log.tag_configure("system", font=app.fonts["italic"])
-        self.log.tag_configure("name", font=app.fonts["bold"])
-        self.log.tag_configure("link", underline=True)
-        self.log.tag_configure("mention", background="#fff4c2")
-        self.log.tag_configure("time", font=app.fonts["small"])
-        self.log.tag_configure("quote", font=app.fonts["small"], foreground=COLORS["history"], lmargin1=40, lmargin2=40)
-        self.log.tag_configure("reactions", font=app.fonts["small"])
-        # the lines of a long or multi-line message go on under its text, not under the time stamp
-        indent = app.fonts["small"].measure("00:00  ") + 10
-        for tag in ("history", "mine", "message", "system", "file", "error", "mention"):
-            self.log.tag_configure(tag, lmargin2=indent)
-        self.log.tag_bind("link", "<Enter>", lambda e: self.log.configure(cursor="hand2"))
-        self.log.tag_bind("link", "<Leave>", lambda e: self.log.configure(cursor="arrow"))
+        self.events = EventLog(left, app, self._scrolled, _open_url)
+        self.log = self.events.text
+        self.log.bind("<Button-3>", self._menu)
+        self.log.bind("<Button-2>", self._menu)
+        #: the first id drawn when older events were last asked of the server (asked once each)
+        self._askedBefore: Optional[int] = None
 
         # "new messages" bar, shown when the user has scrolled up
         self.newBar = ttk.Button(left, text="", command=self.scrollToEnd, style="Unread.TButton")
@@ -405,9 +428,12 @@ class ChatScreen(ttk.Frame):
         # input
         entry = ttk.Frame(left, padding=(0, 4, 0, 0))
         entry.grid(row=4, column=0, columnspan=2, sticky="ew")
+        #: the message the next one answers (a context menu's Reply), or None
+        self.replying: Optional[int] = None
+        self.replyLabel = ttk.Label(entry, text="", style="Hint.TLabel")
         self.input = tk.Text(entry, height=2, wrap="word", font=app.fonts["body"], relief="solid", borderwidth=1,
                              undo=True)
-        self.input.grid(row=0, column=0, rowspan=2, sticky="nsew")
+        self.input.grid(row=1, column=0, rowspan=2, sticky="nsew")
         self.input.bind("<Return>", self._enter)
         self.input.bind("<KP_Enter>", self._enter)
         self.input.bind("<Shift-Return>", lambda e: None)  # a new line
@@ -416,9 +442,9 @@ class ChatScreen(ttk.Frame):
         self.editing: Optional[int] = None
         _bind_shortcuts(self)
         self.sendButton = ttk.Button(entry, text="Send", command=self.send, style="Accent.TButton")
-        self.sendButton.grid(row=0, column=1, padx=(8, 0), sticky="ew")
-        self.fileButton = ttk.Button(entry, text="Send File…", command=app.pickFile)
-        self.fileButton.grid(row=1, column=1, padx=(8, 0), sticky="ew")
+        self.sendButton.grid(row=1, column=1, padx=(8, 0), sticky="ew")
+        self.fileButton = ttk.Button(entry, text="Send File…", command=app.files.pick)
+        self.fileButton.grid(row=2, column=1, padx=(8, 0), sticky="ew")
         entry.columnconfigure(0, weight=1)
         left.rowconfigure(1, weight=1)
         left.columnconfigure(0, weight=1)
@@ -447,9 +473,12 @@ class ChatScreen(ttk.Frame):
         bar.grid(row=1, column=0, sticky="ew", pady=(8, 0))
         self.status = ttk.Label(bar, text="", style="Status.TLabel", anchor="w")
         self.status.grid(row=0, column=0, sticky="ew")
+        self.themeButton = ttk.Button(bar, text="☾ Dark", width=8,
+                                      command=lambda: app.applyTheme("light" if app.theme == "dark" else "dark"))
+        self.themeButton.grid(row=0, column=1, padx=4, pady=2)
         self.inviteButton = ttk.Button(bar, text="Invite…", command=app.invite)
-        self.inviteButton.grid(row=0, column=1, padx=4, pady=2)
-        ttk.Button(bar, text="Exit", command=app.close).grid(row=0, column=2, padx=4, pady=2)
+        self.inviteButton.grid(row=0, column=2, padx=4, pady=2)
+        ttk.Button(bar, text="Exit", command=app.close).grid(row=0, column=3, padx=4, pady=2)
         bar.columnconfigure(0, weight=1)
         self.rowconfigure(0, weight=1)
         self.columnconfigure(0, weight=1)
@@ -517,18 +546,39 @@ class ChatScreen(ttk.Frame):
     def _resized(self, event: Any) -> None:
         self.panels = _fit_panels(self.body, (("side", self.side), ("right", self.right)), self.panels, event.width)
 
+    urlTags = property(lambda self: self.events.urlTags)
+
     def atEnd(self) -> bool:
-        return self.log.yview()[1] >= 0.999
+        return self.events.atEnd()
 
-    def _scrolled(self, scroll: ttk.Scrollbar) -> Callable[..., None]:
-        def update(first: str, last: str) -> None:
-            scroll.set(first, last)
-            if float(last) >= 0.999 and self.unread:
-                self.unread = 0
-                self.newBar.grid_forget()
-                self.app.markReadSoon()
+    def _scrolled(self, first: float, last: float) -> None:
+        if last >= 0.999 and self.unread:
+            self.unread = 0
+            self.newBar.grid_forget()
+            self.app.markReadSoon()
+        if first <= 0.0 and self.events.drawn and self.log.yview() != (0.0, 1.0):
+            self.log.after_idle(self.showOlder)  # at the top: the page before
 
-        return update
+    def showOlder(self) -> int:
+        """Draw the page held before the first event drawn (how many), or ask the server for it."""
+        first = self.events.firstId
+        if first is None or self.log.yview()[0] > 0.0:
+            return 0
+        held = self.app.client.messages(self.current)
+        ids = [e["id"] for e in held]
+        at = bisect.bisect_left(ids, first)
+        if at > 0:
+            return self.events.prepend(held[max(0, at - tklog.PAGE):at])
+        if self._askedBefore != first:
+            self._askedBefore = first
+            self.app.client.loadOlder(limit=tklog.PAGE, conv=self.current)
+        return 0
+
+    def olderArrived(self, events: List[Dict[str, Any]]) -> None:
+        """A page of older events came from the server (shown if they are of this conversation)."""
+        mine = [e for e in events if same_conv(conversation_of(e, self.app.client.name), self.current)]
+        if mine:
+            self.events.prepend(mine)
 
     def scrollToEnd(self) -> None:
         self.log.see("end")
@@ -537,21 +587,12 @@ class ChatScreen(ttk.Frame):
         self.app.markReadSoon()
 
     def render(self, conv: str, events: List[Dict[str, Any]]) -> None:
-        """Show conversation ``conv`` from scratch."""
+        """Show conversation ``conv`` from scratch (its newest page; older ones on scrolling up)."""
         self.current = conv
         self.unread = 0
+        self._askedBefore = None
         self.newBar.grid_forget()
-        self.log.configure(state="normal")
-        self.log.delete("1.0", "end")
-        self.log.configure(state="disabled")
-        for tag in self.urlTags:
-            self.log.tag_delete(tag)
-        self.urlTags.clear()
-        self.placed.clear()
-        for event in events:
-            style, _ = text.describe(event, self.app.client.name)
-            self.add(event, style, replay=False, quiet=True)
-        self.log.see("end")
+        self.events.show(events)
         self.showHeader()
         self.showConversations()
 
@@ -573,84 +614,73 @@ class ChatScreen(ttk.Frame):
     def add(self, event: Dict[str, Any], style: str, replay: bool = False, quiet: bool = False) -> None:
         """Append one event to the conversation on screen."""
         follow = quiet or self.atEnd()
-        kind = event.get("kind")
-        self.log.configure(state="normal")
-        self.log.insert("end", text.clock(event.get("ts")) + "  ", ("time",))
-        tags = ("history",) if replay else (style,)
-        if kind == "message":
-            said = str(event.get("text", ""))
-            if not replay and style == "message" and text.mentions(said, self.app.client.name):
-                tags = tags + ("mention",)
-            quoted = text.reply_line(event)
-            if quoted:
-                self.log.insert("end", quoted + "\n", ("quote",))
-                self.log.insert("end", "       ", ("time",))
-            self.log.insert("end", f"{event.get('name')}: ", tags + ("name",))
-            self._insertLinked(said, tags)
-            if event.get("edited"):
-                self.log.insert("end", " (edited)", ("time",))
-            shown = text.reactions_line(event, "   ")
-            if shown:
-                self.log.insert("end", shown, ("reactions",))
-            self.log.insert("end", "\n", tags)
-        elif kind == "file":
-            info = event.get("file") or {}
-            tag = f"file{info.get('id')}-{event.get('id')}"
-            self.fileTags[tag] = info
-            self.log.insert("end", f"{event.get('name')} shared ", tags)
-            self.log.insert("end", f"📎 {info.get('name')}", tags + ("file", "link", tag))
-            self.log.insert("end", f"  ({text.human_size(info.get('size', 0))}) — click to download\n", tags)
-            self.log.tag_bind(tag, "<Button-1>", lambda e, info=info: self.app.saveFile(info))
-            if thumbs.wanted(info) and self.app.thumbs is not None:
-                slot = f"thumb{event.get('id')}"
-                self.log.insert("end", " ", tags + (slot,))  # where the picture goes once it is here
-                self.log.insert("end", "\n", tags)
-                self.app.thumbnail(info, lambda photo, slot=slot: self._placeThumbnail(slot, photo))
-        else:
-            _, line = text.describe(event, self.app.client.name if self.app.client else None)
-            self.log.insert("end", line + "\n", tags if replay else ("system",))
-        self.log.configure(state="disabled")
+        self.events.add(event, style, replay)
         if follow:
+            self.events.trim()
             self.log.see("end")
         elif not replay:
             self.unread += 1
             self.newBar.configure(text=f"↓ {self.unread} new message{'s' if self.unread > 1 else ''}")
             self.newBar.grid(row=2, column=0, columnspan=2, sticky="ew")
 
-    def _placeThumbnail(self, slot: str, photo: Any) -> None:
-        ranges = self.log.tag_ranges(slot)
-        if not ranges or slot in self.placed:
-            return  # (that conversation is no longer on screen, or it is already there)
-        self.placed.add(slot)
-        self.log.configure(state="normal")
-        self.log.image_create(ranges[0], image=photo, padx=6, pady=4)
-        self.log.configure(state="disabled")
-        if self.atEnd():
-            self.log.see("end")
+    def notice(self, line: str, style: str = "system", actions: Optional[List[Any]] = None) -> None:
+        self.events.notice(line, time.strftime("%H:%M"), style, actions)
 
-    def _insertLinked(self, said: str, tags: tuple) -> None:
-        """Insert a message's text, its web addresses as links that open in the system's browser."""
-        at = 0
-        for match in text.URL.finditer(said):
-            if match.start() > at:
-                self.log.insert("end", said[at:match.start()], tags)
-            url = match.group(0)
-            tag = f"url{len(self.urlTags)}"
-            self.urlTags[tag] = url
-            self.log.insert("end", url, tags + ("link", tag))
-            self.log.tag_bind(tag, "<Button-1>", lambda e, url=url: _open_url(url))
-            at = match.end()
-        if at < len(said):
-            self.log.insert("end", said[at:], tags)
+    def _menu(self, event: Any) -> Optional[str]:
+        """A message's (or shared file's) context menu: reply, edit, react, copy; open a downloaded file."""
+        ident = self.events.eventAt(event.x, event.y)
+        client = self.app.client
+        picked = client.events.get(ident) if ident is not None and client is not None else None
+        if picked is None or picked.get("kind") not in ("message", "file"):
+            return None
+        menu = self.contextMenu = tk.Menu(self, tearoff=False)
+        if picked["kind"] == "message":
+            if client.edits:
+                menu.add_command(label="Reply", command=lambda: self.replyTo(picked))
+                if picked.get("name") == client.name:
+                    menu.add_command(label="Edit", command=lambda: self.startEditing(picked))
+            menu.add_command(label="Copy text", command=lambda: self._copy(str(picked.get("text", ""))))
+        else:
+            info = picked.get("file") or {}
+            files = self.app.files
+            menu.add_command(label="Download…", command=lambda: files.save(info))
+            path = files.downloaded.get(info.get("id"))
+            if path:
+                menu.add_command(label="Open", command=lambda: files.open(path))
+                menu.add_command(label="Show in folder", command=lambda: files.open(path, folder=True))
+        if client.edits:
+            react = tk.Menu(menu, tearoff=False)
+            mine = {e for e, who in (picked.get("reactions") or {}).items() if client.name in who}
+            for emoji in wire.REACTIONS:
+                react.add_command(label=("✓ " if emoji in mine else "   ") + emoji,
+                                  command=lambda emoji=emoji: self.app.commands._later(
+                                      client.react(picked["id"], emoji, on=emoji not in mine), lambda _: None))
+            menu.add_cascade(label="React", menu=react)
+        menu.tk_popup(event.x_root, event.y_root)
+        return "break"
 
-    def notice(self, line: str, style: str = "system") -> None:
-        follow = self.atEnd()
-        self.log.configure(state="normal")
-        self.log.insert("end", time.strftime("%H:%M") + "  ", ("time",))
-        self.log.insert("end", line + "\n", (style,))
-        self.log.configure(state="disabled")
-        if follow:
-            self.log.see("end")
+    def _copy(self, said: str) -> None:
+        self.clipboard_clear()
+        self.clipboard_append(said)
+
+    def replyTo(self, target: Dict[str, Any]) -> None:
+        """The next message sent answers ``target`` (shown above the input until sent or Esc)."""
+        self.replying = target["id"]
+        self.replyLabel.configure(text=f"↪ Replying to {target.get('name')}: {text.preview(str(target.get('text', '')))}"
+                                       "   (Esc: don't)")
+        self.replyLabel.grid(row=0, column=0, columnspan=2, sticky="ew")
+        self.input.focus_set()
+
+    def startEditing(self, target: Dict[str, Any]) -> None:
+        self.editing = target["id"]
+        self.input.delete("1.0", "end")
+        self.input.insert("1.0", str(target.get("text", "")))
+        self.notice("Editing your message: Enter changes it, Esc leaves it as it was.", "system")
+        self.input.focus_set()
+
+    def stopReplying(self) -> None:
+        self.replying = None
+        self.replyLabel.grid_forget()
 
     def conversation(self) -> str:
         return self.log.get("1.0", "end-1c")
@@ -691,7 +721,8 @@ class ChatScreen(ttk.Frame):
         if message.startswith("//"):
             message = message[1:]
         try:
-            self.app.client.send(message, self.current)
+            self.app.client.send(message, self.current, reply=self.replying)
+            self.stopReplying()
         except ValueError as e:
             self.notice(str(e), "error")
             return
@@ -732,7 +763,7 @@ class ChatScreen(ttk.Frame):
         key = (transfer.direction, transfer.tid)
         row = self.rows.get(key)
         if row is None:
-            row = TransferRow(self.transfers, transfer, self.app.cancelTransfer)
+            row = TransferRow(self.transfers, transfer, self.app.files.cancel)
             row.grid(row=len(self.rows), column=0, sticky="ew")
             self.rows[key] = row
         row.show(transfer)
@@ -757,12 +788,11 @@ class App(ChatListener):
         self._readCall: Any = None
         self._loadedOlder: set = set()
         self.commands: Optional[Commands] = None
-        self.fonts = _fonts(root)
-        #: thumbnails of shared pictures (Pillow), kept next to the remembered form; None without Pillow
-        self.thumbs = thumbs.Cache(os.path.join(os.path.dirname(self.settings.path), "thumbnails")) \
-            if thumbs.available() else None
-        self._thumbWaiting: Dict[int, List[Callable[[Any], None]]] = {}
-        _style(root, self.fonts)
+        self.fonts = tkstyle.fonts(root, int(self.settings.values.get("fontSize") or 0))
+        #: sharing, downloading, opening files and thumbnails of pictures
+        self.files = Files(self)
+        self.chat: Optional[ChatScreen] = None
+        self.theme = self.settings.values.get("theme") or tkstyle.system_theme()
         root.title(TITLE)
         root.geometry("940x600")
         root.minsize(560, 380)
@@ -770,12 +800,17 @@ class App(ChatListener):
         root.protocol("WM_DELETE_WINDOW", self.close)
         root.bind("<FocusIn>", self._focusIn)
         root.bind("<FocusOut>", self._focusOut)
+        for key, step in (("plus", 1), ("equal", 1), ("KP_Add", 1), ("minus", -1), ("KP_Subtract", -1), ("0", 0)):
+            root.bind(f"<Control-{key}>", lambda e, step=step: (self.zoom(step), "break")[1])
+        root.bind("<Control-k>", lambda e: (self.quickSwitch(), "break")[1])
+        root.bind("<Alt-Up>", lambda e: (self.step(-1), "break")[1])
+        root.bind("<Alt-Down>", lambda e: (self.step(1), "break")[1])
         root.columnconfigure(0, weight=1)
         root.rowconfigure(0, weight=1)
         self.connect = ConnectScreen(root, self.settings, self.start)
         self.connect.grid(row=0, column=0)
         self.connect.focus()
-        self.chat: Optional[ChatScreen] = None
+        self.applyTheme(self.theme, save=False)
         self.inviteDialog: Optional[InviteDialog] = None
         self.browser = browser(reactor, self.connect.showServers) if browser is not None else None
         if self.browser is not None:
@@ -832,6 +867,7 @@ class App(ChatListener):
         if self.chat is None:
             self.chat = ChatScreen(self.root, self)
             self.chat.rowconfigure(0, weight=1)
+            self.applyTheme(self.theme, save=False)
         self.chat.grid(row=0, column=0, sticky="nsew", padx=10, pady=(10, 0))
         self.chat.input.focus_set()
 
@@ -853,13 +889,27 @@ class App(ChatListener):
         self.inviteDialog = InviteDialog(self.root, self.client)
         return self.inviteDialog
 
-    def pickFile(self) -> None:
-        path = filedialog.askopenfilename(parent=self.root, title="Share a file")
-        if path:
-            self.share(path)
+    def applyTheme(self, theme: str, save: bool = True) -> None:
+        """Light or dark, now and (``save``) next time."""
+        self.theme = theme if theme in tkstyle.PALETTES else "light"
+        COLORS.clear()
+        COLORS.update(tkstyle.PALETTES[self.theme])
+        tkstyle.apply(self.root, self.fonts, COLORS)
+        if self.chat is not None:
+            self.chat.events.colour(COLORS)
+            self.chat.themeButton.configure(text="☀ Light" if self.theme == "dark" else "☾ Dark")
+            self.chat.showConversations()
+            if self.client is not None:
+                self.chat.setUsers(self.client.users)
+        if save:
+            self.settings.save(theme=self.theme)
 
-    def share(self, path: str) -> Transfer:
-        return self.client.share(path, conv=self.current if self.chat is not None else None)
+    def zoom(self, step: int) -> None:
+        """Ctrl +/− (0: the default size): every font of the window, remembered."""
+        size = tkstyle.zoom(self.fonts, tkstyle.size_of(self.fonts) + step if step else tkstyle.default_size())
+        if self.chat is not None:
+            self.chat.events.indent()
+        self.settings.save(fontSize=size)
 
     # ------------------------------------------------------------ the view slash commands drive
 
@@ -888,12 +938,26 @@ class App(ChatListener):
         self.markReadSoon()
         self.chat.input.focus_set()
 
+    def step(self, by: int) -> None:
+        """Alt+Up/Down: the conversation above or below in the list."""
+        if self.chat is None or self.client is None:
+            return
+        convs = self.chat.convs
+        at = next((i for i, c in enumerate(convs) if same_conv(c, self.current)), 0)
+        self.switch(convs[(at + by) % len(convs)])
+
+    def quickSwitch(self) -> Optional["QuickSwitch"]:
+        """Ctrl+K: type part of a conversation's name, Enter goes there."""
+        if self.chat is None or self.client is None:
+            return None
+        return QuickSwitch(self.root, self.chat.convs, self.switch)
+
     def get(self, rest: str) -> None:
         ident = rest.split()[0] if rest.split() else ""
         files = {e["file"].get("id"): e["file"] for e in self.client.messages() if e.get("kind") == "file"
                  and isinstance(e.get("file"), dict)}
         if ident.isdigit() and int(ident) in files:
-            self.saveFile(files[int(ident)])
+            self.files.save(files[int(ident)])
         else:
             self.show("Usage: /get ID (or click a file's name)", "error")
 
@@ -913,49 +977,6 @@ class App(ChatListener):
 
         # a Tk timer: it belongs to the window and goes away with it
         self._readCall = self.root.after(500, mark)
-
-    def saveFile(self, info: Dict[str, Any]) -> None:
-        name = wire.safe_file_name(info.get("name", "file"))
-        dest = filedialog.asksaveasfilename(parent=self.root, title="Save file as", initialfile=name)
-        if dest:
-            self.download(info, dest)
-
-    def thumbnail(self, info: Dict[str, Any], place: Callable[[Any], None]) -> None:
-        """Call ``place(photo)`` with a thumbnail of this shared picture: fetched (quietly), made in a thread."""
-        assert self.thumbs is not None and self.client is not None
-        fid = info["id"]
-        ready = self.thumbs.get(fid)
-        if ready is not None:
-            place(ready)
-            return
-        waiting = self._thumbWaiting.setdefault(fid, [])
-        waiting.append(place)
-        if len(waiting) > 1:
-            return  # already on its way
-        from PIL import ImageTk
-        from twisted.internet.threads import deferToThread
-
-        path = self.thumbs.path(fid)
-        transfer = self.client.download(info, path, quiet=True)
-
-        def made(small: Any) -> None:
-            if self.closing or self.thumbs is None:
-                return
-            photo = ImageTk.PhotoImage(small, master=self.root)
-            self.thumbs.put(fid, photo)
-            for callback in self._thumbWaiting.pop(fid, []):
-                callback(photo)
-
-        def failed(failure: Any) -> None:
-            self._thumbWaiting.pop(fid, None)  # (not a picture after all, or gone: the link stays)
-
-        transfer.finished.addCallback(lambda _: deferToThread(thumbs.make, path)).addCallbacks(made, failed)
-
-    def download(self, info: Dict[str, Any], dest: str) -> Transfer:
-        return self.client.download(info, dest)
-
-    def cancelTransfer(self, transfer: Transfer) -> None:
-        self.client.cancel(transfer)
 
     def close(self) -> None:
         """
@@ -1084,8 +1105,7 @@ class App(ChatListener):
         if self.closing or self.chat is None:
             return  # the window is going away
         conv = self.chat.current
-        if any(same_conv(conversation_of(e, self.client.name), conv) for e in events):
-            self.switch(conv)  # shown again, older messages first
+        self.chat.olderArrived(events)
 
     def roomsChanged(self, rooms: List[str]) -> None:
         if self.closing or self.chat is None:
@@ -1142,7 +1162,7 @@ class App(ChatListener):
             if transfer.state == "failed":
                 self.chat.notice(f"{transfer.name}: {transfer.error}", "error")
             elif transfer.state == "finished" and transfer.direction == "download":
-                self.chat.notice(f"Saved {transfer.name} to {transfer.path}")
+                self.files.saved(transfer)
 
     def errorReceived(self, code: str, message: str) -> None:
         if self.closing:
@@ -1152,7 +1172,8 @@ class App(ChatListener):
 
 
 def _bind_shortcuts(chat: Any) -> None:
-    """The message box's keys: Up (when empty) edits one's last message here, Esc clears, Ctrl+A selects all."""
+    """The message box's keys: Up (when empty) edits one's last message here, Esc clears, Ctrl+A selects all,
+    Ctrl+V of copied files shares them."""
     box = chat.input
 
     def up(event: Any) -> Optional[str]:
@@ -1162,13 +1183,12 @@ def _bind_shortcuts(chat: Any) -> None:
         mine = client.lastOwnMessage(chat.current)
         if mine is None:
             return None
-        chat.editing = mine["id"]
-        box.insert("1.0", str(mine.get("text", "")))
-        chat.notice("Editing your last message: Enter changes it, Esc leaves it as it was.", "system")
+        chat.startEditing(mine)
         return "break"
 
     def escape(event: Any) -> str:
         chat.editing = None
+        chat.stopReplying()
         box.delete("1.0", "end")
         return "break"
 
@@ -1178,7 +1198,18 @@ def _bind_shortcuts(chat: Any) -> None:
 
     box.bind("<Up>", up)
     box.bind("<Escape>", escape)
+    def paste(event: Any) -> Optional[str]:
+        try:
+            pasted = box.clipboard_get()
+        except tk.TclError:
+            return None  # (nothing to paste as text)
+        if chat.app.files.paste(pasted):
+            chat.notice("Sharing what you pasted…")
+            return "break"
+        return None  # text: pasted as usual
+
     box.bind("<Control-a>", select_all)
+    box.bind("<<Paste>>", paste)
 
 
 def _removed(app: Any, detail: str) -> None:
@@ -1216,42 +1247,6 @@ def _open_url(url: str) -> None:
 
     if url.lower().startswith(("http://", "https://")):
         webbrowser.open(url, new=2)
-
-
-def _fonts(root: tk.Tk) -> Dict[str, Any]:
-    from tkinter import font
-
-    base = font.nametofont("TkDefaultFont").actual()
-    family, size = base["family"], max(10, abs(int(base["size"])))
-    return {
-        "body": font.Font(root, family=family, size=size),
-        "bold": font.Font(root, family=family, size=size, weight="bold"),
-        "italic": font.Font(root, family=family, size=size, slant="italic"),
-        "small": font.Font(root, family=family, size=size - 2),
-        "heading": font.Font(root, family=family, size=size + 5, weight="bold"),
-    }
-
-
-def _style(root: tk.Tk, fonts: Dict[str, Any]) -> None:
-    style = ttk.Style(root)
-    if "clam" in style.theme_names():
-        style.theme_use("clam")
-    style.configure(".", background=COLORS["bg"], font=fonts["body"])
-    style.configure("Card.TFrame", background=COLORS["bg"])
-    style.configure("Heading.TLabel", font=fonts["heading"])
-    style.configure("Error.TLabel", foreground=COLORS["error"])
-    style.configure("Info.TLabel", foreground=COLORS["history"])
-    style.configure("Small.TLabel", foreground=COLORS["history"], font=fonts["small"])
-    style.configure("Side.TLabel", font=fonts["bold"])
-    style.configure("Header.TLabel", font=fonts["bold"], foreground="#1d1f23")
-    style.configure("Hint.TLabel", foreground=COLORS["history"], font=fonts["small"])
-    style.configure("Status.TLabel", foreground="#444", padding=(10, 4), background="#e9ebef")
-    style.configure("Status.TFrame", background="#e9ebef")
-    style.configure("Accent.TButton", foreground="white", background="#2f6fde")
-    style.map("Accent.TButton", background=[("active", "#2a62c4"), ("disabled", "#9bb6e6")])
-    style.configure("Unread.TButton", foreground="white", background="#2f6fde")
-    style.configure("Horizontal.TProgressbar", background="#2f6fde", troughcolor="#e3e6eb", bordercolor="#d0d4da",
-                    lightcolor="#2f6fde", darkcolor="#2f6fde")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
