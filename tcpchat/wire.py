@@ -20,6 +20,8 @@ for anything else, and nothing but :class:`ProtocolError`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import struct
@@ -34,9 +36,9 @@ DEFAULT_PORT = 12345
 #: the longest join link (tcpchat://…) anyone needs to accept
 MAX_LINK = 2048
 #: Revision of version 1 documented in PROTOCOL.rst (additions only).
-PROTOCOL_REVISION = "1.1"
+PROTOCOL_REVISION = "1.5"
 #: Optional features a client may ask for in ``hello.features``.
-FEATURES = ("rooms", "edits")
+FEATURES = ("rooms", "edits", "profiles")
 #: The reactions a message may get (revision 1.4, feature "edits"): a small set, so that a reaction is a
 #: choice, not a message, and a message's reactions stay a few bytes.
 REACTIONS = ("👍", "❤️", "😂", "😮", "😢", "🎉", "✅", "👀")
@@ -48,6 +50,12 @@ DEFAULT_ROOM = "general"
 MAX_ROOM_CHARS = 32
 #: Longest status line, in characters.
 MAX_STATUS_CHARS = 100
+#: Longest profile bio (revision 1.5, feature "profiles"), in characters: one line.
+MAX_BIO_CHARS = 160
+#: Largest profile picture, in bytes (a PNG or JPEG; clients send a small one, e.g. 128x128).
+MAX_PICTURE_BYTES = 64 * 1024
+#: The picture types a profile may have: their first bytes, and the MIME type they are served as.
+PICTURE_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
 #: Longest search query, in characters.
 MAX_QUERY_CHARS = 200
 #: Largest ``limit`` of a ``search`` request.
@@ -331,6 +339,27 @@ def _reaction(value: Any) -> str:
     return value
 
 
+def picture_type(data: bytes) -> Optional[str]:
+    """The MIME type of a profile picture's bytes (PNG or JPEG, by their first bytes), or None."""
+    for magic, mime in PICTURE_TYPES:
+        if data.startswith(magic):
+            return mime
+    return None
+
+
+def _picture(value: Any) -> bytes:
+    """A profile picture: base64 (RFC 4648, padded) of a PNG or JPEG of at most MAX_PICTURE_BYTES; "" removes it."""
+    if not isinstance(value, str) or len(value) > (MAX_PICTURE_BYTES + 2) // 3 * 4:
+        raise _fail(f"expected base64 of at most {MAX_PICTURE_BYTES} bytes")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _fail("the picture is not valid base64") from None
+    if data and picture_type(data) is None:
+        raise _fail("a profile picture must be a PNG or a JPEG")
+    return data
+
+
 _ID = _int(0, 2**53)
 _TID = _int(1, MAX_TRANSFER_ID)
 _SIZE = _int(0, 2**53)
@@ -365,6 +394,7 @@ CLIENT_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
     "typing": {"room": (_room, False), "to": (_str(256), False)},
     "read": {"id": (_ID, True), "room": (_room, False), "to": (_str(256), False)},
     "presence": {"away": (_bool, False), "status": (_line(MAX_STATUS_CHARS), False)},
+    "profile": {"bio": (_line(MAX_BIO_CHARS), False), "picture": (_picture, False)},
     "search": {"q": (_line(MAX_QUERY_CHARS, 1), True), "room": (_room, False), "to": (_str(256), False),
                "before": (_ID, False), "limit": (_int(1, MAX_SEARCH_PAGE), False)},
     "delete": {"id": (_ID, True)},
@@ -409,6 +439,7 @@ SERVER_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
         "presence": (_any, False),
         "operator": (_any, False),
         "link": (_line(MAX_LINK), False),
+        "profiles": (_any, False),
     },
     "event": {
         "id": (_ID, True),
@@ -437,12 +468,13 @@ SERVER_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
     "ack": {"id": (_ID, True), "ts": (_any, True), "cid": (_any, False)},
     "done": {"ref": (_any, True), "id": (_any, False)},
     "history-page": {"events": (_any, True), "more": (_any, True), "room": (_any, False), "to": (_any, False)},
-    "users": {"users": (_any, True), "presence": (_any, False)},
+    "users": {"users": (_any, True), "presence": (_any, False), "profiles": (_any, False)},
     "room": {"room": (_any, True), "members": (_any, True), "seen": (_any, False)},
     "room-list": {"rooms": (_any, True)},
     "typing": {"name": (_any, True), "room": (_any, False), "to": (_any, False)},
     "seen": {"name": (_any, True), "id": (_ID, True), "room": (_any, False), "to": (_any, False)},
     "presence": {"name": (_any, True), "away": (_any, True), "status": (_any, False)},
+    "profile": {"name": (_any, True), "bio": (_any, False), "picture": (_any, False)},
     "search-results": {"q": (_any, True), "events": (_any, True), "more": (_any, True)},
     "oper": {"actions": (_any, False)},
     "registered": {"name": (_any, True)},

@@ -86,10 +86,10 @@ def test_no_class_over_about_400_lines():
 def test_every_client_frame_has_one_handler_a_state_and_a_cost():
     from tcpchat import wire
     from tcpchat.server import protocol  # noqa: F401  (registers the handlers)
-    from tcpchat.server.table import ANY, COSTS, EDITS, HANDLERS, LOGGED_IN, ROOMS
+    from tcpchat.server.table import ANY, COSTS, EDITS, HANDLERS, LOGGED_IN, PROFILES, ROOMS
 
     assert set(HANDLERS) == set(wire.CLIENT_FRAMES) == set(COSTS)
-    assert {needs for needs, _ in HANDLERS.values()} <= {ANY, LOGGED_IN, ROOMS, EDITS}
+    assert {needs for needs, _ in HANDLERS.values()} <= {ANY, LOGGED_IN, ROOMS, EDITS, PROFILES}
     assert {k for k, (needs, _) in HANDLERS.items() if needs == ANY} == {"hello", "pake-confirm", "ping", "pong", "bye"}
 
 

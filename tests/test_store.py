@@ -36,8 +36,10 @@ def test_a_0_1_database_is_upgraded_in_place(tmp_path):
     assert [e["text"] for e in bob.frames()[0]["events"]] == ["minutes of the old days"]
     legacy = Peer(factory)
     assert "minutes of the old days" in str(legacy.login("carol", after=0))
+    from tcpchat.store.sqlite import SCHEMA_VERSION
+
     version = factory.store._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
-    assert version == "2"
+    assert version == str(SCHEMA_VERSION)
     record = factory.store._do_get_file(1)
     assert record["conv"] == "#general"
 

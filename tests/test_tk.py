@@ -874,16 +874,69 @@ class LooksTests(TkTestCase):
         self.assertEqual((again.values["theme"], again.values["fontSize"]), ("dark", size + 2))
         # Ctrl+K: type part of a name, Enter
         app.switch("#general")
-        picker = app.quickSwitch()
+        from tcpchat.ui import tknav
+
+        picker = tknav.quick_switch(app)
         picker.typed.set("la")
         self.assertEqual(picker.shown, [next(c for c in app.chat.convs if c.lower() == "#lab")])
         picker.pick()
         self.assertEqual(app.chat.current.lower(), "#lab")
-        app.step(-1)
+        tknav.step(app, -1)
         self.assertEqual(app.chat.current.lower(), "#general")
-        app.step(1)
+        tknav.step(app, 1)
         self.assertEqual(app.chat.current.lower(), "#lab")
         await self.keys("ctrl+0")  # real key presses, in the message box
         await turns(lambda: app.fonts["body"].cget("size") == tkstyle.default_size())
         app.chat.themeButton.invoke()
         self.assertEqual(app.chat.log.cget("background"), tkstyle.PALETTES["light"]["log"])
+
+
+class ProfileTests(TkTestCase):
+    async def test_profiles_set_in_the_dialog_shown_in_the_list_and_on_a_card(self):
+        """Profile… sets one's bio and a picture made 128x128 from a photo; others see it; someone's bio is in the
+        people list and a click shows their card with the picture; /whois says it in words."""
+        import io
+
+        from PIL import Image
+
+        from tcpchat.ui.tkprofile import ProfileDialog
+
+        app = await self.setUpApp()
+        await self.submit_form("alice")
+        bob, brec = make_client(self.port, "bob")
+        self.addCleanup(bob.stop)
+        await bob.start()
+        photo = os.path.join(self.tmp, "holiday.jpg")
+        Image.new("RGB", (1600, 900), (200, 90, 40)).save(photo, "JPEG")
+        dialog = ProfileDialog(self.root, app)
+        dialog.bio.set("Teaches maths,   room 12")
+        dialog.pick(photo)
+        await dialog.save()
+        await turns(lambda: (bob.model.profileOf("alice").get("bio") == "Teaches maths, room 12"
+                             and "picture" in bob.model.profileOf("alice")), limit=4000)
+        picture = bob.model.profileOf("alice")["picture"]
+        got = os.path.join(self.tmp, "alice.png")
+        await bob.download(picture, got).finished
+        with Image.open(got) as made:
+            self.assertEqual(made.size, (128, 128))
+        # bob's profile, set from the library client, in alice's window
+        square = io.BytesIO()
+        Image.new("RGB", (128, 128), (40, 120, 220)).save(square, "PNG")
+        await bob.setProfile(bio="Lab technician, ask me about the 3D printer", picture=square.getvalue())
+        await turns(lambda: any("Lab technician" in line for line in app.chat.online.get(0, "end")))
+        at = next(i for i, n in enumerate(app.chat.onlineNames) if n == "bob")
+        app.chat.online.selection_set(at)
+        app.chat.online.event_generate("<<ListboxSelect>>")
+        await turns(lambda: app.chat.card.photo is not None, limit=4000)
+        self.assertIn("Lab technician", app.chat.card.bio.cget("text"))
+        await turns(lambda: app.chat.card.winfo_ismapped())
+        app.commands.run("/whois bob")
+        self.assertIn("bio: Lab technician, ask me about the 3D printer", app.chat.conversation())
+        if write_docs():
+            bob.send("The printer is free this afternoon if anyone needs it.")
+            await turns(lambda: "printer is free" in app.chat.conversation())
+            self.root.geometry("940x600")
+            self.root.update()
+            self.assertTrue(screenshot(os.path.join(DOCS, "tk-profile.png"), self.window()))
+        app.commands.run("/help")
+        self.assertIn("/whois NAME — someone's profile", app.chat.conversation())  # one per line, no columns

@@ -43,6 +43,7 @@ def test_every_client_frame_round_trips():
         {"type": "typing", "room": "lab-2"},
         {"type": "read", "id": 9, "to": "bob"},
         {"type": "presence", "away": True, "status": "at lunch"},
+        {"type": "profile", "bio": "Maths and physics, room 12"},
         {"type": "search", "q": "exam date", "room": "general", "before": 99, "limit": 5},
         {"type": "delete", "id": 4},
         {"type": "oper", "passkey": "x"},
@@ -53,6 +54,28 @@ def test_every_client_frame_round_trips():
     assert {s["type"] for s in samples} == set(wire.CLIENT_FRAMES)
     for sample in samples:
         assert wire.decode(wire.encode(sample)) == sample
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 20
+
+
+def test_profile_pictures_are_checked_in_the_codec():
+    """A picture arrives as base64 and leaves the codec as bytes: only PNG or JPEG, at most 64 KiB, strict
+    base64; "" removes it; a bio is one line of at most 160 characters."""
+    import base64
+
+    frame = wire.decode(wire.encode({"type": "profile", "picture": base64.b64encode(PNG).decode()}))
+    assert frame["picture"] == PNG and wire.picture_type(PNG) == "image/png"
+    assert wire.decode(b'{"type":"profile","picture":""}')["picture"] == b""
+    too_big = base64.b64encode(PNG + b"\0" * wire.MAX_PICTURE_BYTES).decode()
+    for bad in (base64.b64encode(b"GIF89a....").decode(), "not base64!", too_big, 42,
+                base64.b64encode(PNG).decode().rstrip("=") + "%"):
+        with pytest.raises(wire.ProtocolError) as e:
+            wire.decode(wire.encode({"type": "profile", "picture": bad}))
+        assert e.value.code == wire.ErrorCode.BAD_FRAME
+    for bad in ("x" * (wire.MAX_BIO_CHARS + 1), "two\nlines"):
+        with pytest.raises(wire.ProtocolError):
+            wire.decode(wire.encode({"type": "profile", "bio": bad}))
 
 
 def test_unknown_fields_are_ignored():

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from tcpchat import wire
 from tcpchat.client.connection import ClientFactory, ClientProtocol, describe_failure
 from tcpchat.client.errors import ConnectFailed, IdentityChanged, LoginRefused, Refused, RequestFailed
-from tcpchat.client import login
+from tcpchat.client import login, requests
 from tcpchat.client.known import KnownServers
 from tcpchat.client.frames import FRAMES
 from tcpchat.client.listener import (CONNECTED, CONNECTING, DISCONNECTED, FAILED, RECONNECTING, ChatListener,
@@ -271,17 +271,20 @@ class ChatClient:
 
     def edit(self, event_id: int, text: str) -> Deferred:
         """Change the text of one's own message ``event_id``; fires once stored (or fails: RequestFailed)."""
-        if wire.is_blank(text):
-            raise ValueError("Empty messages are not sent.")
-        if len(text.encode("utf-8")) > wire.MAX_TEXT_BYTES:
-            raise ValueError(f"Messages are limited to {wire.MAX_TEXT_BYTES} bytes.")
-        return self._request({"type": "edit", "id": event_id, "text": text}, "done")
+        return self._request(requests.edit_frame(event_id, text), "done")
 
     def react(self, event_id: int, emoji: str, on: bool = True) -> Deferred:
         """Add (or take back) a reaction, one of ``wire.REACTIONS``, to a message or a shared file."""
-        if emoji not in wire.REACTIONS:
-            raise ValueError("Reactions are " + " ".join(wire.REACTIONS))
-        return self._request({"type": "react", "id": event_id, "emoji": emoji, "on": on}, "done")
+        return self._request(requests.react_frame(event_id, emoji, on), "done")
+
+    @property
+    def profiles(self) -> bool:
+        """Does the server keep profiles, bios and pictures (protocol 1.5)?"""
+        return "profiles" in (self.info.get("features") or ())
+
+    def setProfile(self, bio: Optional[str] = None, picture: Optional[bytes] = None) -> Deferred:
+        """Change one's bio and/or picture (PNG or JPEG bytes, at most 64 KiB; ``b""`` removes it)."""
+        return self._request(requests.profile_frame(bio, picture), "done")
 
     # ------------------------------------------------------------ rooms, presence, search
 

@@ -64,7 +64,12 @@ def ack(client: Any, proto: Any, frame: Frame) -> None:
 
 @on("users")
 def users(client: Any, proto: Any, frame: Frame) -> None:
-    client.model.usersNow(frame["users"])
+    client.model.usersNow(frame["users"], frame.get("profiles"))
+
+
+@on("profile")
+def profile(client: Any, proto: Any, frame: Frame) -> None:
+    client.model.profileChanged(frame)
 
 
 @on("history-page")

@@ -55,6 +55,9 @@ class IChatListener(Interface):
     def eventChanged(event: Dict[str, Any], change: Dict[str, Any], conv: str) -> None:
         """A message was edited or got a reaction (``change``, the edit or react event): ``event`` is it now."""
 
+    def profileChanged(name: str, profile: Dict[str, Any]) -> None:
+        """``name``'s bio or picture changed (``profile``: ``bio``, ``picture``, each only when set)."""
+
     def notice(text: str) -> None:
         """Something to tell the user that is not part of a conversation (operator replies, …)."""
 
@@ -105,6 +108,9 @@ class ChatListener:
         pass
 
     def eventChanged(self, event: Dict[str, Any], change: Dict[str, Any], conv: str) -> None:
+        pass
+
+    def profileChanged(self, name: str, profile: Dict[str, Any]) -> None:
         pass
 
     def notice(self, text: str) -> None:

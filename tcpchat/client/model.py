@@ -88,6 +88,8 @@ class Conversations:
         self.typing: Dict[str, Dict[str, Any]] = {}
         #: unread messages per conversation (live ones, not from this user)
         self.unread: Dict[str, int] = {}
+        #: name key -> profile (bio, picture), of those the server told about
+        self.profiles: Dict[str, Dict[str, Any]] = {}
 
     # ------------------------------------------------------------ questions the UIs ask
 
@@ -166,6 +168,7 @@ class Conversations:
         self.name = frame["name"]
         self.users = list(frame["users"])
         self.presence = dict(frame.get("presence") or {})
+        self.profiles = {wire.name_key(n): p for n, p in (frame.get("profiles") or {}).items() if isinstance(p, dict)}
         self.rooms = {}
 
     def room(self, frame: Dict[str, Any]) -> None:
@@ -173,9 +176,24 @@ class Conversations:
         self.listener.roomsChanged(self.roomNames())
         self.listener.seenChanged("#" + frame["room"])
 
-    def usersNow(self, users: List[str]) -> None:
+    def usersNow(self, users: List[str], profiles: Optional[Dict[str, Any]] = None) -> None:
         self.users = list(users)
+        for name, profile in (profiles or {}).items():
+            if isinstance(profile, dict):
+                self.profiles[wire.name_key(name)] = profile
         self.listener.usersChanged(list(self.users))
+
+    def profileChanged(self, frame: Dict[str, Any]) -> None:
+        profile: Dict[str, Any] = {k: frame[k] for k in ("bio", "picture") if k in frame}
+        if profile:
+            self.profiles[wire.name_key(frame["name"])] = profile
+        else:
+            self.profiles.pop(wire.name_key(frame["name"]), None)
+        self.listener.profileChanged(frame["name"], profile)
+
+    def profileOf(self, name: str) -> Dict[str, Any]:
+        """``{"bio", "picture"}`` of ``name`` as far as known (each only when set; feature "profiles")."""
+        return self.profiles.get(wire.name_key(name)) or {}
 
     def presenceChanged(self, frame: Dict[str, Any]) -> None:
         name, away, status = frame["name"], bool(frame["away"]), str(frame.get("status") or "")

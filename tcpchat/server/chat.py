@@ -25,6 +25,7 @@ from tcpchat.auth import IPasskeyVerifier
 from tcpchat.server.guard import LoginGuard, TokenBucket
 from tcpchat.server.journal import Journal
 from tcpchat.server.moderation import Moderation
+from tcpchat.server.profiles import Profiles
 from tcpchat.server.session import Shared
 from tcpchat.server.social import DEFAULT_KEY, Audience, Directory, audience, can_see, placement
 from tcpchat.store.sqlite import Event, Store
@@ -150,6 +151,8 @@ class ChatFactory(Factory):
         #: runs blocking CPU work (password hashing) off the reactor thread: ``worker(f, *args)`` -> Deferred
         self.worker = worker or maybeDeferred
         self.directory = Directory()
+        #: bios and pictures (feature "profiles")
+        self.profiles = Profiles()
         self.moderation = Moderation(self, admin_passkey)
         #: called with the new passkey after an operator rotated it
         self.passkeyListeners: List[Any] = []
@@ -169,6 +172,7 @@ class ChatFactory(Factory):
             self.lastId = await self.store.open()
             social = await self.store.load_social()
             self.directory.load(social)
+            self.profiles.load(social.get("profiles", []))
             self.moderation.load(social["bans"])
             for event in await self.store.events_before(None, self.recent.maxlen or 0):
                 self.recent.append(event)

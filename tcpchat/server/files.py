@@ -266,6 +266,14 @@ class FileService:
         self.log.info("{name} shared {file!r} as file {id}", name=session.name, file=upload.name, id=fileId)
         session.sendFrame({"type": "upload-done", "tid": upload.tid, "id": stored["id"], "file": info})
 
+    async def storeBytes(self, data: bytes, record: Dict[str, Any]) -> int:
+        """Keep a small file given whole (a profile picture): written off the reactor, recorded; its file id."""
+        if self.storedBytes + self.reserved + len(data) > self.factory.limits.max_storage:
+            raise ProtocolError(ErrorCode.QUOTA_EXCEEDED)
+        if await self._run(_put_object, self.objectPath(record["sha256"]), self.tmp, data):
+            self.storedBytes += len(data)
+        return int(await self.factory.store.add_file(record))
+
     def _storeFailed(self, failure: Any, session: Any, upload: Upload) -> None:
         self.log.failure("Could not store the upload {file!r}", failure, file=upload.name)
         if upload.tid in session.uploads:
@@ -469,6 +477,16 @@ def _commit_file(f: Any, temp: str, final: str) -> bool:
     finally:
         os.close(dirfd)
     return True
+
+
+def _put_object(final: str, tmp: str, data: bytes) -> bool:
+    """Write ``data`` as the object ``final``, durably; False if it was there already (blocking)."""
+    if os.path.exists(final):
+        return False
+    fd, temp = tempfile.mkstemp(dir=tmp, prefix="obj-")
+    f = os.fdopen(fd, "wb")
+    f.write(data)
+    return _commit_file(f, temp, final)
 
 
 def _remove(path: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 from twisted.logger import Logger
 
 from tcpchat import auth, pake, wire
-from tcpchat.server import social
+from tcpchat.server import profiles, social
 from tcpchat.server.guard import TokenBucket
 from tcpchat.server.table import ANY, CHECKING, CLOSED, LIVE, LOGGED_IN, NEW, handles
 from tcpchat.wire import ErrorCode, ProtocolError
@@ -206,6 +206,7 @@ class Login:
         session.lastActive = factory.clock.seconds()
         session.rich = "rooms" in frame.get("features", ())
         session.edits = "edits" in frame.get("features", ())
+        session.profiles = "profiles" in frame.get("features", ())
         directory = factory.directory
         session.rooms = directory.rooms_of(key) if session.rich else {social.DEFAULT_KEY}
         directory.known[key] = name
@@ -224,6 +225,8 @@ class Login:
         if session.rich:
             welcome["features"] = list(wire.FEATURES)
             welcome["presence"] = factory.presence()
+        if session.profiles:
+            welcome["profiles"] = factory.profiles.online(factory)
         if frame.get("req") is not None:
             welcome["req"] = frame["req"]
         session.sendFrame(wire.fit(welcome, "users"))
@@ -240,6 +243,9 @@ class Login:
         session.delivery.freshUpTo = factory.lastId if frame.get("after") is None else 0
         session.delivery.pump()
         factory.submit(factory.joinEvent(session)).addErrback(lambda f: None)
+        known = factory.profiles.get(key)
+        if known:  # (those online learn who has come, with their picture)
+            profiles.announce(factory, name, known, exclude=session)
 
 
 def send_room(session: Any, room_key: str, request: Optional[Dict[str, Any]] = None) -> None:

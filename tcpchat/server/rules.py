@@ -226,6 +226,8 @@ def who(session: Any, frame: Frame) -> None:
     reply = {"type": "users", "users": session.factory.userNames()}
     if session.rich:
         reply["presence"] = session.factory.presence()
+    if session.profiles:
+        reply["profiles"] = session.factory.profiles.online(session.factory)
     session.answer(frame, wire.fit(reply, "users"))
 
 

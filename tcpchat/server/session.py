@@ -26,7 +26,7 @@ from tcpchat.server import social
 from tcpchat.server.delivery import Delivery
 from tcpchat.server.guard import TokenBucket
 from tcpchat.server.login import Login
-from tcpchat.server.table import ANY, CHECKING, CLOSED, COSTS, EDITS, HANDLERS, LIVE, LOGGED_IN, NEW, ROOMS
+from tcpchat.server.table import ANY, CHECKING, CLOSED, COSTS, EDITS, HANDLERS, LIVE, LOGGED_IN, NEW, PROFILES, ROOMS
 from tcpchat.wire import ErrorCode, ProtocolError
 
 __all__ = ["ANY", "CHECKING", "CLOSED", "COSTS", "HANDLERS", "LIVE", "LOGGED_IN", "NEW", "ROOMS", "ILink",
@@ -124,6 +124,8 @@ class Session:
     rich = False
     #: asked for the "edits" feature (edits, replies, reactions: revision 1.4)
     edits = False
+    #: asked for the "profiles" feature (bios and pictures: revision 1.5)
+    profiles = False
     #: until when this user's messages are refused after a slow-down (see rules.say)
     sayRefusedUntil = 0.0
     rooms: Set[str] = frozenset()  # type: ignore[assignment]
@@ -260,6 +262,8 @@ class Session:
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "This needs the 'rooms' feature (hello.features).")
         if needs == EDITS and not self.edits:
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "This needs the 'edits' feature (hello.features).")
+        if needs == PROFILES and not self.profiles:
+            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, "This needs the 'profiles' feature (hello.features).")
 
     def refuse(self, frame: Any, code: str, message: Optional[str] = None) -> None:
         """Answer ``frame`` with an error: ``ref`` names its type; its ``cid`` and ``req`` are echoed."""

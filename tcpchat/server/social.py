@@ -29,6 +29,8 @@ DEFAULT_KEY = wire.name_key(DEFAULT_ROOM)
 Audience = Tuple[str, ...]
 #: event kinds delivered only to clients that asked for the "edits" feature
 EDITS_KINDS = frozenset({"edit", "react"})
+#: the ``conv`` of a stored file that is someone's profile picture (anyone logged in may download it)
+PROFILE_CONV = "profile"
 
 
 def room_conv(room_key: str) -> str:
@@ -82,7 +84,7 @@ def may_read(session: Any, conv: Optional[str]) -> bool:
         return can_see(session, ("room", conv[1:]))
     if conv.startswith("@"):
         return can_see(session, ("dm", *conv[1:].split("\n")))
-    return False  # deleted
+    return conv == PROFILE_CONV  # a profile picture: anyone logged in; else deleted
 
 
 class Directory:

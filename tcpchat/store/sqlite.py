@@ -10,15 +10,15 @@ one connection is only ever used from one thread.  Tests may pass
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import sqlite3
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from tcpchat import wire
 from tcpchat.store.errors import StoreBusy, StoreClosed, StoreUnusable
+from tcpchat.store.social import SocialTables, transaction
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
@@ -32,7 +32,7 @@ Runner = Callable[..., Deferred]
 #: the schema, as files: ``v1.sql`` makes a version 1 database, each ``vN-to-vM.sql`` moves one on
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schema")
 #: Version 2 (0.2) added conversations (rooms, direct messages), search, moderation.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def schema_steps() -> List[Tuple[int, str]]:
@@ -69,18 +69,6 @@ def schema_version(db: sqlite3.Connection) -> int:
         return 1
     row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     return int(row[0]) if row and str(row[0]).isdigit() else 1
-
-
-@contextlib.contextmanager
-def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction (the connection is in autocommit mode otherwise): all of it or nothing."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
 
 
 def run_now(f: Callable[..., Any], *args: Any) -> Deferred:
@@ -139,7 +127,7 @@ def fts_query(text: str) -> str:
     return " ".join(quoted)
 
 
-class Store:
+class Store(SocialTables):
     """
     The conversation and file index in one SQLite database (WAL mode).
 
@@ -235,30 +223,6 @@ class Store:
     def index_pending(self) -> Deferred:
         """Add stored messages not yet in the search index (the server calls this every few seconds)."""
         return self._run(self._do_index)
-
-    def load_social(self) -> Deferred:
-        """Fires with the rooms, memberships, known names, read markers and bans."""
-        return self._run(self._do_load_social)
-
-    def save_reads(self, markers: Sequence[Tuple[str, str, str, int]]) -> Deferred:
-        """Store read markers ``(conv, name key, name, last id)``."""
-        return self._run(self._do_save_reads, list(markers))
-
-    def set_secret(self, nkey: str, name: str, secret: Optional[str]) -> Deferred:
-        """Protect a name with a password hash (None: lift the protection)."""
-        return self._run(self._do_set_secret, nkey, name, secret)
-
-    def put_ban(self, kind: str, value: str, until: Optional[float], reason: Optional[str], actor: str,
-                ts: float) -> Deferred:
-        return self._run(self._do_put_ban, (kind, value, until, reason, actor, ts))
-
-    def remove_ban(self, kind: str, value: str) -> Deferred:
-        """Fires with True if there was such a ban."""
-        return self._run(self._do_remove_ban, kind, value)
-
-    def audit(self, ts: float, actor: str, action: str, detail: Dict[str, Any]) -> Deferred:
-        """Record an operator's action."""
-        return self._run(self._do_audit, ts, actor, action, json.dumps(detail, ensure_ascii=False))
 
     def add_file(self, record: Dict[str, Any]) -> Deferred:
         """Record a stored file; fires with its id."""
@@ -491,47 +455,6 @@ class Store:
         )
         rows = self._reader_db.execute(sql, (query, before if before is not None else 2**62, *args, limit))
         return [_row_to_event(r) for r in rows]
-
-    def _do_load_social(self) -> Dict[str, Any]:
-        db = self._db
-        assert db is not None
-        return {
-            "rooms": db.execute("SELECT key, name FROM rooms").fetchall(),
-            "members": db.execute("SELECT room, nkey, name FROM members").fetchall(),
-            "known": db.execute("SELECT nkey, name FROM known").fetchall(),
-            "secrets": db.execute("SELECT nkey, secret FROM known WHERE secret IS NOT NULL").fetchall(),
-            "reads": db.execute("SELECT conv, nkey, name, last_id FROM reads").fetchall(),
-            "bans": db.execute("SELECT kind, value, until, reason, actor, ts FROM bans").fetchall(),
-        }
-
-    def _do_save_reads(self, markers: List[Tuple[str, str, str, int]]) -> None:
-        assert self._db is not None
-        with transaction(self._db):
-            self._db.executemany(
-                "INSERT INTO reads VALUES (?, ?, ?, ?) ON CONFLICT (conv, nkey) DO UPDATE SET "
-                "name = excluded.name, last_id = MAX(last_id, excluded.last_id)",
-                markers,
-            )
-
-    def _do_set_secret(self, nkey: str, name: str, secret: Optional[str]) -> None:
-        assert self._db is not None
-        self._db.execute(
-            "INSERT INTO known (nkey, name, secret) VALUES (?, ?, ?) ON CONFLICT (nkey) DO UPDATE SET "
-            "secret = excluded.secret",
-            (nkey, name, secret),
-        )
-
-    def _do_put_ban(self, row: Tuple[Any, ...]) -> None:
-        assert self._db is not None
-        self._db.execute("INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?, ?)", row)
-
-    def _do_remove_ban(self, kind: str, value: str) -> bool:
-        assert self._db is not None
-        return self._db.execute("DELETE FROM bans WHERE kind = ? AND value = ?", (kind, value)).rowcount > 0
-
-    def _do_audit(self, ts: float, actor: str, action: str, detail: str) -> None:
-        assert self._db is not None
-        self._db.execute("INSERT INTO audit (ts, actor, action, detail) VALUES (?, ?, ?, ?)", (ts, actor, action, detail))
 
     def _do_add_file(self, record: Dict[str, Any]) -> int:
         assert self._db is not None

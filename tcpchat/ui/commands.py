@@ -33,6 +33,9 @@ COMMANDS: List[Tuple[str, str]] = [
     ("/away [STATUS]", "show yourself as away (with a status line)"),
     ("/back", "show yourself as here again"),
     ("/status [TEXT]", "set (or clear) your status line"),
+    ("/profile [BIO]", "set your one-line bio (none: show your profile; '-': clear it)"),
+    ("/picture PATH|none", "set (or remove) your profile picture, made 128x128 from any picture"),
+    ("/whois NAME", "someone's profile: bio, picture, status"),
     ("/search WORDS", "search the messages you can read"),
     ("/seen", "who has seen your last message here"),
     ("/history", "show older messages of this conversation"),
@@ -60,7 +63,10 @@ COMMANDS: List[Tuple[str, str]] = [
 ]
 
 
-def help_text() -> str:
+def help_text(columns: bool = True) -> str:
+    """The commands: in two columns (a terminal's fixed-width font), or one "command — what" per line."""
+    if not columns:
+        return "\n".join(f"{c} — {h}" for c, h in COMMANDS)
     width = max(len(c) for c, _ in COMMANDS)
     return "\n".join(f"  {c.ljust(width)}  {h}" for c, h in COMMANDS)
 
@@ -122,7 +128,7 @@ class Commands:
     # ------------------------------------------------------------ conversations
 
     def do_help(self, rest: str) -> None:
-        self.view.show("Commands:\n" + help_text())
+        self.view.show("Commands:\n" + help_text(getattr(self.view, "fixedWidth", True)))
 
     def do_invite(self, rest: str) -> None:
         self.view.invite()
@@ -207,6 +213,59 @@ class Commands:
     def do_status(self, rest: str) -> None:
         self.client.setPresence(status=rest)
         self.view.show(f"Status: {rest}" if rest else "Status cleared.")
+
+    def _profiles(self) -> bool:
+        if not self.client.profiles:
+            self.view.show("This server keeps no profiles (it is older).", "error")
+        return self.client.profiles
+
+    def do_profile(self, rest: str) -> None:
+        if not self._profiles():
+            return
+        if not rest:
+            return self.do_whois(self.client.name)
+        bio = "" if rest.strip() == "-" else rest
+        try:
+            d = self.client.setProfile(bio=bio)
+        except ValueError as e:
+            self.view.show(str(e), "error")
+            return
+        self._later(d, lambda _: self.view.show(f"Bio: {' '.join(bio.split())}" if bio else "Bio cleared."))
+
+    def do_picture(self, rest: str) -> None:
+        if not self._profiles():
+            return
+        if not rest:
+            return self._usage("/picture PATH|none")
+        if rest.strip().lower() == "none":
+            self._later(self.client.setProfile(picture=b""), lambda _: self.view.show("Picture removed."))
+            return
+        path = os.path.expanduser(rest.strip('"'))
+        if not os.path.isfile(path):
+            self.view.show(f"No such file: {path}", "error")
+            return
+        from twisted.internet.threads import deferToThread
+
+        from tcpchat.ui import thumbs
+
+        made = deferToThread(thumbs.avatar, path)  # (decoding a photo takes a while: not on the reactor)
+        made.addCallback(lambda data: self.client.setProfile(picture=data))
+        self._later(made, lambda _: self.view.show("Picture set."))
+
+    def do_whois(self, rest: str) -> None:
+        name = rest.strip().lstrip("@")
+        if not name:
+            return self._usage("/whois NAME")
+        profile = self.client.model.profileOf(name)
+        info = self.client.model.presenceOf(name)
+        online = any(wire.name_key(u) == wire.name_key(name) for u in self.client.users)
+        lines = [f"{name}: {'away' if info.get('away') else 'online' if online else 'not online'}"
+                 + (f" — {info['status']}" if info.get("status") else "")]
+        lines.append(f"  bio: {profile['bio']}" if profile.get("bio") else "  no bio")
+        picture = profile.get("picture")
+        if isinstance(picture, dict):
+            lines.append(f"  picture: {picture.get('mime')}, {text.human_size(picture.get('size', 0))}")
+        self.view.show("\n".join(lines))
 
     def do_search(self, rest: str) -> None:
         if not rest:

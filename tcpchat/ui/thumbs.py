@@ -57,6 +57,35 @@ def make(path: str) -> Any:
         raise ValueError(str(e)) from None
 
 
+#: the side of the square profile pictures the clients send, in pixels
+AVATAR = 128
+
+
+def avatar(path: str) -> bytes:
+    """(In a thread) a profile picture from the picture at ``path``: its middle square, 128x128, as PNG (or JPEG
+    when a PNG would be over the protocol's 64 KiB); ValueError if it is not a picture."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    from tcpchat import wire
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(path) as picture:
+            if picture.width * picture.height > MAX_PIXELS:
+                raise ValueError("too many pixels")
+            square = ImageOps.fit(picture.convert("RGB"), (AVATAR, AVATAR))
+    except (OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"{os.path.basename(path)} is not a picture ({e})") from None
+    out = io.BytesIO()
+    square.save(out, "PNG", optimize=True)
+    if out.tell() > wire.MAX_PICTURE_BYTES:
+        out = io.BytesIO()
+        square.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
 class Cache:
     """Thumbnails (whatever the view makes of them) by file id, the most recent ``KEPT``."""
 

@@ -17,15 +17,16 @@ import os
 import sys
 import time
 import tkinter as tk
-from tkinter import filedialog, ttk
+from tkinter import ttk
 from typing import Any, Callable, Dict, List, Optional
 
 from tcpchat import link, wire
 from tcpchat.client.core import (CONNECTED, DISCONNECTED, FAILED, LOBBY, RECONNECTING, ChatClient, ChatListener, IdentityChanged,
                                  Transfer, conversation_of, same_conv)
-from tcpchat.ui import notify, text, thumbs, tklog, tkstyle
+from tcpchat.ui import notify, text, tklog, tknav, tkstyle
 from tcpchat.ui.tkfiles import Files
 from tcpchat.ui.tklog import EventLog
+from tcpchat.ui.tkprofile import ProfileCard, ProfileDialog
 from tcpchat.ui.commands import Commands
 
 DEFAULT_PORT = wire.DEFAULT_PORT
@@ -316,54 +317,6 @@ class InviteDialog(tk.Toplevel):
         self.clipboard_append(self.link())
 
 
-class QuickSwitch(tk.Toplevel):
-    """Ctrl+K: a box that narrows the conversations to what is typed; Enter (or a click) switches."""
-
-    def __init__(self, master: Any, convs: List[str], go: Callable[[str], None]) -> None:
-        super().__init__(master, background=COLORS["bg"], padx=10, pady=10)
-        self.title("Go to a conversation")
-        self.transient(master)
-        self.convs, self.go = list(convs), go
-        self.typed = tk.StringVar()
-        entry = ttk.Entry(self, textvariable=self.typed, width=32)
-        entry.grid(row=0, column=0, sticky="ew")
-        self.list = tk.Listbox(self, height=8, activestyle="none", exportselection=False, relief="flat",
-                               background=COLORS["log"], foreground=COLORS["message"],
-                               selectbackground=COLORS["select"], selectforeground=COLORS["message"])
-        self.list.grid(row=1, column=0, sticky="nsew", pady=(6, 0))
-        self.typed.trace_add("write", lambda *a: self.narrow())
-        entry.bind("<Return>", lambda e: self.pick())
-        entry.bind("<Down>", lambda e: self.move(1))
-        entry.bind("<Up>", lambda e: self.move(-1))
-        self.bind("<Escape>", lambda e: self.destroy())
-        self.list.bind("<ButtonRelease-1>", lambda e: self.pick())
-        self.narrow()
-        entry.focus_set()
-
-    def narrow(self) -> None:
-        wanted = self.typed.get().strip().lstrip("#@").casefold()
-        self.shown = [c for c in self.convs if wanted in c[1:].casefold()]
-        self.list.delete(0, "end")
-        for conv in self.shown:
-            self.list.insert("end", conv)
-        if self.shown:
-            self.list.selection_set(0)
-
-    def move(self, by: int) -> str:
-        picked = self.list.curselection()
-        at = max(0, min(len(self.shown) - 1, (picked[0] if picked else 0) + by))
-        self.list.selection_clear(0, "end")
-        self.list.selection_set(at)
-        return "break"
-
-    def pick(self) -> None:
-        picked = self.list.curselection()
-        if self.shown:
-            conv = self.shown[picked[0] if picked else 0]
-            self.destroy()
-            self.go(conv)
-
-
 class ChatScreen(ttk.Frame):
     """Conversations, the one on screen, input, online list, search, transfers and status bar."""
 
@@ -461,10 +414,15 @@ class ChatScreen(ttk.Frame):
                                  highlightthickness=0, width=24)
         self.online.grid(row=2, column=0, sticky="nsew", pady=(4, 12))
         self.online.bind("<Double-Button-1>", self._userPicked)
+        self.online.bind("<<ListboxSelect>>", self._userSelected)
         self.onlineNames: List[str] = []
-        ttk.Label(right, text="Transfers", style="Side.TLabel").grid(row=3, column=0, sticky="w")
+        #: the picked person's profile (picture, bio), under the list
+        self.card = ProfileCard(right, app)
+        self.card.grid(row=3, column=0, sticky="ew")
+        self.card.grid_remove()
+        ttk.Label(right, text="Transfers", style="Side.TLabel").grid(row=4, column=0, sticky="w")
         self.transfers = ttk.Frame(right)
-        self.transfers.grid(row=4, column=0, sticky="new")
+        self.transfers.grid(row=5, column=0, sticky="new")
         right.rowconfigure(2, weight=1)
         right.columnconfigure(0, weight=1)
 
@@ -473,12 +431,14 @@ class ChatScreen(ttk.Frame):
         bar.grid(row=1, column=0, sticky="ew", pady=(8, 0))
         self.status = ttk.Label(bar, text="", style="Status.TLabel", anchor="w")
         self.status.grid(row=0, column=0, sticky="ew")
+        self.profileButton = ttk.Button(bar, text="Profile…", command=lambda: ProfileDialog(app.root, app))
+        self.profileButton.grid(row=0, column=1, padx=4, pady=2)
         self.themeButton = ttk.Button(bar, text="☾ Dark", width=8,
                                       command=lambda: app.applyTheme("light" if app.theme == "dark" else "dark"))
-        self.themeButton.grid(row=0, column=1, padx=4, pady=2)
+        self.themeButton.grid(row=0, column=2, padx=4, pady=2)
         self.inviteButton = ttk.Button(bar, text="Invite…", command=app.invite)
-        self.inviteButton.grid(row=0, column=2, padx=4, pady=2)
-        ttk.Button(bar, text="Exit", command=app.close).grid(row=0, column=3, padx=4, pady=2)
+        self.inviteButton.grid(row=0, column=3, padx=4, pady=2)
+        ttk.Button(bar, text="Exit", command=app.close).grid(row=0, column=4, padx=4, pady=2)
         bar.columnconfigure(0, weight=1)
         self.rowconfigure(0, weight=1)
         self.columnconfigure(0, weight=1)
@@ -522,6 +482,11 @@ class ChatScreen(ttk.Frame):
         picked = self.convList.curselection()
         if picked and picked[0] < len(self.convs):
             self.app.switch(self.convs[picked[0]])
+
+    def _userSelected(self, event: Any) -> None:
+        picked = self.online.curselection()
+        if picked and picked[0] < len(self.onlineNames):
+            self.card.show(self.onlineNames[picked[0]])
 
     def _userPicked(self, event: Any) -> None:
         picked = self.online.curselection()
@@ -746,10 +711,13 @@ class ChatScreen(ttk.Frame):
             here = wire.name_key(name) in online
             mark = "○ " if info.get("away") or not here else "● "
             line = mark + name + (" (you)" if name == client.name else "")
+            bio = client.model.profileOf(name).get("bio")
             if info.get("status"):
                 line += f" — {info['status']}"
             elif not here:
                 line += " — offline"
+            elif bio:
+                line += f" — {bio}"
             self.online.insert("end", line)
             if info.get("away") or not here:
                 self.online.itemconfigure(i, foreground=COLORS["history"])
@@ -771,6 +739,11 @@ class ChatScreen(ttk.Frame):
 
 class App(ChatListener):
     """The window: the connection screen, then the chat screen."""
+
+    #: /help in one "command — what" per line (the window's font is not fixed-width)
+    fixedWidth = False
+    #: the colours in use
+    palette = COLORS
 
     def __init__(self, root: tk.Tk, reactor: Any, settings: Optional[Settings] = None,
                  make_client: Callable[..., ChatClient] = ChatClient,
@@ -802,9 +775,7 @@ class App(ChatListener):
         root.bind("<FocusOut>", self._focusOut)
         for key, step in (("plus", 1), ("equal", 1), ("KP_Add", 1), ("minus", -1), ("KP_Subtract", -1), ("0", 0)):
             root.bind(f"<Control-{key}>", lambda e, step=step: (self.zoom(step), "break")[1])
-        root.bind("<Control-k>", lambda e: (self.quickSwitch(), "break")[1])
-        root.bind("<Alt-Up>", lambda e: (self.step(-1), "break")[1])
-        root.bind("<Alt-Down>", lambda e: (self.step(1), "break")[1])
+        tknav.bind(self)
         root.columnconfigure(0, weight=1)
         root.rowconfigure(0, weight=1)
         self.connect = ConnectScreen(root, self.settings, self.start)
@@ -938,20 +909,6 @@ class App(ChatListener):
         self.markReadSoon()
         self.chat.input.focus_set()
 
-    def step(self, by: int) -> None:
-        """Alt+Up/Down: the conversation above or below in the list."""
-        if self.chat is None or self.client is None:
-            return
-        convs = self.chat.convs
-        at = next((i for i, c in enumerate(convs) if same_conv(c, self.current)), 0)
-        self.switch(convs[(at + by) % len(convs)])
-
-    def quickSwitch(self) -> Optional["QuickSwitch"]:
-        """Ctrl+K: type part of a conversation's name, Enter goes there."""
-        if self.chat is None or self.client is None:
-            return None
-        return QuickSwitch(self.root, self.chat.convs, self.switch)
-
     def get(self, rest: str) -> None:
         ident = rest.split()[0] if rest.split() else ""
         files = {e["file"].get("id"): e["file"] for e in self.client.messages() if e.get("kind") == "file"
@@ -1054,6 +1011,11 @@ class App(ChatListener):
         self.serverName = str(info.get("server", ""))
         self._title()
         self.showChat()
+        assert self.chat is not None and self.client is not None
+        if self.client.profiles:
+            self.chat.profileButton.grid()
+        else:
+            self.chat.profileButton.grid_remove()  # (an older server)
 
     def synced(self) -> None:
         if self.closing:
@@ -1104,7 +1066,6 @@ class App(ChatListener):
     def historyPage(self, events: List[Dict[str, Any]], more: bool) -> None:
         if self.closing or self.chat is None:
             return  # the window is going away
-        conv = self.chat.current
         self.chat.olderArrived(events)
 
     def roomsChanged(self, rooms: List[str]) -> None:
@@ -1147,6 +1108,13 @@ class App(ChatListener):
     def notice(self, line: str) -> None:
         if not self.closing:
             self.show(line)
+
+    def profileChanged(self, name: str, profile: Dict[str, Any]) -> None:
+        if self.closing or self.chat is None:
+            return
+        self.chat.setUsers(self.client.users)
+        if self.chat.card.name is not None and wire.name_key(self.chat.card.name) == wire.name_key(name):
+            self.chat.card.show(name)
 
     def usersChanged(self, users: List[str]) -> None:
         if self.closing:
