@@ -556,7 +556,11 @@ class OutboxTests(TkTestCase):
         app.chat.input.insert("1.0", "kept for the next window")
         app.chat.send()
         assert len(app.client.outbox) == 1
-        app.close()  # not connected: nothing to wait for; what waits is kept
+        app.close()  # not connected: it asks, in the window
+        self.assertIn("1 message is not sent: the server cannot be reached", app.chat.conversation())
+        self.assertFalse(app.reactor.stopped)
+        self.assertIn("Close anyway", app.chat.urlTags.values())
+        app.close()  # "Close anyway" (or closing again): what waits is kept
         await turns(lambda: app.reactor.stopped)
         kept = os.path.join(self.tmp, "outbox")
         self.assertEqual(len(os.listdir(kept)), 1)
@@ -617,8 +621,16 @@ class SmallWindowTests(TkTestCase):
         if write_docs():
             self.root.update()  # (drawn, not only in the widget)
             self.assertTrue(screenshot(os.path.join(DOCS, "tk-small.png"), self.window()))
+        # the people panel is a toggle here: it takes the conversations list's place, and gives it back
+        self.assertTrue(app.chat.peopleButton.winfo_ismapped() or app.chat.peopleButton.winfo_manager() == "grid")
+        app.chat.peopleButton.invoke()
+        await turns(lambda: app.chat.online.winfo_ismapped() and "side" not in app.chat.panels)
+        self.assertIn("● alice (you)", app.chat.online.get(0, "end"))
+        self.assertEqual(app.chat.peopleButton.cget("text"), "Hide people")
+        app.chat.peopleButton.invoke()
+        await turns(lambda: app.chat.panels == ("side",) and not app.chat.online.winfo_ismapped())
         self.root.geometry("1000x640")
-        await turns(lambda: app.chat.panels == ("side", "right"))
+        await turns(lambda: app.chat.panels == ("side", "right") and not app.chat.peopleButton.winfo_ismapped())
 
 
 class ThumbnailTests(TkTestCase):
@@ -741,11 +753,13 @@ class LongDayTests(TkTestCase):
         event = next(e for e in app.client.messages(app.chat.current) if e.get("text") == "Who has the projector key?")
         log = app.chat.log
 
+        from tcpchat.ui import tkmenu
+
         def open_menu(ident):
             self.root.update()
             app.chat.log.see(log.tag_ranges(f"e{ident}")[0])
             self.root.update()
-            self.assertEqual(app.chat._menu(_At(log, log.tag_ranges(f"e{ident}")[0])), "break")
+            self.assertEqual(tkmenu.message_menu(app.chat, _At(log, log.tag_ranges(f"e{ident}")[0])), "break")
             menu = app.chat.contextMenu
             menu.unpost()
             return menu

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional
 from tcpchat import link, wire
 from tcpchat.client.core import (CONNECTED, DISCONNECTED, FAILED, LOBBY, RECONNECTING, ChatClient, ChatListener, IdentityChanged,
                                  Transfer, conversation_of, same_conv)
-from tcpchat.ui import notify, text, tklog, tknav, tkstyle
+from tcpchat.ui import notify, text, tklog, tkmenu, tknav, tkstyle
 from tcpchat.ui.tkfiles import Files
 from tcpchat.ui.tklog import EventLog
 from tcpchat.ui.tkprofile import ProfileCard, ProfileDialog
@@ -359,10 +359,14 @@ class ChatScreen(ttk.Frame):
         # the conversation on screen
         self.header = ttk.Label(left, text="", style="Header.TLabel", anchor="w")
         self.header.grid(row=0, column=0, columnspan=2, sticky="ew", pady=(0, 6))
+        #: in a narrow window the people panel is a toggle (it takes the conversations list's place)
+        self.wantPeople = False
+        self.peopleButton = ttk.Button(left, text="People", command=self.togglePeople)
+        self.width = 0
         self.events = EventLog(left, app, self._scrolled, _open_url)
         self.log = self.events.text
-        self.log.bind("<Button-3>", self._menu)
-        self.log.bind("<Button-2>", self._menu)
+        self.log.bind("<Button-3>", lambda event: tkmenu.message_menu(self, event))
+        self.log.bind("<Button-2>", lambda event: tkmenu.message_menu(self, event))
         #: the first id drawn when older events were last asked of the server (asked once each)
         self._askedBefore: Optional[int] = None
 
@@ -433,12 +437,13 @@ class ChatScreen(ttk.Frame):
         self.status.grid(row=0, column=0, sticky="ew")
         self.profileButton = ttk.Button(bar, text="Profile…", command=lambda: ProfileDialog(app.root, app))
         self.profileButton.grid(row=0, column=1, padx=4, pady=2)
-        self.themeButton = ttk.Button(bar, text="☾ Dark", width=8,
+        self.themeButton = ttk.Button(bar, text="☾ Dark",
                                       command=lambda: app.applyTheme("light" if app.theme == "dark" else "dark"))
         self.themeButton.grid(row=0, column=2, padx=4, pady=2)
         self.inviteButton = ttk.Button(bar, text="Invite…", command=app.invite)
         self.inviteButton.grid(row=0, column=3, padx=4, pady=2)
-        ttk.Button(bar, text="Exit", command=app.close).grid(row=0, column=4, padx=4, pady=2)
+        self.exitButton = ttk.Button(bar, text="Exit", command=app.close)
+        self.exitButton.grid(row=0, column=4, padx=4, pady=2)
         bar.columnconfigure(0, weight=1)
         self.rowconfigure(0, weight=1)
         self.columnconfigure(0, weight=1)
@@ -509,7 +514,23 @@ class ChatScreen(ttk.Frame):
     # ------------------------------------------------------------ the conversation on screen
 
     def _resized(self, event: Any) -> None:
-        self.panels = _fit_panels(self.body, (("side", self.side), ("right", self.right)), self.panels, event.width)
+        if event.widget is self:
+            self.width = event.width
+            self.fitPanels()
+
+    def fitPanels(self) -> None:
+        _fit_window(self)
+
+    def themeLabel(self) -> str:
+        """The theme button: what it switches to (only its sign in a narrow window)."""
+        dark = self.app.theme == "dark"
+        if self.width and self.width < WIDE:
+            return "☀" if dark else "☾"
+        return "☀ Light" if dark else "☾ Dark"
+
+    def togglePeople(self) -> None:
+        self.wantPeople = not self.wantPeople
+        self.fitPanels()
 
     urlTags = property(lambda self: self.events.urlTags)
 
@@ -590,43 +611,6 @@ class ChatScreen(ttk.Frame):
 
     def notice(self, line: str, style: str = "system", actions: Optional[List[Any]] = None) -> None:
         self.events.notice(line, time.strftime("%H:%M"), style, actions)
-
-    def _menu(self, event: Any) -> Optional[str]:
-        """A message's (or shared file's) context menu: reply, edit, react, copy; open a downloaded file."""
-        ident = self.events.eventAt(event.x, event.y)
-        client = self.app.client
-        picked = client.events.get(ident) if ident is not None and client is not None else None
-        if picked is None or picked.get("kind") not in ("message", "file"):
-            return None
-        menu = self.contextMenu = tk.Menu(self, tearoff=False)
-        if picked["kind"] == "message":
-            if client.edits:
-                menu.add_command(label="Reply", command=lambda: self.replyTo(picked))
-                if picked.get("name") == client.name:
-                    menu.add_command(label="Edit", command=lambda: self.startEditing(picked))
-            menu.add_command(label="Copy text", command=lambda: self._copy(str(picked.get("text", ""))))
-        else:
-            info = picked.get("file") or {}
-            files = self.app.files
-            menu.add_command(label="Download…", command=lambda: files.save(info))
-            path = files.downloaded.get(info.get("id"))
-            if path:
-                menu.add_command(label="Open", command=lambda: files.open(path))
-                menu.add_command(label="Show in folder", command=lambda: files.open(path, folder=True))
-        if client.edits:
-            react = tk.Menu(menu, tearoff=False)
-            mine = {e for e, who in (picked.get("reactions") or {}).items() if client.name in who}
-            for emoji in wire.REACTIONS:
-                react.add_command(label=("✓ " if emoji in mine else "   ") + emoji,
-                                  command=lambda emoji=emoji: self.app.commands._later(
-                                      client.react(picked["id"], emoji, on=emoji not in mine), lambda _: None))
-            menu.add_cascade(label="React", menu=react)
-        menu.tk_popup(event.x_root, event.y_root)
-        return "break"
-
-    def _copy(self, said: str) -> None:
-        self.clipboard_clear()
-        self.clipboard_append(said)
 
     def replyTo(self, target: Dict[str, Any]) -> None:
         """The next message sent answers ``target`` (shown above the input until sent or Esc)."""
@@ -868,7 +852,7 @@ class App(ChatListener):
         tkstyle.apply(self.root, self.fonts, COLORS)
         if self.chat is not None:
             self.chat.events.colour(COLORS)
-            self.chat.themeButton.configure(text="☀ Light" if self.theme == "dark" else "☾ Dark")
+            self.chat.themeButton.configure(text=self.chat.themeLabel())
             self.chat.showConversations()
             if self.client is not None:
                 self.chat.setUsers(self.client.users)
@@ -942,6 +926,15 @@ class App(ChatListener):
         leaves at once); any not stored are kept for the next time.
         """
         client = self.client
+        if client is not None and client.outbox and not client.loggedIn and not self.closing \
+                and not getattr(self, "_asked", False) and self.chat is not None:
+            self._asked = True  # not connected: ask (closing again, or "Close anyway", closes)
+            count = len(client.outbox)
+            self.chat.notice(f"{count} message{'s are' if count > 1 else ' is'} not sent: the server cannot be "
+                             "reached. They are kept on this computer and go out the next time you open tcpchat.",
+                             "error", actions=[("Close anyway", self.close), ("Stay", lambda: None)])
+            self.chat.scrollToEnd()
+            return
         if client is not None and client.outbox and client.loggedIn and not self.closing:
             if getattr(self, "_flushing", None) is None:
                 self.show(f"Sending {len(client.outbox)} message(s) still waiting before closing… (close again to "
@@ -1192,9 +1185,32 @@ def _removed(app: Any, detail: str) -> None:
     chat.backButton.grid(row=0, column=3, padx=4, pady=2)
 
 
-def _fit_panels(body: Any, panes: Any, shown: tuple, width: int) -> tuple:
-    """Side panels only where there is room: the conversation and its input come first (returns those shown)."""
-    wanted = ("side", "right") if width >= 760 else ("side",) if width >= 520 else ()
+def _fit_window(chat: Any) -> None:
+    """Panels and status-bar buttons for the window's width."""
+    chat.panels = _fit_panels(chat.body, (("side", chat.side), ("right", chat.right)), chat.panels, chat.width,
+                              chat.wantPeople)
+    wide = chat.width >= WIDE
+    for button, label in ((chat.themeButton, chat.themeLabel()), (chat.profileButton, "Profile…" if wide else "Profile"),
+                          (chat.inviteButton, "Invite…" if wide else "Invite"), (chat.exitButton, "Exit")):
+        button.configure(text=label, width="" if wide else len(label) + 1)  # (narrow: no room to spare)
+    if chat.width >= WIDE:
+        chat.peopleButton.grid_remove()
+    else:
+        label = "Hide people" if chat.wantPeople else "People"
+        chat.peopleButton.configure(text=label, width=len(label) + 1)
+        chat.peopleButton.grid(row=0, column=0, columnspan=2, sticky="e", pady=(0, 6))
+
+
+#: from this window width both side panels are shown
+WIDE = 760
+
+
+def _fit_panels(body: Any, panes: Any, shown: tuple, width: int, people: bool = False) -> tuple:
+    """Side panels only where there is room: the conversation and its input come first (returns those shown);
+    ``people``: in a narrow window, the people panel instead of the conversations list."""
+    wanted = ("side", "right") if width >= WIDE else ("side",) if width >= 520 else ()
+    if people and "right" not in wanted:
+        wanted = ("right",)
     if wanted == shown:
         return shown
     for name, pane in panes:
