@@ -135,6 +135,12 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
         os.makedirs(data_dir, exist_ok=True)
     except OSError as e:
         raise SystemExit(f"tcpchat could not start: cannot create --data-dir {data_dir}: {e.strerror}") from None
+    from tcpchat.backup import BackupError, hold
+
+    try:
+        lock = hold(data_dir)  # one server per data directory; tcpchat-admin restore checks it
+    except BackupError as e:
+        raise SystemExit(f"tcpchat could not start: {e}") from None
     passkey_file = None
     passkey = config["passkey"]
     if passkey is None:
@@ -180,6 +186,8 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
     chat = TcpchatService(factory, endpoints, passkey, [runner, reader], reactor, tls_options, fingerprint,
                           admin_passkey)
     chat.passkey_file = passkey_file
+    chat.data_dir = data_dir
+    chat.lock = lock
     chat.announcing = not config["no-announce"]
     chat.web = not config["no-web"]
     return chat

@@ -191,6 +191,28 @@ class RawClient:
             if predicate(frame):
                 return out
 
+    def upload(self, name: str, data: bytes, tid: int = 1) -> Dict[str, Any]:
+        """Share ``data`` as file ``name``; the ``upload-done`` frame (or the error)."""
+        import hashlib
+
+        self.send({"type": "upload", "tid": tid, "name": name, "size": len(data),
+                   "sha256": hashlib.sha256(data).hexdigest()})
+        self.recv_until(lambda f: isinstance(f, dict) and f.get("type") == "upload-ready")
+        for at in range(0, len(data), wire.CHUNK_SIZE):
+            self.send_payload(wire.encode_chunk(tid, data[at:at + wire.CHUNK_SIZE]))
+        return self.recv_until(lambda f: isinstance(f, dict) and f.get("type") in ("upload-done", "error"))[-1]
+
+    def download(self, file_id: int, tid: int = 1) -> bytes:
+        """The bytes of stored file ``file_id`` (AssertionError if the server refuses)."""
+        self.send({"type": "download", "tid": tid, "file": file_id})
+        got = b""
+        for frame in self.recv_until(lambda f: isinstance(f, dict) and f.get("type") in ("download-done", "error")):
+            if isinstance(frame, wire.Chunk):
+                got += bytes(frame.data)
+            elif frame.get("type") == "error":
+                raise AssertionError(frame)
+        return got
+
     def login(self, name: str, passkey: str = PASSKEY, **extra: Any) -> List[Any]:
         """Log in; returns frames through ``synced`` (or the error)."""
         self.send({"type": "hello", "version": wire.PROTOCOL_VERSION, "name": name, "passkey": passkey, **extra})

@@ -25,17 +25,6 @@ def picture(colour=(30, 120, 200), fmt="PNG"):
     return out.getvalue()
 
 
-def download(client, file_id, tid=1):
-    client.send({"type": "download", "tid": tid, "file": file_id})
-    got = b""
-    for frame in client.recv_until(lambda f: isinstance(f, dict) and f.get("type") in ("download-done", "error")):
-        if isinstance(frame, wire.Chunk):
-            got += bytes(frame.data)
-        elif frame.get("type") == "error":
-            raise AssertionError(frame)
-    return got
-
-
 def test_a_profile_is_set_seen_downloaded_kept_and_invisible_to_older_clients(tmp_path):
     server = ServerProcess(tmp_path).start()
     try:
@@ -52,8 +41,8 @@ def test_a_profile_is_set_seen_downloaded_kept_and_invisible_to_older_clients(tm
         assert seen["name"] == "alice" and seen["bio"] == "Maths and physics, room 12"
         shown = seen["picture"]
         assert (shown["mime"], shown["size"], shown["sha256"]) == ("image/png", len(png), hashlib.sha256(png).hexdigest())
-        assert download(bob, shown["id"]) == png  # downloaded like a file, by anyone logged in
-        assert download(old, shown["id"], tid=2) == png  # (even without the feature: it is a file)
+        assert bob.download(shown["id"]) == png  # downloaded like a file, by anyone logged in
+        assert old.download(shown["id"], tid=2) == png  # (even without the feature: it is a file)
         # the older client got no profile frame and its "who" is as it was
         old.send({"type": "who", "req": "w"})
         frames = old.recv_until(lambda f: f.get("req") == "w")

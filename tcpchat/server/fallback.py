@@ -106,6 +106,9 @@ def split_frames(data: bytes) -> List[bytes]:
 class PollLink:
     """One poll session: the session core's link, fed by requests instead of a socket."""
 
+    #: the transport, as metrics and tcpchat-admin name it
+    kind = "poll"
+
     handshaken = True
 
     def __init__(self, hub: "PollHub", sid: str, host: str) -> None:

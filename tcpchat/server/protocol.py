@@ -27,6 +27,9 @@ from tcpchat.wire import ErrorCode
 class ChatProtocol(FrameReceiver):
     """The server side of one TCP (or TLS) connection."""
 
+    #: the transport, as metrics and tcpchat-admin name it
+    kind = "tcp"
+
     log = Logger()
     MAX_LENGTH = wire.MAX_FRAME
 

@@ -22,11 +22,12 @@ import os
 import signal
 import socket
 import sys
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.internet import defer
+from twisted.internet.endpoints import UNIXServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
@@ -160,6 +161,10 @@ class AnnounceService(service.Service):
         return None
 
 
+#: the longest path a UNIX socket can have (Linux: 108 bytes with the terminating NUL)
+MAX_SOCKET_PATH = 107
+
+
 class TcpchatService(service.MultiService):
     """The whole server (``twistd tcpchat``): see the module's description for its parts."""
 
@@ -183,6 +188,11 @@ class TcpchatService(service.MultiService):
         self.announcing = True
         #: serve WebSocket clients (and, later, the browser client) on the same port
         self.web = True
+        #: the data directory (None: tests that give none): where the admin socket goes
+        self.data_dir: Optional[str] = None
+        #: the data directory's lock, held open while the server runs (tcpchat.backup.hold)
+        self.lock: Any = None
+        self.startedAt = reactor.seconds()
         #: fires with the listening ports once the server is ready
         self.ready: defer.Deferred = defer.Deferred()
         self.ports: List[Any] = []
@@ -208,11 +218,31 @@ class TcpchatService(service.MultiService):
         listeners = [ListeningService(endpoint, listening, self._failed) for endpoint in self.endpoints]
         for listener in listeners:
             listener.setServiceParent(self)
+        if self.data_dir is not None:
+            self._listenAdmin()
         sweep = TimerService(self.factory.limits.sweep_interval, self.factory.sweep)
         sweep.clock = self.reactor
         sweep.setServiceParent(self)
         gathered = defer.gatherResults([listener.listening for listener in listeners], consumeErrors=True)
         gathered.addCallback(self._listening).addErrback(lambda failure: None)  # (a failure was reported)
+
+    def _listenAdmin(self) -> None:
+        """The console for tcpchat-admin: a UNIX socket only this account can open."""
+        from tcpchat.server.admin import SOCKET_NAME, AdminFactory
+
+        assert self.data_dir is not None
+        path = os.path.join(self.data_dir, SOCKET_NAME)
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            self.log.warn("No admin socket: its path {path} is too long for a UNIX socket (tcpchat-admin will not "
+                          "reach this server; use a shorter --data-dir)", path=path)
+            return
+        endpoint = UNIXServerEndpoint(self.reactor, path, mode=0o600, wantPID=True)
+        admin = ListeningService(endpoint, AdminFactory(self.factory, self), self._failed)
+        admin.setServiceParent(self)
+
+    def retention(self) -> Dict[str, Any]:
+        """What is kept how long (for the banner and tcpchat-admin status)."""
+        return {}
 
     def _listening(self, ports: List[Any]) -> None:
         self.ports = ports

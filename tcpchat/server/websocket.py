@@ -32,6 +32,9 @@ from tcpchat.wire import ErrorCode, ProtocolError
 class ChatWebSocket(WebSocketServerProtocol):
     """One browser (or other WebSocket client) connection.  (``log`` is autobahn's: its level is set in make_site.)"""
 
+    #: the transport, as metrics and tcpchat-admin name it
+    kind = "websocket"
+
     session: Optional[Session] = None
     handshaken = True
     transport: Any

@@ -60,6 +60,16 @@ class SocialTables:
         """Record an operator's action."""
         return self._run(self._do_audit, ts, actor, action, json.dumps(detail, ensure_ascii=False))
 
+    def audit_tail(self, count: int) -> Deferred:
+        """The last ``count`` audit records, oldest first: ``(id, ts, actor, action, detail JSON)``."""
+        return self._run(self._do_audit_tail, count)
+
+    def _do_audit_tail(self, count: int) -> List[Tuple[Any, ...]]:
+        assert self._db is not None
+        rows = self._db.execute("SELECT id, ts, actor, action, detail FROM audit ORDER BY id DESC LIMIT ?",
+                                (count,)).fetchall()
+        return list(reversed(rows))
+
     def _do_load_social(self) -> Dict[str, Any]:
         db = self._db
         assert db is not None
