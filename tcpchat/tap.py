@@ -70,6 +70,11 @@ class Options(usage.Options):
         ["max-connections", None, Limits.max_connections, "Open connections allowed in all (0: no limit).", int],
         ["max-per-address", None, Limits.max_per_address, "Open connections allowed from one address (0: no limit; default 256: a classroom behind one router).", int],
         ["message-rate", None, Limits.message_rate, "Messages per second one user may keep sending (0: no per-user rate limits at all).", float],
+        ["metrics", None, None, "Serve Prometheus metrics (/metrics) and a health check (/healthz) on this Twisted "
+         "endpoint, e.g. tcp:9102:interface=127.0.0.1 (default: off)."],
+        ["keep-messages", None, 0, "Delete messages and other events older than this many days (0: keep them).", float],
+        ["keep-files", None, 0, "Delete shared files older than this many days (0: keep them; the storage cap "
+         "still applies).", float],
         ["login-timeout", None, Limits.login_timeout, "Seconds a connection may take to log in, TLS handshake "
          "included (default 15; raise it for very slow links).", float],
     ]
@@ -115,6 +120,14 @@ class Options(usage.Options):
         for key in ("max-connections", "max-per-address", "message-rate"):
             if self[key] < 0:
                 raise usage.UsageError(f"--{key} cannot be negative")
+        for key in ("keep-messages", "keep-files"):
+            if self[key] < 0:
+                raise usage.UsageError(f"--{key} cannot be negative")
+        if self["metrics"] is not None:
+            try:
+                from prometheus_client import CollectorRegistry  # noqa: F401
+            except ImportError:
+                raise usage.UsageError("--metrics needs prometheus_client (pip install prometheus_client)") from None
         if not 1 <= self["login-timeout"] <= 600:
             raise usage.UsageError("--login-timeout must be from 1 to 600 seconds")
         if not self["listen"]:
@@ -188,6 +201,9 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
     chat.passkey_file = passkey_file
     chat.data_dir = data_dir
     chat.lock = lock
+    if config["metrics"]:
+        chat.metricsEndpoint = serverFromString(reactor, config["metrics"])
+    chat.keepMessages, chat.keepFiles = config["keep-messages"], config["keep-files"]
     chat.announcing = not config["no-announce"]
     chat.web = not config["no-web"]
     return chat

@@ -36,6 +36,9 @@ def test_defaults(tmp_path, monkeypatch):
         "max-connections": 10000,
         "max-per-address": 256,
         "message-rate": 10.0,
+        "metrics": None,  # off unless asked for
+        "keep-messages": 0,  # retention off: everything is kept
+        "keep-files": 0,
         "insecure-plaintext": 0,
         "no-web": 0,
         "no-announce": 0,

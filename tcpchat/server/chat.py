@@ -24,6 +24,7 @@ from tcpchat import wire
 from tcpchat.auth import IPasskeyVerifier
 from tcpchat.server.guard import LoginGuard, TokenBucket
 from tcpchat.server.journal import Journal
+from tcpchat.server.metrics import Stats
 from tcpchat.server.moderation import Moderation
 from tcpchat.server.profiles import Profiles
 from tcpchat.server.session import Shared
@@ -137,7 +138,10 @@ class ChatFactory(Factory):
         self.recent: Deque[Event] = collections.deque(maxlen=max(self.limits.recent_cache, self.limits.history))
         self.lastId = 0
         self.stopping = False
+        #: what the server counts (tcpchat.server.metrics; scraped with --metrics)
+        self.stats = Stats()
         self.journal = Journal(store, clock, self.limits, self._committed)
+        self.journal.stats = self.stats
         self._sweeper: Optional[task.LoopingCall] = None
         self.perHost: Dict[str, int] = {}
         #: sockets accepted whose TLS has not started (counted in ``perHost`` too)
@@ -227,7 +231,9 @@ class ChatFactory(Factory):
 
     def _committed(self, fresh: List[Event]) -> None:
         """Events just committed (not duplicates): remember and deliver them."""
+        events = self.stats.events
         for event in fresh:
+            events[event["kind"]] += 1
             if event["kind"] == "delete":
                 self._forget(event["target"])
             elif event["kind"] in ("edit", "react"):

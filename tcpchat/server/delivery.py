@@ -78,12 +78,14 @@ class Delivery:
         else:
             payloads = [p for e, p in zip(events, payloads) if not _own(e, name)]  # the sender has its acks
         if payloads:
+            session.factory.stats.deliveries["live"] += len(payloads)
             session.deliver(payloads, shared)
 
     def fallBehind(self) -> None:
         """Too much is queued for this peer: stop live delivery and reading."""
         if self.live:
             self.log.info("{name} is reading slowly; switching to catch-up", name=self.session.name)
+            self.session.factory.stats.slowReaders += 1
         self.live = False
         self.session.holdReading("sendq")
 
@@ -100,6 +102,9 @@ class Delivery:
             self._pumping = True
             try:
                 factory = session.factory
+                stats = factory.stats
+                if self.sentUpTo < factory.lastId:
+                    stats.catchups += 1
                 while session.isLive() and not self.writePaused:
                     if self.sentUpTo >= factory.lastId:
                         if not self.synced:
@@ -119,6 +124,7 @@ class Delivery:
                         frame = {"type": "event", **event}
                         if not self.synced:
                             frame["replay"] = True
+                        stats.deliveries["catch-up"] += 1
                         session.sendFrame(frame)
                     if not events:
                         return  # nothing readable yet; a later offer retries

@@ -165,6 +165,7 @@ class FileService:
         upload.buffer.append(chunk.data)
         upload.buffered += len(chunk.data)
         upload.received += len(chunk.data)
+        self.factory.stats.uploadBytes += len(chunk.data)
         upload.lastActivity = self.factory.clock.seconds()
         if upload.buffered > BUFFER_HIGH:
             session.holdReading("disk")  # the disk is slower than the network: let TCP push back
@@ -370,6 +371,7 @@ class FileService:
                 if data:
                     download.remaining -= len(data)
                     session.sendPayload(wire.encode_chunk(tid, data))
+                    self.factory.stats.downloadBytes += len(data)
                 if not data or download.remaining <= 0:
                     download.file.close()
                     del session.downloads[tid]

@@ -30,6 +30,9 @@ class Journal:
         self.limits = limits
         #: called with each batch's new (not duplicate) events, once committed, before their submitters hear
         self.committed = committed
+        #: counted into, when set (tcpchat.server.metrics.Stats)
+        self.stats: Any = None
+        self._began = 0.0
         #: the store is closed: nothing more can be written
         self.closed = False
         self._pending: List[Tuple[Dict[str, Any], Deferred]] = []
@@ -80,11 +83,15 @@ class Journal:
         batch = self._pending[:count]
         del self._pending[:count]
         self._flushing = True
+        self._began = self.clock.seconds()
         d = self.store.append([event for event, _ in batch])
         d.addCallbacks(self._committed, self._commitFailed, callbackArgs=(batch,), errbackArgs=(batch,))
 
     def _committed(self, results: List[Tuple[Event, bool]], batch: List[Tuple[Dict[str, Any], Deferred]]) -> None:
         fresh = [stored for stored, duplicate in results if not duplicate]
+        if self.stats is not None:
+            self.stats.commitBatch.observe(len(batch))
+            self.stats.commitSeconds.observe(self.clock.seconds() - self._began)
         if fresh:
             self.committed(fresh)
         for (_, d), result in zip(batch, results):

@@ -170,11 +170,13 @@ class Login:
     def failed(self, e: ProtocolError, viaPake: bool = False) -> None:
         session = self.session
         self.attempts += 1
+        session.factory.stats.loginFailures[e.code] += 1
         self.log.info("Failed login from {peer}: {code} (attempt {attempt})", peer=session.peer, code=e.code,
                       attempt=self.attempts)
         # a failed PAKE proof was already counted when it started
         lockedOut = e.code == ErrorCode.BAD_PASSKEY and not viaPake and session.factory.guard.failed(session.host)
         if lockedOut:
+            session.factory.stats.lockouts += 1
             self.log.warn("Address {host} locked out after repeated wrong passkeys", host=session.host)
             session.sendError(ErrorCode.TOO_MANY_ATTEMPTS)
         elif e.code != ErrorCode.BAD_VERSION and self.attempts >= session.factory.limits.login_attempts:
@@ -211,6 +213,7 @@ class Login:
         session.rooms = directory.rooms_of(key) if session.rich else {social.DEFAULT_KEY}
         directory.known[key] = name
         self.log.info("{name} logged in from {peer}", name=name, peer=session.peer)
+        factory.stats.logins += 1
         welcome = {
             "type": "welcome",
             "version": wire.PROTOCOL_VERSION,

@@ -74,9 +74,11 @@ async def _reply(session: Any, frame: Frame, event: Dict[str, Any], aud: Any) ->
 def _submit_say(session: Any, frame: Frame, event: Dict[str, Any]) -> None:
     factory = session.factory
     cid = frame.get("cid")
+    received = factory.clock.seconds()
 
     def stored(result: Any) -> None:
         stored, _ = result
+        factory.stats.ackSeconds.observe(factory.clock.seconds() - received)
         ack = {"type": "ack", "id": stored["id"], "ts": stored["ts"]}
         if cid is not None:
             ack["cid"] = cid

@@ -192,6 +192,10 @@ class TcpchatService(service.MultiService):
         self.data_dir: Optional[str] = None
         #: the data directory's lock, held open while the server runs (tcpchat.backup.hold)
         self.lock: Any = None
+        #: where /metrics and /healthz are served (None: not at all)
+        self.metricsEndpoint: Any = None
+        #: retention, in days (0: keep)
+        self.keepMessages = self.keepFiles = 0.0
         self.startedAt = reactor.seconds()
         #: fires with the listening ports once the server is ready
         self.ready: defer.Deferred = defer.Deferred()
@@ -220,6 +224,10 @@ class TcpchatService(service.MultiService):
             listener.setServiceParent(self)
         if self.data_dir is not None:
             self._listenAdmin()
+        if self.metricsEndpoint is not None:
+            from tcpchat.server.metrics import make_site
+
+            ListeningService(self.metricsEndpoint, make_site(self.factory), self._failed).setServiceParent(self)
         sweep = TimerService(self.factory.limits.sweep_interval, self.factory.sweep)
         sweep.clock = self.reactor
         sweep.setServiceParent(self)
@@ -241,8 +249,8 @@ class TcpchatService(service.MultiService):
         admin.setServiceParent(self)
 
     def retention(self) -> Dict[str, Any]:
-        """What is kept how long (for the banner and tcpchat-admin status)."""
-        return {}
+        """What is kept how long, in days (for the banner and tcpchat-admin status); empty: everything is kept."""
+        return {k: v for k, v in (("messages", self.keepMessages), ("files", self.keepFiles)) if v}
 
     def _listening(self, ports: List[Any]) -> None:
         self.ports = ports

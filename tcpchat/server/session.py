@@ -230,6 +230,7 @@ class Session:
     def receiveBad(self, error: ProtocolError) -> None:
         """A frame the codec refused: answer with its code (and what could be read of it)."""
         if self.state != CLOSED:
+            self.factory.stats.refusals[error.code] += 1
             self.sendError(error.code, error.message, ref=error.ref, req=error.req)
             self.struck()
 
@@ -267,6 +268,7 @@ class Session:
 
     def refuse(self, frame: Any, code: str, message: Optional[str] = None) -> None:
         """Answer ``frame`` with an error: ``ref`` names its type; its ``cid`` and ``req`` are echoed."""
+        self.factory.stats.refusals[code] += 1
         if isinstance(frame, wire.Chunk):
             self.sendError(code, message, ref="data", tid=frame.tid)
         else:

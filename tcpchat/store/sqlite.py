@@ -224,6 +224,16 @@ class Store(SocialTables):
         """Add stored messages not yet in the search index (the server calls this every few seconds)."""
         return self._run(self._do_index)
 
+    def check_writable(self) -> Deferred:
+        """Fires once a small write commits (health checks); fails as a write to this store would."""
+        return self._run(self._do_check_writable)
+
+    def _do_check_writable(self) -> None:
+        if self._db is None:
+            raise StoreClosed("the store is closed")
+        with transaction(self._db):
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('health', strftime('%s', 'now'))")
+
     def add_file(self, record: Dict[str, Any]) -> Deferred:
         """Record a stored file; fires with its id."""
         return self._run(self._do_add_file, record)
