@@ -70,7 +70,7 @@ def _requests(args: argparse.Namespace) -> Dict[str, Any]:
     """The request a command line makes."""
     command = args.command
     reason = {"reason": args.reason} if getattr(args, "reason", None) else {}
-    if command in ("status", "who", "bans"):
+    if command in ("status", "who", "bans", "expire"):
         return {"action": command}
     if command == "kick":
         return {"action": "kick", "name": args.name, **reason}
@@ -175,6 +175,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     passkey = sub.add_parser("passkey", help="show the join passkey (--rotate: change it now)")
     passkey.add_argument("--rotate", nargs="?", const="", metavar="NEW", help="a new passkey (none given: a fresh one)")
     sub.add_parser("bans", help="list bans and mutes in force")
+    sub.add_parser("expire", help="delete what retention (--keep-messages, --keep-files) says is past its time, now")
     audit = sub.add_parser("audit", help="the latest operator actions")
     audit.add_argument("--count", "-n", type=int, default=20)
     backup = sub.add_parser("backup", help="a consistent copy of the data, while the server runs or not")

@@ -29,7 +29,7 @@ from tcpchat import wire
 from tcpchat.wire import ErrorCode, ProtocolError
 
 #: what the console can do besides the operator actions of ``mod``
-QUERIES = ("status", "who", "passkey", "audit")
+QUERIES = ("status", "who", "passkey", "audit", "expire")
 #: the socket's file name in the data directory
 SOCKET_NAME = "admin.sock"
 #: the longest request line
@@ -144,6 +144,14 @@ class AdminFactory(Factory):
 
     async def _passkey(self, request: Dict[str, Any]) -> Dict[str, Any]:
         return {"passkey": self.server.passkey}
+
+    async def _expire(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        retainer = self.server.retainer
+        if retainer is None:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "Retention is off (start with --keep-messages or --keep-files).")
+        events, files = await retainer.sweep()
+        return {"message": f"Removed {events} events and {files} files past their time.", "events": events,
+                "files": files}
 
     async def _audit(self, request: Dict[str, Any]) -> Dict[str, Any]:
         count = request.get("count", 20)

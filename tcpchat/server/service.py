@@ -196,6 +196,8 @@ class TcpchatService(service.MultiService):
         self.metricsEndpoint: Any = None
         #: retention, in days (0: keep)
         self.keepMessages = self.keepFiles = 0.0
+        #: deletes what is past its time (tcpchat.server.retention), when retention is on
+        self.retainer: Any = None
         self.startedAt = reactor.seconds()
         #: fires with the listening ports once the server is ready
         self.ready: defer.Deferred = defer.Deferred()
@@ -228,6 +230,11 @@ class TcpchatService(service.MultiService):
             from tcpchat.server.metrics import make_site
 
             ListeningService(self.metricsEndpoint, make_site(self.factory), self._failed).setServiceParent(self)
+        if self.keepMessages or self.keepFiles:
+            from tcpchat.server.retention import Retention, RetentionService
+
+            self.retainer = Retention(self.factory, self.keepMessages, self.keepFiles)
+            RetentionService(self.retainer, self.reactor).setServiceParent(self)
         sweep = TimerService(self.factory.limits.sweep_interval, self.factory.sweep)
         sweep.clock = self.reactor
         sweep.setServiceParent(self)
@@ -310,7 +317,8 @@ class TcpchatService(service.MultiService):
             "\n{bar}\n  tcpchat server {name!r} is ready\n  Passkey:     {passkey}{kept}\n  Join at:     {addresses}\n"
             "{browserLine}"
             "  Join link:   {link}\n"
-            "  Security:    {security}\n  Admin key:   {admin}  (type /oper KEY in a client to moderate)\n{bar}\n"
+            "  Security:    {security}\n  Admin key:   {admin}  (type /oper KEY in a client to moderate)\n"
+            "  Retention:   {retention}\n{bar}\n"
             "  Scan to join ({what}):\n{qr}\n{bar}",
             link=joinLink,
             browserLine=f"  Browser:     {browser}  (phones and laptops: open it, accept the certificate once)\n"
@@ -326,6 +334,8 @@ class TcpchatService(service.MultiService):
                   if self.passkey_file else "  (from the command line)"),
             addresses=", ".join(addresses),
             security=security,
+            retention=", ".join(f"{what} are deleted after {days:g} days" for what, days in self.retention().items())
+            or "off (everything is kept)",
             listening=[p.getHost().port for p in ports],
         )
         if not self.fingerprint:

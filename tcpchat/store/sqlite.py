@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from tcpchat import wire
 from tcpchat.store.errors import StoreBusy, StoreClosed, StoreUnusable
+from tcpchat.store.retention import SEARCHABLE, RetentionTables  # (SEARCHABLE: the kinds search indexes)
 from tcpchat.store.social import SocialTables, transaction
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -55,8 +56,6 @@ def schema_steps() -> List[Tuple[int, str]]:
 _EXTRA_FIELDS = ("file", "reason", "room", "to", "target", "by", "reply", "emoji", "on", "edited", "reactions")
 #: The conversation of files whose announcement was deleted: nobody's.
 DELETED_CONV = "!deleted"
-#: Event kinds whose text is indexed for search.
-SEARCHABLE = ("message", "announce")
 _SEARCHABLE_SQL = "kind IN (" + ", ".join(f"'{kind}'" for kind in SEARCHABLE) + ")"
 
 
@@ -127,7 +126,7 @@ def fts_query(text: str) -> str:
     return " ".join(quoted)
 
 
-class Store(SocialTables):
+class Store(SocialTables, RetentionTables):
     """
     The conversation and file index in one SQLite database (WAL mode).
 
