@@ -42,6 +42,8 @@ class ServerProcess:
         self.extra = extra or []
         #: a --listen endpoint instead of 127.0.0.1 on ``port``
         self.listen: Optional[str] = None
+        #: the whole command line instead of the one made here (e.g. a service unit's ExecStart)
+        self.argv: Optional[List[str]] = None
         self.output: List[str] = []
         self._partial = b""
         self._searched = 0
@@ -57,7 +59,7 @@ class ServerProcess:
             args += ["--passkey", self.given_passkey]
         if not self.tls:  # these tests speak the protocol with plain sockets
             args += ["--insecure-plaintext"] + ([] if self.limits else ["--message-rate", "0"])
-        args = self.prefix + args
+        args = self.prefix + (self.argv or args)
         # run from the data directory, so only the *installed* plugin can be found
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with self._cond:  # (again, after stop() or kill(): a new process, a new output stream)

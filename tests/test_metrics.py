@@ -71,6 +71,11 @@ def test_metrics_move_with_traffic_and_parse(tmp_path):
         assert value(after, "tcpchat_commit_batch_events_sum") >= 21  # every event went through a group commit
         assert value(after, "tcpchat_files_bytes") == 100_000
         assert value(after, "tcpchat_database_bytes") > 0
+        documented = open(os.path.join(os.path.dirname(__file__), "..", "docs", "OPERATIONS.rst"), encoding="utf-8").read()
+        served = {name for name, _ in after}
+        for name in served:
+            family = name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count").removesuffix("_created")
+            assert f"``{family}``" in documented or f"``{family}_total``" in documented, family
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
             assert (answer.status, answer.read()) == (200, b"ok\n")
         assert "Traceback" not in server.log()
