@@ -17,10 +17,18 @@ class Lan(NamedTuple):
     client_ns: str
     server_ip: str
     client_ip: str
+    server_dev: str = ""
+    client_dev: str = ""
 
     def run(self, ns: str, args: List[str]) -> List[str]:
         """The command line that runs ``args`` inside namespace ``ns``."""
         return ["ip", "netns", "exec", ns, *args]
+
+
+def shape(net: Lan, ns: str, dev: str, *qdisc: str) -> None:
+    """Put a queueing discipline on a device of one of our namespaces (e.g. ``tbf rate 1mbit …``)."""
+    subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", *qdisc], check=True,
+                   capture_output=True, timeout=30)
 
 
 def _ip(*args: str) -> None:
@@ -36,7 +44,7 @@ def lan() -> Iterator[Lan]:
     server_ns, client_ns = f"tcpchat-s{tag}", f"tcpchat-c{tag}"
     a, b = f"tcv{tag}a", f"tcv{tag}b"
     subnet = 10 + os.getpid() % 200
-    net = Lan(server_ns, client_ns, f"10.231.{subnet}.1", f"10.231.{subnet}.2")
+    net = Lan(server_ns, client_ns, f"10.231.{subnet}.1", f"10.231.{subnet}.2", a, b)
     try:
         _ip("netns", "add", server_ns)
         _ip("netns", "add", client_ns)

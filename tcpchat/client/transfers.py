@@ -23,6 +23,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from tcpchat import wire
 from tcpchat.client.model import conv_fields
+from tcpchat.pacing import Gate
 
 #: bytes of received file data allowed to wait for the disk before the client stops reading
 MAX_PENDING_WRITES = 8 * 1024 * 1024
@@ -261,10 +262,18 @@ class Transfers:
         proto = self._connection()
         if proto is None or proto.writePaused:
             return
+        gate = getattr(proto, "gate", None)
+        if gate is None:
+            gate = proto.gate = Gate(self.client.reactor, proto.transport)
+        room = gate.room()  # paced behind chat, as the server paces downloads (tcpchat.pacing)
+        if room is not None and room <= 0:
+            gate.later(self.pump)
+            return
+        size = wire.CHUNK_SIZE if room is None else gate.chunk(wire.CHUNK_SIZE)
         for transfer in list(self.uploads.values()):
             if transfer.flowing and not transfer.reading:
                 transfer.reading = True
-                want = min(wire.CHUNK_SIZE, transfer.size - transfer.done)
+                want = min(size, transfer.size - transfer.done)
                 self._io(transfer, _read_file, transfer, want).addCallbacks(
                     self._read, self._readFailed, callbackArgs=(transfer, transfer.generation, proto),
                     errbackArgs=(transfer, transfer.generation))

@@ -27,6 +27,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
 from tcpchat import wire
+from tcpchat.pacing import Gate
 from tcpchat.server import social
 from tcpchat.wire import ErrorCode, ProtocolError
 
@@ -91,6 +92,8 @@ class FileService:
         self.reserved = 0
         #: transfer ids cancelled or failed per connection whose chunks may still arrive
         self._dropped: Dict[Any, set] = {}
+        #: session -> the pacing of its file data (tcpchat.pacing)
+        self._gates: Dict[Any, Gate] = {}
         shutil.rmtree(self.tmp, ignore_errors=True)
         os.makedirs(self.tmp, exist_ok=True)
         os.makedirs(self.objects, exist_ok=True)
@@ -362,12 +365,23 @@ class FileService:
             download.file.close()
 
     def resume(self, session: Any) -> None:
-        """Send file data to ``session`` until its transport asks us to pause."""
+        """
+        Send file data to ``session`` until its transport asks us to pause, and (paced: see tcpchat.pacing) only
+        while what is queued for the peer is under ~100 ms of its link, so chat never waits long behind it.
+        """
+        gate = self._gates.get(session)
+        if gate is None:
+            gate = self._gates[session] = Gate(self.factory.clock, getattr(session.link, "transport", None))
         while session.downloads and session.peerReading() and session.isOpen():
+            room = gate.room()
+            if room is not None and room <= 0:
+                gate.later(self.resume, session)  # (the link is full: look again shortly)
+                return
+            size = wire.CHUNK_SIZE if room is None else gate.chunk(wire.CHUNK_SIZE)
             for tid, download in list(session.downloads.items()):
                 if download is None:
                     continue
-                data = download.file.read(min(wire.CHUNK_SIZE, download.remaining))
+                data = download.file.read(min(size, download.remaining))
                 if data:
                     download.remaining -= len(data)
                     session.sendPayload(wire.encode_chunk(tid, data))
@@ -378,12 +392,19 @@ class FileService:
                     session.sendFrame({"type": "download-done", "tid": tid})
                 if not session.peerReading():
                     return
+                if room is not None:
+                    room -= len(data)
+                    if room <= 0:
+                        break  # (ask the kernel again before the next frame)
             if all(d is None for d in session.downloads.values()):
                 return
 
     # ------------------------------------------------------------ lifecycle
 
     def connectionClosed(self, session: Any) -> None:
+        gate = self._gates.pop(session, None)
+        if gate is not None:
+            gate.cancel()
         for upload in list(session.uploads.values()):
             if not upload.finishing:
                 self._abort(session, upload)
