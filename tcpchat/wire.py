@@ -626,10 +626,11 @@ def fit(frame: Dict[str, Any], key: str, keep: str = "first", limit: int = MAX_F
     cut, ``frame["more"]`` becomes true (the client asks for the next page).
     """
     items = frame[key]
-    sizes = [len(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode("utf-8")) + 1 for item in items]
     budget = limit - len(encode({**frame, key: []}))
-    if sum(sizes) <= budget:
-        return frame
+    whole = len(json.dumps(items, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    if whole <= budget:
+        return frame  # (the usual case, measured in one go: a login storm fits thousands of names N times)
+    sizes = [len(json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode("utf-8")) + 1 for item in items]
     order = range(len(items)) if keep == "first" else range(len(items) - 1, -1, -1)
     kept = 0
     for i in order:

@@ -11,6 +11,7 @@ back through that contract and their delivery (``session.delivery.offer``).
 
 from __future__ import annotations
 
+import bisect
 import collections
 import hmac
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple
@@ -146,7 +147,9 @@ class ChatFactory(Factory):
         self.perHost: Dict[str, int] = {}
         #: sockets accepted whose TLS has not started (counted in ``perHost`` too)
         self.waitingSockets = 0
-        self._names: Optional[List[str]] = None
+        #: who is logged in, in the order of their name keys (kept sorted as people come and go)
+        self._keys: List[str] = []
+        self._names: List[str] = []
         self.guard = LoginGuard(clock)
         #: wrong admin passkeys, per address (10 per 10 min, then a lockout that doubles)
         self.operGuard = LoginGuard(clock)
@@ -373,7 +376,9 @@ class ChatFactory(Factory):
             self.logout(holder, "lost")
             holder.abort("replaced")
         self.users[key] = session
-        self._names = None
+        at = bisect.bisect_left(self._keys, key)
+        self._keys.insert(at, key)
+        self._names.insert(at, name)
         return name
 
     def admit(self, session: Any) -> Optional[Tuple[str, str]]:
@@ -428,7 +433,10 @@ class ChatFactory(Factory):
         key = wire.name_key(session.name)
         if self.users.get(key) is session:
             del self.users[key]
-            self._names = None
+            at = bisect.bisect_left(self._keys, key)
+            if at < len(self._keys) and self._keys[at] == key:
+                del self._keys[at]
+                del self._names[at]
             if not self.stopping:
                 self.submit(self.leaveEvent(session, reason)).addErrback(lambda f: None)
 
@@ -479,9 +487,8 @@ class ChatFactory(Factory):
             listener(passkey)
 
     def userNames(self) -> List[str]:
-        if self._names is None:  # cached: a login storm would otherwise sort N names N times
-            self._names = sorted((p.name for p in self.users.values()), key=wire.name_key)
-        return self._names
+        """Who is logged in, by name key (a copy: kept sorted on each login and logout, never sorted again)."""
+        return list(self._names)
 
     def noteAbort(self, session: Any, why: str) -> None:
         """A connection was aborted or refused: counted, and logged once per sweep (a flood must not flood the log)."""
