@@ -440,6 +440,8 @@ SERVER_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
         "operator": (_any, False),
         "link": (_line(MAX_LINK), False),
         "profiles": (_any, False),
+        "online": (_any, False),
+        "more": (_any, False),
     },
     "event": {
         "id": (_ID, True),

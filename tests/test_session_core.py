@@ -149,3 +149,25 @@ def test_after_a_slow_down_nothing_overtakes_the_refused_message(tmp_path):
     for n in (2, 3):  # resent in order
         alice.send({"type": "say", "text": f"m{n}", "cid": f"c{n}"})
     assert [f.get("cid") for f in alice.frames() if f["type"] == "ack"] == ["c2", "c3"]
+
+
+def test_in_a_crowd_a_welcome_lists_a_bounded_number_of_names(tmp_path):
+    """Past Limits.welcome_users online, a welcome lists that many (and the newcomer) and says how many there are, so
+    a login costs the same however many are online; who still lists them all while they fit in a frame."""
+    from .helpers import Peer, make_factory
+
+    factory = make_factory(tmp_path, welcome_users=3)
+    peers = []
+    for name in ("dora", "bea", "cai", "abe"):
+        peer = Peer(factory)
+        peer.login(name)
+        peers.append(peer)
+    small = next(f for f in Peer(factory).login("al") if f["type"] == "welcome")
+    assert small["users"] == ["abe", "al", "bea"] and small["online"] == 5 and small["more"] is True
+    late = next(f for f in Peer(factory).login("zed") if f["type"] == "welcome")
+    assert late["users"] == ["abe", "al", "bea", "zed"] and late["online"] == 6  # (the newcomer is always there)
+    asker = peers[0]
+    asker.frames()
+    asker.send({"type": "who", "req": "w"})
+    (users,) = [f for f in asker.frames() if f.get("req") == "w"]
+    assert users["users"] == ["abe", "al", "bea", "cai", "dora", "zed"]

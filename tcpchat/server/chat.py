@@ -45,6 +45,7 @@ class Limits:
     """
 
     history = 50  #: events replayed on login
+    welcome_users = 1000  #: names a welcome lists at most (with more online it says how many; ``who`` has more)
     recent_cache = 2048  #: committed events kept in memory for replay and catch-up
     login_timeout = 15.0  #: seconds a connection may take to log in
     login_attempts = 5  #: failed logins allowed on one connection

@@ -214,15 +214,20 @@ class Login:
         directory.known[key] = name
         self.log.info("{name} logged in from {peer}", name=name, peer=session.peer)
         factory.stats.logins += 1
+        names = factory.userNames()
         welcome = {
             "type": "welcome",
             "version": wire.PROTOCOL_VERSION,
             "name": name,
             "server": factory.serverName,
-            "users": factory.userNames(),
+            "users": names,
             "session": session.session,
             "limits": limits.advertised(),
         }
+        if len(names) > limits.welcome_users:
+            # a crowd: a login costs the same however many are online (the list would be O(N) per login)
+            shown = names[:limits.welcome_users]
+            welcome.update(users=shown if name in shown else shown + [name], online=len(names), more=True)
         if factory.joinLink:
             welcome["link"] = factory.joinLink  # for a client's Invite… (never carries the passkey)
         if session.rich:
