@@ -284,14 +284,6 @@ class ChatFactory(Factory):
         elif event["kind"] == "react":
             self.recent[i] = wire.apply_reaction(old, event)
 
-    def forgetExpired(self, ids: List[int]) -> None:
-        """Retention deleted these events: the in-memory conversation lets them go too."""
-        gone = set(ids)
-        kept = [event for event in self.recent if event["id"] not in gone]
-        if len(kept) != len(self.recent):
-            self.recent.clear()
-            self.recent.extend(kept)
-
     def _recentIndex(self, event_id: int) -> int:
         """Index in ``recent`` of the first event with an id of at least ``event_id``."""
         recent = self.recent

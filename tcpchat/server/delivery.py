@@ -24,6 +24,9 @@ from tcpchat.server import social
 
 class Delivery:
     log = Logger()
+    # (one per connection: slots keep an idle client small)
+    __slots__ = ("session", "sentUpTo", "freshUpTo", "live", "synced", "_pumping", "writePaused", "pausedSince",
+                 "queuedWhilePaused")
 
     def __init__(self, session: Any) -> None:
         self.session = session

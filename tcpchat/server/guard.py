@@ -13,6 +13,8 @@ from typing import Any, Callable, Deque, Dict, List, Optional
 class TokenBucket:
     """``rate`` tokens per second, holding at most ``burst``; ``rate <= 0`` means unlimited."""
 
+    __slots__ = ("clock", "rate", "burst", "tokens", "stamp")  # (two per connection)
+
     def __init__(self, clock: Any, rate: float, burst: float) -> None:
         self.clock = clock
         self.rate = rate

@@ -24,6 +24,7 @@ from tcpchat.wire import ErrorCode, ProtocolError
 
 class Login:
     log = Logger()
+    __slots__ = ("session", "pending", "attempts", "proofOpen", "_cancelWait", "req")  # (one per connection)
 
     def __init__(self, session: Any) -> None:
         self.session = session

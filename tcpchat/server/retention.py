@@ -72,7 +72,7 @@ class Retention:
             while not factory.stopping:
                 ids = await factory.store.expire_events(before, self.batch)
                 if ids:
-                    factory.forgetExpired(ids)
+                    _forget(factory.recent, ids)
                     events += len(ids)
                     factory.stats.expired["events"] += len(ids)
                 if len(ids) < self.batch:
@@ -120,6 +120,15 @@ class RetentionService(service.Service):
         if self.loop.running:
             self.loop.stop()
         return None
+
+
+def _forget(recent: Any, ids: Any) -> None:
+    """Deleted events leave the in-memory recent conversation (what a fresh login is shown) too."""
+    gone = set(ids)
+    kept = [event for event in recent if event["id"] not in gone]
+    if len(kept) != len(recent):
+        recent.clear()
+        recent.extend(kept)
 
 
 def _unlink(path: str) -> bool:

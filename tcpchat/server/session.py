@@ -118,23 +118,35 @@ class Session:
     """One connection's user, from its first byte to its last."""
 
     log = Logger()
+    # (one per connection: slots keep an idle client small)
+    __slots__ = ("factory", "link", "host", "peer", "state", "connectedAt", "lastHeard", "lastActive", "pingSentAt",
+                 "leaveReason", "holds", "uploads", "downloads", "sentBeforeLogin", "budget", "actions", "bucket",
+                 "readsInFlight", "autoAway", "typingSent", "delivery", "login", "_timers", "name", "nkey", "rich",
+                 "edits", "profiles", "sayRefusedUntil", "rooms", "operator", "away", "status", "session", "strikes",
+                 "strikesSince", "closing")
 
-    name: Optional[str] = None
-    nkey: Optional[str] = None
-    rich = False
+    name: Optional[str]
+    nkey: Optional[str]
+    rich: bool
     #: asked for the "edits" feature (edits, replies, reactions: revision 1.4)
-    edits = False
+    edits: bool
     #: asked for the "profiles" feature (bios and pictures: revision 1.5)
-    profiles = False
+    profiles: bool
     #: until when this user's messages are refused after a slow-down (see rules.say)
-    sayRefusedUntil = 0.0
-    rooms: Set[str] = frozenset()  # type: ignore[assignment]
-    operator = False
-    away = False
-    status = ""
-    session = ""
+    sayRefusedUntil: float
+    rooms: Set[str]
+    operator: bool
+    away: bool
+    status: str
+    session: str
 
     def __init__(self, factory: Any, link: Any, host: str, peer: str) -> None:
+        self.name = self.nkey = None
+        self.rich = self.edits = self.profiles = self.operator = self.away = self.closing = False
+        self.sayRefusedUntil = self.strikesSince = 0.0
+        self.rooms = frozenset()  # type: ignore[assignment]
+        self.status = self.session = ""
+        self.strikes = 0
         self.factory = factory
         self.link = link
         self.host = host
@@ -234,8 +246,8 @@ class Session:
             self.sendError(error.code, error.message, ref=error.ref, req=error.req)
             self.struck()
 
-    strikes = 0
-    strikesSince = 0.0
+    strikes: int
+    strikesSince: float
 
     def struck(self) -> None:
         """
@@ -370,7 +382,7 @@ class Session:
         self.sendFrame({"type": "bye", "reason": reason, "message": message})
         self.close()
 
-    closing = False
+    closing: bool
 
     def close(self) -> None:
         self.closing = True
