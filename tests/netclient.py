@@ -4,6 +4,9 @@ JSON object with what it measured.  Plain sockets and tcpchat.wire only.
 
     python netclient.py upload HOST PORT SIZE
         shares SIZE random bytes; prints the file object.
+    python netclient.py listen HOST PORT COUNT
+        prints "listening", then the delays of COUNT messages "ping T" (T: when they were written) once a file
+        has been shared too.
     python netclient.py download-and-chat HOST PORT FILE_ID COUNT
         "fetcher" downloads file FILE_ID while "talker" says COUNT messages, one every 0.2 s; prints how long each
         took to reach the fetcher (sharing its connection with the file data) and the download's throughput.
@@ -135,9 +138,31 @@ def upload(host: str, port: int, size: int) -> dict:
             return {"file": frame["file"]}
 
 
+def listen(host: str, port: int, count: int) -> dict:
+    """Log in as "ear" and wait for ``count`` messages "ping T" (T: the sender's time.monotonic()): their delays."""
+    conn = Conn(host, port, "ear")
+    print("listening", flush=True)
+    delays: list = []
+    arrivals: list = []
+    files: list = []
+    deadline = time.monotonic() + 120
+    while (len(delays) < count or not files) and time.monotonic() < deadline:
+        frame = conn.recv()
+        if isinstance(frame, dict) and frame.get("type") == "event":
+            said = str(frame.get("text", ""))
+            if frame.get("kind") == "message" and said.startswith("ping "):
+                arrivals.append(time.monotonic())
+                delays.append(arrivals[-1] - float(said.split()[1]))
+            elif frame.get("kind") == "file":
+                files.append(time.monotonic())
+    return {"latencies": delays, "arrivals": arrivals, "file_at": files[0] if files else None}
+
+
 if __name__ == "__main__":
     command, *rest = sys.argv[1:]
-    if command == "upload":
+    if command == "listen":
+        print(json.dumps(listen(rest[0], int(rest[1]), int(rest[2]))))
+    elif command == "upload":
         print(json.dumps(upload(rest[0], int(rest[1]), int(rest[2]))))
     elif command == "download-and-chat":
         host, port, file_id, count = rest[0], int(rest[1]), int(rest[2]), int(rest[3])

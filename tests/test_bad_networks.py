@@ -59,10 +59,10 @@ def test_chat_stays_quick_during_a_download_on_a_1_mbit_link(tmp_path):
 class Cli:
     """tcpchat-cli --plain in the client's namespace; every line it prints, with when it came."""
 
-    def __init__(self, net, home, host, port):
+    def __init__(self, net, home, host, port, *extra):
         env = dict(os.environ, HOME=home, PYTHONUNBUFFERED="1", TCPCHAT_PASSKEY=PASSKEY)
         command = net.run(net.client_ns, [os.path.join(BIN, "tcpchat-cli"), "--host", host, "--port", str(port),
-                                          "--name", "walker", "--plain"])
+                                          "--name", "walker", "--plain", *extra])
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      env=env, text=True, bufsize=1)
         self.lines = []  # (monotonic time, line)
@@ -178,3 +178,46 @@ def test_a_client_rides_out_delay_loss_outages_blackholes_and_a_new_address(tmp_
           f"after the black hole and the new address stored {done - moved:.1f} s after the address changed")
     assert reconnect_after_outage < 20
     assert done - moved < 90
+
+
+@pytest.mark.skipif(shutil.which("tc") is None, reason="tc (iproute2) is not installed")
+def test_chat_stays_quick_during_an_upload_on_a_1_mbit_link(tmp_path):
+    """The other direction: tcpchat-cli shares 512 KiB over a 1 Mbit/s uplink (tbf on the client's side) and keeps
+    writing; the client core paces the file data like the server does, so each message reaches someone else within
+    0.5 s, and the file gets there too."""
+    with lan() as net:
+        server = ServerProcess(tmp_path, port=12345, prefix=net.run(net.server_ns, []))
+        server.listen = "tcp:12345"
+        server.start()
+        ear = subprocess.Popen(net.run(net.server_ns, [sys.executable, NETCLIENT, "listen", "127.0.0.1", "12345", "10"]),
+                               stdout=subprocess.PIPE, text=True, env=dict(os.environ, TCPCHAT_PASSKEY=PASSKEY))
+        cli = None
+        try:
+            assert ear.stdout.readline().strip() == "listening"
+            shape(net, net.client_ns, net.client_dev, "tbf", "rate", "1mbit", "burst", "16kb", "latency", "100ms")
+            home = str(tmp_path / "home")
+            os.mkdir(home)
+            survey = str(tmp_path / "survey.bin")
+            with open(survey, "wb") as f:
+                f.write(os.urandom(512 * 1024))
+            cli = Cli(net, home, net.server_ip, 12345, "--insecure-plaintext")
+            connected = cli.wait_for(r"Connected to", 0, 60)
+            cli.say(f"/file {survey}")
+            cli.wait_for(r"Sharing survey.bin", connected, 30)
+            for n in range(10):  # one every 0.3 s, all while the upload (about 4.3 s) goes on
+                with cli.cond:
+                    cli.cond.wait_for(lambda: False, timeout=0.3)  # (the pace of typing, not a synchronisation)
+                cli.say(f"ping {time.monotonic()}")
+            heard = json.loads(ear.communicate(timeout=120)[0])
+        finally:
+            if cli is not None and cli.proc.poll() is None:
+                cli.proc.kill()
+            if ear.poll() is None:
+                ear.kill()
+            server.close()
+    latencies = heard["latencies"]
+    assert len(latencies) == 10 and heard["file_at"] is not None
+    assert heard["file_at"] > heard["arrivals"][5]  # the messages were written while the file was on its way
+    print(f"\n  1 Mbit/s uplink: chat during a 512 KiB upload p50 {statistics.median(latencies) * 1000:.0f} ms, "
+          f"max {max(latencies) * 1000:.0f} ms")
+    assert max(latencies) < 0.5, latencies
