@@ -9,6 +9,7 @@ See docs/PERFORMANCE.rst for how to read the output.
     .venv/bin/python benchmarks/bench.py                      # the full run (~20 min)
     .venv/bin/python benchmarks/bench.py --quick              # a smoke run (seconds)
     .venv/bin/python benchmarks/bench.py --servers tcpchat --clients 100 --repeat 1
+    .venv/bin/python benchmarks/bench.py --servers tcpchat,relay,ngircd   # relay: the bare-Twisted floor
 """
 
 from __future__ import annotations
@@ -161,6 +162,19 @@ class SeedServer(Server):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
+
+
+class RelayServer(Server):
+    """benchmarks/relay.py: the same frames through a bare Twisted relay (no storage, no rules): the floor."""
+
+    name = "relay"
+
+    def __init__(self, workdir: str) -> None:
+        self.workdir = workdir
+
+    def start(self) -> None:
+        self.port = int(self._launch([sys.executable, "-u", os.path.join(HERE, "relay.py"), "0"],
+                                     r"relay listening on (\d+)").group(1))
 
 
 class NgircdServer(Server):
@@ -736,6 +750,10 @@ def make(kind: str, args: argparse.Namespace, workdir: str) -> Tuple[Server, Any
     if kind == "ngircd":
         irc = NgircdServer(workdir)
         return irc, IrcAdapter(irc)
+    if kind == "relay":
+        relay = RelayServer(workdir)
+        relay.name = "relay"
+        return relay, TcpchatAdapter(relay)  # (the same frames as tcpchat's own load)
     raise SystemExit(f"unknown server {kind}")
 
 
