@@ -279,15 +279,29 @@ class Adapter:
     ping: Optional[bytes] = None  # what a keep-alive request looks like in the stream
     pong: bytes = b""  # and the answer
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, receivers: str = "scan") -> None:
         self.server = server
+        #: "scan": receivers pick markers out of the byte stream in bulk; "parse": they parse every frame
+        #: (or line) the way a real client does, so the generator's own cost is a client's
+        self.receivers = receivers
 
     async def connect(self, name: str, sender: bool = False, idle: bool = False) -> Conn:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port, limit=1 << 20)
         conn = Conn(reader, writer)
         await self.login(conn, name, sender)
-        conn.task = asyncio.ensure_future(discard(conn) if idle else scan(conn, self.ping, self.pong))
+        conn.task = asyncio.ensure_future(self.receive(conn, idle))
         return conn
+
+    def receive(self, conn: Conn, idle: bool) -> Any:
+        if idle:
+            return discard(conn)
+        if self.receivers == "parse":
+            return self.parse(conn)
+        return scan(conn, self.ping, self.pong)
+
+    async def parse(self, conn: Conn) -> None:
+        """Parse every frame (the default: a protocol without framing can only be scanned)."""
+        await scan(conn, self.ping, self.pong)
 
     async def login(self, conn: Conn, name: str, sender: bool) -> None:
         raise NotImplementedError
@@ -329,6 +343,21 @@ class TcpchatAdapter(Adapter):
     def say(self, conn: Conn, text: str, seq: int) -> None:
         self.send_frame(conn, {"type": "say", "text": text, "cid": f"c{seq}"})
 
+    async def parse(self, conn: Conn) -> None:
+        """Every frame read by its length and decoded as JSON, as a client does."""
+        try:
+            while True:
+                frame = await self.read_frame(conn)
+                kind = frame.get("type")
+                if kind == "event" and frame.get("kind") == "message":
+                    m = MARK.search(frame.get("text", "").encode())
+                    if m:
+                        conn.on_text(m.group(0))
+                elif kind == "ping":
+                    conn.writer.write(self.pong)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return
+
 
 def ws_frame(payload: bytes, opcode: int = 1) -> bytes:
     """One client-to-server WebSocket frame (FIN, masked as RFC 6455 requires of clients)."""
@@ -358,7 +387,7 @@ class TcpchatWsAdapter(TcpchatAdapter):
             raise RuntimeError(head[:200])
         conn = Conn(reader, writer)
         await self.login(conn, name, sender)
-        conn.task = asyncio.ensure_future(discard(conn) if idle else scan(conn, self.ping, self.pong))
+        conn.task = asyncio.ensure_future(self.receive(conn, idle))
         return conn
 
     def send_frame(self, conn: Conn, frame: Dict[str, Any]) -> None:
@@ -412,6 +441,28 @@ class IrcAdapter(Adapter):
 
     def say(self, conn: Conn, text: str, seq: int) -> None:
         conn.writer.write(f"PRIVMSG #chat :{text}\r\n".encode())
+
+    async def parse(self, conn: Conn) -> None:
+        """Every line split into prefix, command and parameters (RFC 1459), as a client does."""
+        try:
+            while True:
+                line = await conn.reader.readline()
+                if not line:
+                    return
+                line = line.rstrip(b"\r\n")
+                prefix = b""
+                if line.startswith(b":"):
+                    prefix, _, line = line[1:].partition(b" ")
+                head, _, trailing = line.partition(b" :")
+                command, *params = head.split(b" ")
+                if command == b"PRIVMSG":
+                    m = MARK.search(trailing)
+                    if m:
+                        conn.on_text(m.group(0))
+                elif command == b"PING":
+                    conn.writer.write(self.pong)
+        except (ConnectionError, asyncio.CancelledError):
+            return
 
 
 # ---------------------------------------------------------------- measurements
@@ -736,24 +787,24 @@ async def seed_upload(server: SeedServer, size: int, block: bytes) -> Optional[f
 # ---------------------------------------------------------------- driver
 
 
-def make(kind: str, args: argparse.Namespace, workdir: str) -> Tuple[Server, Any]:
+def make(kind: str, args: argparse.Namespace, workdir: str, receivers: str = "scan") -> Tuple[Server, Any]:
     if kind == "tcpchat":
         server = TcpchatServer(workdir)
-        return server, TcpchatAdapter(server)
+        return server, TcpchatAdapter(server, receivers)
     if kind == "tcpchat-ws":
         server = TcpchatServer(workdir)
         server.name = "tcpchat-ws"
-        return server, TcpchatWsAdapter(server)
+        return server, TcpchatWsAdapter(server, receivers)
     if kind == "seed":
         seed = SeedServer(args.seed_server, workdir)
-        return seed, SeedAdapter(seed)
+        return seed, SeedAdapter(seed, receivers)
     if kind == "ngircd":
         irc = NgircdServer(workdir)
-        return irc, IrcAdapter(irc)
+        return irc, IrcAdapter(irc, receivers)
     if kind == "relay":
         relay = RelayServer(workdir)
         relay.name = "relay"
-        return relay, TcpchatAdapter(relay)  # (the same frames as tcpchat's own load)
+        return relay, TcpchatAdapter(relay, receivers)  # (the same frames as tcpchat's own load)
     raise SystemExit(f"unknown server {kind}")
 
 
@@ -902,7 +953,7 @@ async def measure_search(args: argparse.Namespace, workdir: str) -> Dict[str, An
 def median_row(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     out: Dict[str, Any] = {"server": rows[0]["server"], "N": rows[0]["N"], "runs": len(rows)}
     for key in rows[0]:
-        if key in ("server", "N"):
+        if key in ("server", "N", "recv"):
             continue
         values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
         if values:
@@ -944,22 +995,30 @@ async def run(args: argparse.Namespace) -> Dict[str, Any]:
                 results["skipped"][kind] = why
                 print(f"skipping {kind}: {why}", file=sys.stderr)
                 continue
-            for n in args.clients:
-                runs = []
-                for rep in range(args.repeat):
-                    server, adapter = make(kind, args, workdir)
-                    server.start()
-                    try:
-                        cell = await asyncio.wait_for(measure_cell(adapter, server, n, args), timeout=args.cell_timeout)
-                    except asyncio.TimeoutError:
-                        cell = {"server": kind, "N": n, "error": "cell timed out"}
-                    finally:
-                        server.stop()
-                    print(f"  {kind} N={n} run {rep + 1}: " + ", ".join(f"{k}={fmt(v, 2)}" for k, v in cell.items()
-                                                                        if k not in ("server", "N")), file=sys.stderr)
-                    runs.append(cell)
-                good = [r for r in runs if "error" not in r]
-                results["cells"].append(median_row(good) if good else runs[0])
+            for recv in args.receivers:
+                if recv == "parse" and kind == "seed":
+                    continue  # the seed's stream has no frames or lines to parse: its receivers can only scan
+                for n in args.clients:
+                    runs = []
+                    for rep in range(args.repeat):
+                        server, adapter = make(kind, args, workdir, recv)
+                        server.start()
+                        try:
+                            cell = await asyncio.wait_for(measure_cell(adapter, server, n, args),
+                                                          timeout=args.cell_timeout)
+                        except asyncio.TimeoutError:
+                            cell = {"server": kind, "N": n, "error": "cell timed out"}
+                        finally:
+                            server.stop()
+                        cell["recv"] = recv
+                        print(f"  {kind} {recv} N={n} run {rep + 1}: " + ", ".join(
+                            f"{k}={fmt(v, 2)}" for k, v in cell.items() if k not in ("server", "N", "recv")),
+                            file=sys.stderr)
+                        runs.append(cell)
+                    good = [r for r in runs if "error" not in r]
+                    row = median_row(good) if good else runs[0]
+                    row["recv"] = recv
+                    results["cells"].append(row)
             if args.idle:
                 runs = []
                 for rep in range(args.repeat):
@@ -1092,28 +1151,32 @@ def machine() -> Dict[str, Any]:
 
 def report(results: Dict[str, Any]) -> str:
     parts = [f"machine: {results['machine']}"]
-    cols = [("server", "server", 0), ("N", "N", 0), ("logged in", "logged_in", 0), ("login s", "login_s", 2),
-            ("deliv/s", "deliveries_per_s", 0), ("CPU ms/1k", "cpu_ms_per_1k", 2), ("p50 ms", "p50_ms", 1),
-            ("p95 ms", "p95_ms", 1), ("p99 ms", "p99_ms", 1), ("max ms", "max_ms", 1), ("lost", "lost", 0),
+    cols = [("server", "server", 0), ("recv", "recv", 0), ("N", "N", 0), ("logged in", "logged_in", 0),
+            ("login s", "login_s", 2), ("deliv/s", "deliveries_per_s", 0), ("CPU ms/1k", "cpu_ms_per_1k", 2),
+            ("p50 ms", "p50_ms", 1), ("p95 ms", "p95_ms", 1), ("p99 ms", "p99_ms", 1),
+            ("p99 spread", "p99_spread_text", 0), ("max ms", "max_ms", 1), ("lost", "lost", 0),
             ("dup", "duplicated", 0), ("reord", "reordered", 0), ("KiB/client", "rss_per_client_kib", 1),
             ("peak RSS MiB", "peak_mib", 1), ("gen CPU", "generator_cpu_share", 2)]
     for row in results["cells"]:
         if "peak_rss_kib" in row:
             row["peak_mib"] = row["peak_rss_kib"] / 1024
+        spread = row.get("p99_ms_spread")
+        row["p99_spread_text"] = f"{spread[0]:.1f}-{spread[1]:.1f}" if spread and row.get("runs", 1) > 1 else "-"
     parts.append(table(results["cells"], cols))
-    by = {(r["server"], r["N"]): r for r in results["cells"]}
+    by = {(r["server"], r.get("recv", "scan"), r["N"]): r for r in results["cells"]}
     ratios = []
-    for (server, n), row in sorted(by.items()):
+    for (server, recv, n), row in sorted(by.items()):
         if server == "tcpchat":
-            for peer in ("ngircd", "seed"):
-                other = by.get((peer, n))
+            for peer in ("ngircd", "relay", "seed"):
+                other = by.get((peer, recv, n))
                 if other and other.get("cpu_ms_per_1k") and row.get("cpu_ms_per_1k") and other.get("p99_ms"):
-                    ratios.append({"server": f"tcpchat / {peer}", "N": n,
+                    ratios.append({"server": f"tcpchat / {peer}", "recv": recv, "N": n,
                                    "cpu": row["cpu_ms_per_1k"] / other["cpu_ms_per_1k"],
                                    "p99": row["p99_ms"] / other["p99_ms"]})
     if ratios:
         parts.append("ratios (lower is better for tcpchat):")
-        parts.append(table(ratios, [("pair", "server", 0), ("N", "N", 0), ("CPU per 1k", "cpu", 2), ("p99", "p99", 2)]))
+        parts.append(table(ratios, [("pair", "server", 0), ("recv", "recv", 0), ("N", "N", 0),
+                                    ("CPU per 1k", "cpu", 2), ("p99", "p99", 2)]))
     if results["idle"]:
         for row in results["idle"]:
             row["peak_mib"] = row.get("peak_rss_kib", 0) / 1024
@@ -1159,7 +1222,10 @@ def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--servers", default="tcpchat,seed,ngircd", type=lambda s: s.split(","))
     p.add_argument("--clients", default="10,100,500,1000", type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--idle", default=5000, type=int, help="idle logged-in clients for the memory cell (0: skip)")
-    p.add_argument("--repeat", default=3, type=int)
+    p.add_argument("--repeat", default=5, type=int)
+    p.add_argument("--receivers", default="scan,parse", type=lambda s: s.split(","),
+                   help="how receivers read: scan (markers picked out of the stream in bulk), parse (every "
+                        "frame or line parsed, as a client does), or both")
     p.add_argument("--rate", default=50.0, type=float, help="messages per second for the latency measurement")
     p.add_argument("--duration", default=4.0, type=float, help="seconds of fixed-rate sending")
     p.add_argument("--saturation-deliveries", default=200_000, type=int)
