@@ -4,6 +4,42 @@ import pytest
 from twisted.logger import globalLogPublisher
 
 
+#: modules whose tests run on both store engines (the session rules over SQLite, then over PostgreSQL)
+BOTH_ENGINES = {"test_server_protocol", "test_conversations", "test_moderation", "test_session_core"}
+
+
+def pytest_generate_tests(metafunc):
+    if "store_engine" in metafunc.fixturenames:
+        both = metafunc.module.__name__.rsplit(".", 1)[-1] in BOTH_ENGINES
+        metafunc.parametrize("store_engine", ["sqlite", "postgresql"] if both else ["sqlite"], indirect=True,
+                             ids=(lambda e: "" if e == "sqlite" else "pg") if both else (lambda e: ""))
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throw-away PostgreSQL server for the whole run (tests.pgserver), or a skip when it is not installed."""
+    from . import pgserver
+
+    if pgserver.binaries() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; scripts/test does this as root)")
+    server = pgserver.PgServer(fsync=False).start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(autouse=True)
+def store_engine(request):
+    """The engine tests.helpers.make_factory gives its stores (parametrized in BOTH_ENGINES modules)."""
+    from . import helpers
+
+    engine = getattr(request, "param", "sqlite")
+    if engine == "postgresql":
+        helpers.PG = request.getfixturevalue("pg_server")
+    helpers.ENGINE = engine
+    yield engine
+    helpers.ENGINE = "sqlite"
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "tracebacks_expected: the test provokes a logged server traceback on purpose")
     config.addinivalue_line("markers", "server_options(*args): extra twistd tcpchat options for the test's server")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import Any, Dict, List, Optional
 
@@ -18,12 +19,33 @@ from tcpchat.store.sqlite import Store
 PASSKEY = "abcde-fghjk"
 
 
+#: the engine make_factory's stores use: "sqlite", or "postgresql" (set per test by conftest's ``store_engine``)
+ENGINE = "sqlite"
+#: the test PostgreSQL server (tests.pgserver.PgServer), started once when a test first needs it
+PG: Any = None
+_schemas = iter(range(1, 10**9))
+_schema_of: Dict[str, str] = {}
+
+
+def new_store(tmp_path: Any) -> Any:
+    """A synchronous store of the engine under test: SQLite in ``tmp_path``, or a new PostgreSQL schema."""
+    if ENGINE == "sqlite":
+        return Store(str(tmp_path / "chat.sqlite3"))
+    from tcpchat.store.postgres import PgStore
+
+    schema = _schema_of.get(str(tmp_path))  # the same directory: the same database (a restart)
+    if schema is None:
+        schema = _schema_of[str(tmp_path)] = f"t{os.getpid()}_{next(_schemas)}"
+        PG.sql(f"CREATE SCHEMA {schema}")
+    return PgStore(PG.dsn + f"?options=-csearch_path%3D{schema}")
+
+
 def make_factory(tmp_path: Any, files: bool = False, store: Optional[Store] = None, admin_passkey: Optional[str] = None,
                  **limits: Any) -> ChatFactory:
-    """A started server with a synchronous SQLite store and a fake clock."""
+    """A started server with a synchronous store (SQLite, or PostgreSQL: ``ENGINE``) and a fake clock."""
     clock = task.Clock()
     clock.advance(1_700_000_000)
-    store = store or Store(str(tmp_path / "chat.sqlite3"))
+    store = store or new_store(tmp_path)
     limits.setdefault("message_rate", 0)  # tests send bursts; the rate limit has tests of its own
     factory = ChatFactory(store, PasskeyVerifier(PASSKEY), clock, "test server", Limits(**limits),
                           admin_passkey=admin_passkey)

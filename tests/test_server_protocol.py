@@ -10,7 +10,7 @@ from twisted.logger import globalLogPublisher
 from tcpchat import wire
 from tcpchat.store.sqlite import Store
 
-from .helpers import PASSKEY, Peer, kinds, make_factory
+from .helpers import PASSKEY, Peer, kinds, make_factory, new_store
 
 
 @pytest.fixture
@@ -429,7 +429,7 @@ def test_shutdown_says_bye_records_leaves_and_closes(tmp_path):
     frames = alice.frames()
     assert {"type": "bye", "reason": "shutdown", "message": "The server is shutting down."} in frames
     assert not alice.connected and not bob.connected
-    store = Store(str(tmp_path / "chat.sqlite3"))
+    store = new_store(tmp_path)
     store.open()
     stored = store.events_before(None, 10).result
     assert [(e["kind"], e.get("reason")) for e in stored[-2:]] == [("leave", "shutdown"), ("leave", "shutdown")]

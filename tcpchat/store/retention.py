@@ -26,6 +26,7 @@ class RetentionTables:
     _run: Callable[..., Deferred]
     _db: Optional[sqlite3.Connection]
     _indexed: int
+    _fts_forget: Callable[[Any, int, str], None]
 
     def expire_events(self, before: float, limit: int) -> Deferred:
         """Delete up to ``limit`` of the oldest events stored before ``before``; fires with their ids."""
@@ -47,8 +48,7 @@ class RetentionTables:
                               (before, limit)).fetchall()
             for ident, kind, text in rows:
                 if kind in SEARCHABLE and text and ident <= self._indexed:
-                    db.execute("INSERT INTO events_fts (events_fts, rowid, text) VALUES ('delete', ?, ?)",
-                               (ident, text))
+                    self._fts_forget(db, ident, text)
             db.executemany("DELETE FROM events WHERE id = ?", [(r[0],) for r in rows])
         return [r[0] for r in rows]
 

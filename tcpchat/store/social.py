@@ -91,7 +91,8 @@ class SocialTables:
         with transaction(self._db):
             self._db.executemany(
                 "INSERT INTO reads VALUES (?, ?, ?, ?) ON CONFLICT (conv, nkey) DO UPDATE SET "
-                "name = excluded.name, last_id = MAX(last_id, excluded.last_id)",
+                "name = excluded.name, last_id = CASE WHEN excluded.last_id > reads.last_id THEN excluded.last_id "
+                "ELSE reads.last_id END",
                 markers,
             )
 
@@ -113,7 +114,9 @@ class SocialTables:
 
     def _do_put_ban(self, row: Tuple[Any, ...]) -> None:
         assert self._db is not None
-        self._db.execute("INSERT OR REPLACE INTO bans VALUES (?, ?, ?, ?, ?, ?)", row)
+        self._db.execute("INSERT INTO bans VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, value) DO UPDATE SET "
+                         "until = excluded.until, reason = excluded.reason, actor = excluded.actor, ts = excluded.ts",
+                         row)
 
     def _do_remove_ban(self, kind: str, value: str) -> bool:
         assert self._db is not None

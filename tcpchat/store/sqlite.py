@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sqlite3
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from tcpchat import wire
@@ -27,7 +28,7 @@ from twisted.python.threadpool import ThreadPool
 
 Event = Dict[str, Any]
 #: Fields the server passes to storage that are not part of the event on the wire.
-_PRIVATE = frozenset({"nkey", "conv", "tkey"})
+_PRIVATE = frozenset({"nkey", "conv", "tkey", "node", "token"})
 Runner = Callable[..., Deferred]
 
 #: the schema, as files: ``v1.sql`` makes a version 1 database, each ``vN-to-vM.sql`` moves one on
@@ -110,6 +111,15 @@ def _row_to_event(row: Sequence[Any]) -> Event:
 
 _SELECT = "SELECT id, ts, kind, name, text, cid, extra FROM events"
 _SELECT_E = "SELECT e.id, e.ts, e.kind, e.name, e.text, e.cid, e.extra FROM events e"
+
+
+def search_scope(rooms: List[str], me: str, conv: Optional[str]) -> Tuple[str, List[Any]]:
+    """The SQL condition (on events ``e``) and arguments for what a search may find: ``conv`` only, or the
+    room conversations ``rooms`` and the direct conversations of the user whose name key is ``me``."""
+    if conv is not None:
+        return "e.conv = ?", [conv]
+    marks = ",".join("?" * len(rooms)) or "NULL"
+    return f"(e.conv IN ({marks}) OR (e.tkey IS NOT NULL AND (e.tkey = ? OR e.nkey = ?)))", [*rooms, me, me]
 
 
 def fts_query(text: str) -> str:
@@ -231,7 +241,37 @@ class Store(SocialTables, RetentionTables):
         if self._db is None:
             raise StoreClosed("the store is closed")
         with transaction(self._db):
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('health', strftime('%s', 'now'))")
+            self._meta_put(self._db, "health", str(int(time.time())))
+
+    # ---------------------------------------------- what differs by engine
+    # (the SQL elsewhere is written to mean the same in SQLite and PostgreSQL:
+    # tcpchat.store.postgres overrides these)
+
+    def _stale(self, db: Any, event: Event) -> bool:
+        """Is ``event`` no longer true, so not to be stored (reported as a duplicate)? Never, in SQLite."""
+        return False
+
+    def _applied(self, db: Any, stored: Event, event: Event) -> None:
+        """Engine-specific side effects of an event (same transaction): none in SQLite."""
+
+    @staticmethod
+    def _meta_put(db: Any, key: str, value: str) -> None:
+        db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                   (key, value))
+
+    def _lock_ids(self, db: Any) -> None:
+        """Inside a write transaction, before ids are chosen: nobody else may add events until it commits
+        (SQLite: BEGIN IMMEDIATE already holds the one write lock)."""
+
+    @staticmethod
+    def _fts_put(db: Any, ident: int, text: str) -> None:
+        """Put one message's ``text`` into the search index."""
+        db.execute("INSERT INTO events_fts (rowid, text) VALUES (?, ?)", (ident, text))
+
+    @staticmethod
+    def _fts_forget(db: Any, ident: int, text: str) -> None:
+        """Take one message's indexed ``text`` out of the index."""
+        db.execute("INSERT INTO events_fts (events_fts, rowid, text) VALUES ('delete', ?, ?)", (ident, text))
 
     def add_file(self, record: Dict[str, Any]) -> Deferred:
         """Record a stored file; fires with its id."""
@@ -323,13 +363,20 @@ class Store(SocialTables, RetentionTables):
     def _append_in(self, db: sqlite3.Connection, events: List[Event]) -> List[Tuple[Event, bool]]:
         out: List[Tuple[Event, bool]] = []
         with transaction(db):
+            # ids are chosen here, under the write lock, so they grow in commit order without gaps
+            self._lock_ids(db)
+            (next_id,) = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM events").fetchone()
             for event in events:
+                if self._stale(db, event):
+                    out.append(({**{k: v for k, v in event.items() if k not in _PRIVATE}, "id": 0}, True))
+                    continue
                 extra = {k: event[k] for k in _EXTRA_FIELDS if k in event}
                 kind = event["kind"]
                 cursor = db.execute(
-                    "INSERT INTO events (ts, kind, name, nkey, text, cid, extra, conv, tkey) VALUES (?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT DO NOTHING",
+                    "INSERT INTO events (id, ts, kind, name, nkey, text, cid, extra, conv, tkey) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                     (
+                        next_id,
                         event["ts"],
                         kind,
                         event.get("name"),
@@ -343,7 +390,8 @@ class Store(SocialTables, RetentionTables):
                 )
                 if cursor.rowcount == 1:
                     stored = {k: v for k, v in event.items() if k not in _PRIVATE}
-                    stored["id"] = cursor.lastrowid
+                    stored["id"] = next_id
+                    next_id += 1
                     out.append((stored, False))
                     self._apply(db, stored, event)
                 else:
@@ -351,11 +399,17 @@ class Store(SocialTables, RetentionTables):
                         _SELECT + " WHERE nkey = ? AND cid = ?", (event.get("nkey"), event.get("cid"))
                     ).fetchone()
                     out.append((_row_to_event(row), True))
+            if out and any(not duplicate for _, duplicate in out):
+                self._appended(db, next_id - 1)
         return out
+
+    def _appended(self, db: Any, last_id: int) -> None:
+        """Inside the transaction that stored events up to ``last_id`` (PostgreSQL tells the other nodes)."""
 
     def _apply(self, db: sqlite3.Connection, stored: Event, event: Event) -> None:
         """What an event changes besides the log (same transaction)."""
         kind = stored["kind"]
+        self._applied(db, stored, event)
         # (search indexing is not done here: see _do_index, which keeps it off the acknowledgement path)
         if kind == "join":
             db.execute(
@@ -365,17 +419,18 @@ class Store(SocialTables, RetentionTables):
             )
         elif kind == "room-join":
             key = event["conv"][1:]
-            db.execute("INSERT OR IGNORE INTO rooms VALUES (?, ?, ?, ?)", (key, stored["room"], stored["name"], stored["ts"]))
-            db.execute("INSERT OR REPLACE INTO members VALUES (?, ?, ?)", (key, event["nkey"], stored["name"]))
+            db.execute("INSERT INTO rooms VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                       (key, stored["room"], stored["name"], stored["ts"]))
+            db.execute("INSERT INTO members VALUES (?, ?, ?) ON CONFLICT (room, nkey) DO UPDATE SET name = excluded.name",
+                       (key, event["nkey"], stored["name"]))
         elif kind == "room-leave":
             db.execute("DELETE FROM members WHERE room = ? AND nkey = ?", (event["conv"][1:], event["nkey"]))
         elif kind == "edit":
             row = db.execute("SELECT kind, text, extra FROM events WHERE id = ?", (stored["target"],)).fetchone()
             if row is not None and row[0] == "message":
                 if row[1] and stored["target"] <= self._indexed:  # the index follows the new text
-                    db.execute("INSERT INTO events_fts (events_fts, rowid, text) VALUES ('delete', ?, ?)",
-                               (stored["target"], row[1]))
-                    db.execute("INSERT INTO events_fts (rowid, text) VALUES (?, ?)", (stored["target"], stored["text"]))
+                    self._fts_forget(db, stored["target"], row[1])
+                    self._fts_put(db, stored["target"], stored["text"])
                 extra = json.loads(row[2]) if row[2] else {}
                 extra["edited"] = stored["ts"]
                 db.execute("UPDATE events SET text = ?, extra = ? WHERE id = ?",
@@ -391,8 +446,7 @@ class Store(SocialTables, RetentionTables):
             row = db.execute("SELECT kind, text, extra FROM events WHERE id = ?", (stored["target"],)).fetchone()
             if row is not None and row[0] != "deleted":
                 if row[0] in SEARCHABLE and row[1] and stored["target"] <= self._indexed:
-                    db.execute("INSERT INTO events_fts (events_fts, rowid, text) VALUES ('delete', ?, ?)",
-                               (stored["target"], row[1]))
+                    self._fts_forget(db, stored["target"], row[1])
                 old = json.loads(row[2]) if row[2] else {}
                 keep = {k: old[k] for k in ("room", "to") if k in old}
                 if row[0] == "file" and isinstance(old.get("file"), dict):
@@ -443,18 +497,13 @@ class Store(SocialTables, RetentionTables):
                 "AND " + _SEARCHABLE_SQL + " AND text IS NOT NULL",
                 (self._indexed, last),
             )
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('fts_upto', ?)", (str(last),))
+            self._meta_put(db, "fts_upto", str(last))
         self._indexed = last
         return cursor.rowcount
 
     def _do_search(self, query: str, rooms: List[str], me: str, conv: Optional[str], before: Optional[int],
                    limit: int) -> List[Event]:
-        if conv is not None:
-            scope, args = "e.conv = ?", [conv]
-        else:
-            marks = ",".join("?" * len(rooms)) or "NULL"
-            scope = f"(e.conv IN ({marks}) OR (e.tkey IS NOT NULL AND (e.tkey = ? OR e.nkey = ?)))"
-            args = [*rooms, me, me]
+        scope, args = search_scope(rooms, me, conv)
         # the FTS index drives the loop and yields matches newest first (CROSS JOIN keeps
         # SQLite from reordering); each match is then checked against what the user may read
         sql = (
@@ -467,12 +516,12 @@ class Store(SocialTables, RetentionTables):
 
     def _do_add_file(self, record: Dict[str, Any]) -> int:
         assert self._db is not None
-        cursor = self._db.execute(
-            "INSERT INTO files (sha256, size, name, mime, uploader, ts, conv) VALUES (?,?,?,?,?,?,?)",
+        (ident,) = self._db.execute(
+            "INSERT INTO files (sha256, size, name, mime, uploader, ts, conv) VALUES (?,?,?,?,?,?,?) RETURNING id",
             (record["sha256"], record["size"], record["name"], record.get("mime"), record["uploader"], record["ts"],
              record.get("conv")),
-        )
-        return int(cursor.lastrowid or 0)
+        ).fetchone()
+        return int(ident)
 
     def _do_get_file(self, file_id: int) -> Optional[Dict[str, Any]]:
         row = self._reader_db.execute(
@@ -486,6 +535,6 @@ class Store(SocialTables, RetentionTables):
     def _do_stored_bytes(self) -> int:
         assert self._db is not None
         (total,) = self._db.execute(
-            "SELECT COALESCE(SUM(size), 0) FROM (SELECT DISTINCT sha256, size FROM files)"
+            "SELECT COALESCE(SUM(size), 0) FROM (SELECT DISTINCT sha256, size FROM files) AS contents"
         ).fetchone()
         return int(total)
