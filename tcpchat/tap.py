@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 
 from typing import Any
@@ -20,6 +21,7 @@ from tcpchat import auth, wire
 from tcpchat.server.chat import ChatFactory, Limits
 from tcpchat.server.keys import read_private, write_private
 from tcpchat.server.service import TcpchatService
+from tcpchat.store.postgres import is_postgres
 from tcpchat.store.sqlite import Store, ThreadRunner
 
 DEFAULT_PORT = wire.DEFAULT_PORT
@@ -75,6 +77,11 @@ class Options(usage.Options):
         ["keep-messages", None, 0, "Delete messages and other events older than this many days (0: keep them).", float],
         ["keep-files", None, 0, "Delete shared files older than this many days (0: keep them; the storage cap "
          "still applies).", float],
+        ["database", None, None, "Where the conversation is kept: a postgresql://USER@HOST/DB address shares it with "
+         "every other node given the same one (see docs/SCALING.rst); default: DATA-DIR/tcpchat.sqlite3."],
+        ["files-dir", None, None, "Directory for shared files (default DATA-DIR/files); nodes of one cluster give "
+         "the same shared directory (NFS/SMB)."],
+        ["node-name", None, None, "This node's name in a cluster (default: HOSTNAME-PORT-RANDOM)."],
         ["login-timeout", None, Limits.login_timeout, "Seconds a connection may take to log in, TLS handshake "
          "included (default 15; raise it for very slow links).", float],
     ]
@@ -128,6 +135,17 @@ class Options(usage.Options):
                 from prometheus_client import CollectorRegistry  # noqa: F401
             except ImportError:
                 raise usage.UsageError("--metrics needs prometheus_client (pip install prometheus_client)") from None
+        if self["database"] is not None:
+            if not is_postgres(self["database"]):
+                raise usage.UsageError("--database takes a postgresql://USER@HOST/DATABASE address (leave it out to "
+                                       "keep the conversation in DATA-DIR/tcpchat.sqlite3)")
+            try:
+                import psycopg  # noqa: F401
+            except ImportError:
+                raise usage.UsageError("--database postgresql://… needs psycopg (pip install 'psycopg[binary]')") \
+                    from None
+        if self["files-dir"] is not None:
+            self["files-dir"] = os.path.abspath(self["files-dir"])
         if not 1 <= self["login-timeout"] <= 600:
             raise usage.UsageError("--login-timeout must be from 1 to 600 seconds")
         if not self["listen"]:
@@ -166,7 +184,15 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
     write_private(os.path.join(config["data-dir"], "admin-passkey"), admin_passkey + "\n")
     runner = ThreadRunner(reactor)
     reader = ThreadRunner(reactor, name="tcpchat-db-read")
-    store = Store(os.path.join(config["data-dir"], "tcpchat.sqlite3"), runner, reader=reader)
+    database = config["database"]
+    store: Any
+    if is_postgres(database):
+        from tcpchat.store.postgres import PgStore
+
+        node = config["node-name"] or f"{socket.gethostname()}-{config['port']}-{secrets.token_hex(2)}"
+        store = PgStore(database, runner, reader=reader, node=node)
+    else:
+        store = Store(os.path.join(config["data-dir"], "tcpchat.sqlite3"), runner, reader=reader)
     limits = Limits(
         history=config["history"], max_file_size=config["max-file-size"], max_storage=config["max-storage"],
         max_connections=config["max-connections"], max_per_address=config["max-per-address"],
@@ -180,7 +206,7 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
 
     factory = ChatFactory(store, auth.PasskeyVerifier(passkey), reactor, config["server-name"], limits,
                           admin_passkey=admin_passkey, worker=in_thread)
-    factory.files = FileService(factory, os.path.join(config["data-dir"], "files"), in_thread)
+    factory.files = FileService(factory, config["files-dir"] or os.path.join(config["data-dir"], "files"), in_thread)
     endpoints = [serverFromString(reactor, description) for description in config["listen"]]
     tls_options = fingerprint = None
     if not config["insecure-plaintext"]:
@@ -199,6 +225,10 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
     chat = TcpchatService(factory, endpoints, passkey, [runner, reader], reactor, tls_options, fingerprint,
                           admin_passkey)
     chat.passkey_file = passkey_file
+    if is_postgres(database):
+        from tcpchat.server.cluster import Cluster
+
+        chat.cluster = Cluster(factory, store, reactor, shared_passkey=config["passkey"] is None)
     chat.data_dir = data_dir
     chat.lock = lock
     if config["metrics"]:

@@ -37,6 +37,9 @@ def test_defaults(tmp_path, monkeypatch):
         "max-per-address": 256,
         "message-rate": 10.0,
         "metrics": None,  # off unless asked for
+        "database": None,  # SQLite in the data directory
+        "files-dir": None,  # the data directory's files/
+        "node-name": None,
         "keep-messages": 0,  # retention off: everything is kept
         "keep-files": 0,
         "insecure-plaintext": 0,
@@ -215,3 +218,13 @@ def test_the_generated_certificate_names_the_machine(tmp_path):
     assert names.get_values_for_type(x509.DNSName) == ["classroom-pc", "classroom-pc.local", "localhost"]
     assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1"),
                                                          ipaddress.ip_address("192.168.1.20")]
+
+
+def test_database_takes_only_a_postgresql_address(tmp_path):
+    """--database is for a cluster's PostgreSQL; anything else is refused with what to do instead."""
+    with pytest.raises(usage.UsageError, match="postgresql://"):
+        parse("--database", str(tmp_path / "other.sqlite3"))
+    options = parse("--database", "postgresql://tcpchat@db.lan/tcpchat", "--files-dir", "shared")
+    assert options["database"] == "postgresql://tcpchat@db.lan/tcpchat"
+    assert options["files-dir"] == os.path.abspath("shared")
+

@@ -23,13 +23,14 @@ from twisted.logger import Logger
 
 from tcpchat import wire
 from tcpchat.auth import IPasskeyVerifier
-from tcpchat.server.guard import LoginGuard, TokenBucket
+from tcpchat.server.guard import ConnectionCaps, LoginGuard, TokenBucket
 from tcpchat.server.journal import Journal
 from tcpchat.server.metrics import Stats
 from tcpchat.server.moderation import Moderation
 from tcpchat.server.profiles import Profiles
 from tcpchat.server.session import Shared
 from tcpchat.server.social import DEFAULT_KEY, Audience, Directory, audience, can_see, placement
+from tcpchat.store.errors import StoreBusy, StoreClosed
 from tcpchat.store.sqlite import Event, Store
 
 
@@ -103,7 +104,7 @@ class Limits:
         }
 
 
-class ChatFactory(Factory):
+class ChatFactory(ConnectionCaps, Factory):
     """
     Shared state of one chat server.
     """
@@ -162,6 +163,8 @@ class ChatFactory(Factory):
         #: bios and pictures (feature "profiles")
         self.profiles = Profiles()
         self.moderation = Moderation(self, admin_passkey)
+        #: the other nodes on the same database (tcpchat.server.cluster.Cluster), or None: alone
+        self.cluster: Any = None
         #: called with the new passkey after an operator rotated it
         self.passkeyListeners: List[Any] = []
         #: connections aborted or refused since the last sweep, by reason (logged once per sweep, not per socket)
@@ -234,7 +237,13 @@ class ChatFactory(Factory):
         return self.journal.closed
 
     def _committed(self, fresh: List[Event]) -> None:
-        """Events just committed (not duplicates): remember and deliver them."""
+        """Events just committed here (not duplicates): remember and deliver them, in id order (in a cluster,
+        other nodes may have committed the ids before them: :mod:`tcpchat.server.cluster` fills the gap first)."""
+        if self.cluster is None or self.cluster.inStep(fresh):
+            self.absorb(fresh)
+
+    def absorb(self, fresh: List[Event]) -> None:
+        """Committed events that follow ``lastId`` without a gap: remember and deliver them."""
         events = self.stats.events
         for event in fresh:
             events[event["kind"]] += 1
@@ -359,6 +368,8 @@ class ChatFactory(Factory):
         a connection we have not yet seen die takes that name over.
         """
         key = wire.name_key(name)
+        if self.cluster is not None and self.cluster.elsewhere(key):
+            raise wire.ProtocolError(wire.ErrorCode.NAME_TAKEN)
         holder = self.users.get(key)
         if holder is not None:
             if token is None or not hmac.compare_digest(token, holder.session):
@@ -374,67 +385,27 @@ class ChatFactory(Factory):
         self._names.insert(at, name)
         return name
 
-    def admit(self, session: Any) -> Optional[Tuple[str, str]]:
-        """Count a new connection; ``(error code, sentence)`` if it may not stay (then it is closed)."""
-        self.perHost[session.host] = self.perHost.get(session.host, 0) + 1
-        return self.refusal(session.host, counted=True)
-
-    def refusal(self, host: str, counted: bool = False) -> Optional[Tuple[str, str]]:
-        """Why a connection from ``host`` may not stay (``counted``: it is already in the counts), or None."""
-        limits = self.limits
-        banned = self.moderation.refusal("address", host)
-        if banned is not None:
-            return wire.ErrorCode.BANNED, banned
-        extra = 0 if counted else 1
-        if limits.max_connections and len(self.connections) + self.waitingSockets + extra > limits.max_connections:
-            return wire.ErrorCode.SERVER_BUSY, "The server has too many connections; try again later."
-        if limits.max_per_address and self.perHost.get(host, 0) + extra > limits.max_per_address:
-            return wire.ErrorCode.SERVER_BUSY, "Too many connections from your address."
-        return None
-
-    def holdSocket(self, host: str) -> bool:
-        """
-        Count a socket accepted before its TLS handshake (it has no protocol yet);
-        False if it is over a cap (then it is aborted: there is no TLS to say why).
-        """
-        limits = self.limits
-        count = self.perHost.get(host, 0) + 1
-        if (limits.max_connections and len(self.connections) + self.waitingSockets >= limits.max_connections) or \
-                (limits.max_per_address and count > limits.max_per_address):
-            return False
-        self.perHost[host] = count
-        self.waitingSockets += 1
-        return True
-
-    def releaseSocket(self, host: str) -> None:
-        self.waitingSockets -= 1
-        count = self.perHost.get(host, 1) - 1
-        if count > 0:
-            self.perHost[host] = count
-        else:
-            self.perHost.pop(host, None)
-
-    def release(self, session: Any) -> None:
-        count = self.perHost.get(session.host, 1) - 1
-        if count > 0:
-            self.perHost[session.host] = count
-        else:
-            self.perHost.pop(session.host, None)
-
     def logout(self, session: Any, reason: str) -> None:
         """``session`` (logged in) went away: forget it and record its leaving once."""
         key = wire.name_key(session.name)
         if self.users.get(key) is session:
             del self.users[key]
-            at = bisect.bisect_left(self._keys, key)
-            if at < len(self._keys) and self._keys[at] == key:
-                del self._keys[at]
-                del self._names[at]
+            self.dropName(key)
             if not self.stopping:
                 self.submit(self.leaveEvent(session, reason)).addErrback(lambda f: None)
 
+    def dropName(self, key: str) -> None:
+        """Take ``key`` out of the sorted list of who is logged in here."""
+        at = bisect.bisect_left(self._keys, key)
+        if at < len(self._keys) and self._keys[at] == key:
+            del self._keys[at]
+            del self._names[at]
+
     def joinEvent(self, session: Any) -> Dict[str, Any]:
-        return {"kind": "join", "name": session.name, "nkey": session.nkey, **self.lobby()}
+        event = {"kind": "join", "name": session.name, "nkey": session.nkey, **self.lobby()}
+        if self.cluster is not None:  # (not on the wire: the store keeps who is online where, and the token's hash)
+            event["token"] = self.cluster.tokenOf(session)
+        return event
 
     def leaveEvent(self, session: Any, reason: str) -> Dict[str, Any]:
         return {"kind": "leave", "name": session.name, "reason": reason, **self.lobby()}
@@ -462,9 +433,17 @@ class ChatFactory(Factory):
                 continue  # a hint is not worth growing a slow reader's queue
             session.deliver(shared.payloads, shared)
 
+    def tellEveryone(self, frame: Dict[str, Any], feature: str, exclude: Any = None, here: bool = False) -> None:
+        """Send a hint to everyone logged in whose client asked for ``feature`` (on every node unless ``here``)."""
+        self.tell(frame, [p for p in self.users.values() if getattr(p, feature)], exclude)
+        if self.cluster is not None and not here:
+            self.cluster.publish("all", feature=feature, frame=frame)
+
     def tellConversation(self, aud: Audience, frame: Dict[str, Any], exclude: Any = None) -> None:
         """Send a hint (typing, read marker) to everyone logged in who may read conversation ``aud``."""
         self.tell(frame, [p for p in self.users.values() if can_see(p, aud)], exclude)
+        if self.cluster is not None and exclude is not None:  # (exclude: said here, so the other nodes hear it)
+            self.cluster.publish("conv", aud=aud, frame=frame)
 
     def saveReads(self) -> Deferred:
         """Store read markers that moved (they are hints: a crash may lose the last few seconds)."""
@@ -472,7 +451,7 @@ class ChatFactory(Factory):
         if not dirty:
             return succeed(None)
         return self.store.save_reads(dirty).addErrback(
-            lambda f: self.log.failure("Could not store read markers", f))
+            self.storeTrouble, "Could not store read markers")
 
     def onPasskeyRotated(self, passkey: str) -> None:
         self.log.info("The passkey was changed by an operator; new logins need the new one")
@@ -481,7 +460,15 @@ class ChatFactory(Factory):
 
     def userNames(self) -> List[str]:
         """Who is logged in, by name key (a copy: kept sorted on each login and logout, never sorted again)."""
-        return list(self._names)
+        return list(self._names) if self.cluster is None else self.cluster.names(self._keys, self._names)
+
+    def storeTrouble(self, failure: Any, what: str) -> None:
+        """Background storage work failed: a busy or unreachable database is a warning (it is retried), the
+        rest a traceback."""
+        if failure.check(StoreBusy, StoreClosed):
+            self.log.warn("{what}: {why} (tried again later)", what=what, why=failure.getErrorMessage())
+        else:
+            self.log.failure(what, failure)
 
     def noteAbort(self, session: Any, why: str) -> None:
         """A connection was aborted or refused: counted, and logged once per sweep (a flood must not flood the log)."""
@@ -515,7 +502,7 @@ class ChatFactory(Factory):
         for session in list(self.connections):
             session.checkTimeouts(now)
         self.saveReads()
-        self.store.index_pending().addErrback(lambda f: self.log.failure("Could not update the search index", f))
+        self.store.index_pending().addErrback(self.storeTrouble, "Could not update the search index")
         if self.files is not None:
             self.files.sweep(now)
         self.guard.prune()

@@ -7,7 +7,9 @@ per-user message rate.  Pure bookkeeping on an injected clock.
 from __future__ import annotations
 
 import collections
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+from tcpchat import wire
 
 
 class TokenBucket:
@@ -153,3 +155,63 @@ class LoginGuard:
             del self.failures[host]
         for host in [h for h, until in self.lockedUntil.items() if until <= now]:
             del self.lockedUntil[host]
+
+
+class ConnectionCaps:
+    """
+    The caps on connections (a part of :class:`tcpchat.server.chat.ChatFactory`, which provides ``limits``,
+    ``connections``, ``moderation``, ``perHost`` and ``waitingSockets``): in all, per address, banned addresses.
+    """
+
+    limits: Any
+    connections: Any
+    moderation: Any
+    perHost: Dict[str, int]
+    waitingSockets: int
+
+    def admit(self, session: Any) -> Optional[Tuple[str, str]]:
+        """Count a new connection; ``(error code, sentence)`` if it may not stay (then it is closed)."""
+        self.perHost[session.host] = self.perHost.get(session.host, 0) + 1
+        return self.refusal(session.host, counted=True)
+
+    def refusal(self, host: str, counted: bool = False) -> Optional[Tuple[str, str]]:
+        """Why a connection from ``host`` may not stay (``counted``: it is already in the counts), or None."""
+        limits = self.limits
+        banned = self.moderation.refusal("address", host)
+        if banned is not None:
+            return wire.ErrorCode.BANNED, banned
+        extra = 0 if counted else 1
+        if limits.max_connections and len(self.connections) + self.waitingSockets + extra > limits.max_connections:
+            return wire.ErrorCode.SERVER_BUSY, "The server has too many connections; try again later."
+        if limits.max_per_address and self.perHost.get(host, 0) + extra > limits.max_per_address:
+            return wire.ErrorCode.SERVER_BUSY, "Too many connections from your address."
+        return None
+
+    def holdSocket(self, host: str) -> bool:
+        """
+        Count a socket accepted before its TLS handshake (it has no protocol yet);
+        False if it is over a cap (then it is aborted: there is no TLS to say why).
+        """
+        limits = self.limits
+        count = self.perHost.get(host, 0) + 1
+        if (limits.max_connections and len(self.connections) + self.waitingSockets >= limits.max_connections) or \
+                (limits.max_per_address and count > limits.max_per_address):
+            return False
+        self.perHost[host] = count
+        self.waitingSockets += 1
+        return True
+
+    def releaseSocket(self, host: str) -> None:
+        self.waitingSockets -= 1
+        count = self.perHost.get(host, 1) - 1
+        if count > 0:
+            self.perHost[host] = count
+        else:
+            self.perHost.pop(host, None)
+
+    def release(self, session: Any) -> None:
+        count = self.perHost.get(session.host, 1) - 1
+        if count > 0:
+            self.perHost[session.host] = count
+        else:
+            self.perHost.pop(session.host, None)

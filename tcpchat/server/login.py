@@ -194,6 +194,9 @@ class Login:
             self.log.info("Banned name {name} refused from {peer}", name=name, peer=session.peer)
             session.sendError(ErrorCode.BANNED, banned)
             return
+        if factory.cluster is not None and frame.get("session") and factory.cluster.elsewhere(wire.name_key(name)):
+            factory.cluster.claim(self, frame, name)  # held on another node: maybe by this client's old connection
+            return
         name = factory.register(session, name, frame.get("session"))
         factory.guard.succeeded(session.host)
         session.name = name

@@ -14,12 +14,15 @@ from __future__ import annotations
 import hmac
 from typing import Any, Dict, List, Optional, Tuple
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from tcpchat import auth, wire
 from tcpchat.wire import ErrorCode, ProtocolError
 
 #: What ``mod.action`` may be.
+#: what another node must do its part of (its users, its memory)
+REMOTE_ACTIONS = ("kick", "ban", "unban", "mute", "unmute", "rotate", "release")
 ACTIONS = ("kick", "ban", "unban", "mute", "unmute", "rotate", "announce", "bans", "release")
 
 
@@ -104,9 +107,40 @@ class Moderation:
         self.log.info("Operator {actor} ({peer}): {action} {detail}", actor=session.name, peer=session.peer, action=action,
                       detail=detail)
         await self.factory.store.audit(now, session.name, action, detail)
+        if self.factory.cluster is not None and action in REMOTE_ACTIONS:  # the other nodes do their part
+            self.factory.cluster.publish("mod", action=action, frame={**detail, "passkey": reply.get("passkey")})
         reply.setdefault("type", "mod-done")
         reply.setdefault("action", action)
         return reply
+
+    def remote(self, action: Any, frame: Dict[str, Any]) -> Deferred:
+        """Another node's operator acted: do this node's part (its own users, its memory)."""
+
+        async def remote() -> None:
+            factory = self.factory
+            key = wire.name_key(frame["name"]) if isinstance(frame.get("name"), str) else None
+            target = factory.users.get(key) if key else None
+            if action in ("ban", "unban", "mute", "unmute"):
+                self.bans.clear()
+                self.load((await factory.store.load_social())["bans"])
+            reason = frame.get("reason")
+            if action == "kick" and target is not None:
+                target.kick("kicked", f"You were removed by the operator: {reason or 'no reason given'}.")
+            elif action == "ban":
+                message = f"You are banned: {reason}." if reason else "You are banned from this server."
+                address = frame.get("address")
+                for session in list(factory.connections):
+                    if session is target or (isinstance(address, str) and session.host == address):
+                        session.kick("banned", message)
+            elif action == "mute" and target is not None and key is not None:
+                target.sendFrame(wire.error(ErrorCode.MUTED, self.refusal("mute", key)))
+            elif action == "rotate" and isinstance(frame.get("passkey"), str):
+                factory.verifier.rotate(frame["passkey"])
+                factory.onPasskeyRotated(frame["passkey"])
+            elif action == "release" and key is not None:
+                factory.directory.secrets.pop(key, None)
+
+        return Deferred.fromCoroutine(remote())
 
     def _target(self, frame: Dict[str, Any]) -> Tuple[str, Optional[Any]]:
         """The named user's name key and connection (None if offline)."""
@@ -118,6 +152,9 @@ class Moderation:
 
     async def _kick(self, session: Any, frame: Dict[str, Any]) -> Dict[str, Any]:
         key, target = self._target(frame)
+        cluster = self.factory.cluster
+        if target is None and cluster is not None and cluster.elsewhere(key):
+            return {"message": f"{frame['name']} was kicked (on another node)."}  # (that node does it)
         if target is None:
             raise ProtocolError(ErrorCode.NO_SUCH_USER, "Nobody of that name is online.")
         reason = frame.get("reason") or "no reason given"

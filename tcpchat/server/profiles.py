@@ -67,8 +67,7 @@ class Profiles:
 
 def announce(factory: Any, name: str, profile: Profile, exclude: Any = None) -> None:
     """Tell everyone who asked for profiles what ``name``'s is now."""
-    factory.tell({"type": "profile", "name": name, **profile}, [s for s in factory.users.values() if s.profiles],
-                 exclude=exclude)
+    factory.tellEveryone({"type": "profile", "name": name, **profile}, "profiles", exclude=exclude)
 
 
 @handles("profile", PROFILES)

@@ -60,7 +60,7 @@ class Retention:
         return (0, 0)
 
     def _failed(self, failure: Any) -> tuple:
-        self.log.failure("Retention sweep failed (it is tried again at the next one)", failure)
+        self.factory.storeTrouble(failure, "Retention sweep failed (it is tried again at the next one)")
         return (0, 0)
 
     async def _sweep(self) -> tuple:

@@ -192,6 +192,8 @@ class TcpchatService(service.MultiService):
         self.data_dir: Optional[str] = None
         #: the data directory's lock, held open while the server runs (tcpchat.backup.hold)
         self.lock: Any = None
+        #: the other nodes on the same PostgreSQL database (tcpchat.server.cluster.Cluster), or None: alone
+        self.cluster: Any = None
         #: where /metrics and /healthz are served (None: not at all)
         self.metricsEndpoint: Any = None
         #: retention, in days (0: keep)
@@ -208,8 +210,13 @@ class TcpchatService(service.MultiService):
         StorageService(factory, runners, self._storageReady, self._failed).setServiceParent(self)
 
     def _storageReady(self) -> None:
-        """Storage is open: listen, sweep, then announce."""
+        """Storage is open: (join the cluster,) listen, sweep, then announce."""
         if not self.running:
+            return
+        if self.cluster is not None and not self.cluster.started:
+            from tcpchat.server.cluster import ClusterService
+
+            ClusterService(self.cluster, self).setServiceParent(self)  # (it calls this again once in the cluster)
             return
         from tcpchat.server.lazytls import LazyTLSFactory, SniffingFactory
 

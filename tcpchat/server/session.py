@@ -442,8 +442,7 @@ class Session:
             return
         self.away, self.status = away, status
         factory = self.factory
-        factory.tell({"type": "presence", "name": self.name, "away": away, "status": status},
-                     [p for p in factory.users.values() if p.rich])
+        factory.tellEveryone({"type": "presence", "name": self.name, "away": away, "status": status}, "rich")
 
     def checkTimeouts(self, now: float) -> None:
         limits = self.factory.limits
