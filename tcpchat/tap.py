@@ -82,6 +82,8 @@ class Options(usage.Options):
         ["files-dir", None, None, "Directory for shared files (default DATA-DIR/files); nodes of one cluster give "
          "the same shared directory (NFS/SMB)."],
         ["node-name", None, None, "This node's name in a cluster (default: HOSTNAME-PORT-RANDOM)."],
+        ["dead-node-after", None, 10.0, "Seconds a cluster node may go without a heartbeat before its users are "
+         "written off (default 10).", float],
         ["login-timeout", None, Limits.login_timeout, "Seconds a connection may take to log in, TLS handshake "
          "included (default 15; raise it for very slow links).", float],
     ]
@@ -144,6 +146,8 @@ class Options(usage.Options):
             except ImportError:
                 raise usage.UsageError("--database postgresql://… needs psycopg (pip install 'psycopg[binary]')") \
                     from None
+        if not 1 <= self["dead-node-after"] <= 3600:
+            raise usage.UsageError("--dead-node-after must be from 1 to 3600 seconds")
         if self["files-dir"] is not None:
             self["files-dir"] = os.path.abspath(self["files-dir"])
         if not 1 <= self["login-timeout"] <= 600:
@@ -229,6 +233,8 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
         from tcpchat.server.cluster import Cluster
 
         chat.cluster = Cluster(factory, store, reactor, shared_passkey=config["passkey"] is None)
+        chat.cluster.dead_after = config["dead-node-after"]
+        chat.cluster.heartbeat = min(Cluster.heartbeat, config["dead-node-after"] / 4)
     chat.data_dir = data_dir
     chat.lock = lock
     if config["metrics"]:

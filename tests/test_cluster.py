@@ -25,10 +25,17 @@ def database(pg_server):
     return pg_server.dsn_for(name)
 
 
-def start_nodes(tmp_path, dsn: str, count: int = 3, first: int = 1) -> List[ServerProcess]:
+ADMIN = "admin-key-1"
+
+
+def start_nodes(tmp_path, dsn: str, count: int = 3, first: int = 1, *extra: str) -> List[ServerProcess]:
+    """``count`` nodes on ``dsn``, sharing one file directory, each with the operator passkey ADMIN."""
     nodes = []
+    (tmp_path / "files").mkdir(exist_ok=True)
     for i in range(first, first + count):
-        node = ServerProcess(tmp_path / f"node{i}", extra=["--database", dsn, "--node-name", f"n{i}", "--no-announce"])
+        node = ServerProcess(tmp_path / f"node{i}", extra=["--database", dsn, "--node-name", f"n{i}", "--no-announce",
+                                                            "--files-dir", str(tmp_path / "files"),
+                                                            "--admin-passkey", ADMIN, *extra])
         (tmp_path / f"node{i}").mkdir(exist_ok=True)
         nodes.append(node.start())
     return nodes
@@ -236,6 +243,130 @@ def test_twenty_kills_of_a_node_mid_burst_lose_and_repeat_nothing(tmp_path, data
             assert m.pump(lambda: len(m.texts) >= len(final), timeout=30), (m.name, len(m.texts))
             assert m.messages() == final, m.name
             assert m.seen == sorted(m.seen) and len(m.seen) == len(set(m.seen)), m.name
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_files_operators_and_the_passkey_are_the_clusters(tmp_path, database):
+    """A file shared on one node downloads from another (same bytes); an operator on one node kicks and bans a
+    user on another; a passkey rotated on one node is the passkey everywhere."""
+    nodes = start_nodes(tmp_path, database, 2)
+    try:
+        ann, ben = RawClient(nodes[0].port), RawClient(nodes[1].port)
+        ann.login("ann")
+        ben.login("ben")
+        data = bytes(range(256)) * 1000
+        done = ann.upload("notes.bin", data)
+        assert done["type"] == "upload-done", done
+        assert ben.download(done["file"]["id"]) == data
+
+        ann.send({"type": "oper", "passkey": ADMIN})
+        assert ann.recv_until(lambda f: f["type"] in ("oper", "error"))[-1]["type"] == "oper"
+        ann.send({"type": "mod", "action": "kick", "name": "ben", "reason": "test"})
+        assert ann.recv_until(lambda f: f["type"] in ("mod-done", "error"))[-1]["type"] == "mod-done"
+        assert ben.closed_by_server()
+        ann.send({"type": "mod", "action": "ban", "name": "ben", "duration": 600})
+        assert ann.recv_until(lambda f: f["type"] in ("mod-done", "error"))[-1]["type"] == "mod-done"
+        deadline = time.monotonic() + 10
+        while True:  # (the ban is a hint to the other node: it takes effect within moments)
+            again = RawClient(nodes[1].port).login("ben")
+            if again[-1].get("code") == "banned" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert again[-1].get("code") == "banned", again[-1]
+
+        ann.send({"type": "mod", "action": "rotate", "passkey": "fresh-passkey"})
+        assert ann.recv_until(lambda f: f["type"] in ("mod-done", "error"))[-1]["type"] == "mod-done"
+        deadline = time.monotonic() + 10
+        while True:
+            old = RawClient(nodes[1].port).login("cy")
+            if old[-1].get("code") == "bad-passkey" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert old[-1].get("code") == "bad-passkey", old[-1]
+        assert RawClient(nodes[1].port).login("cy", passkey="fresh-passkey")[-1]["type"] == "synced"
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_without_notifications_nodes_poll_and_listen_again(tmp_path, database, pg_server):
+    """The notification connection is cut: messages still cross (each node reads the database every second),
+    and the node listens again."""
+    import psycopg
+
+    nodes = start_nodes(tmp_path, database, 2)
+    try:
+        ann, ben = Member("ann"), Member("ben")
+        ann.connect(nodes[0].port)
+        ben.connect(nodes[1].port)
+        with psycopg.connect(database, autocommit=True) as conn:
+            cut = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name "
+                               "LIKE 'tcpchat % listen'").fetchall()
+            assert len(cut) == 2
+            nodes[1].wait_for("Lost the notification connection")
+            ann.say("while deaf", "d1")
+            assert ben.pump(lambda: "while deaf" in ben.texts.values(), timeout=10)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # bounded: both listen again (after a heartbeat interval)
+                (listening,) = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name "
+                                            "LIKE 'tcpchat % listen'").fetchone()
+                if listening == 2:
+                    break
+                time.sleep(0.2)
+            assert listening == 2
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_postgresql_restarting_pauses_acks_and_resumes_them(tmp_path):
+    """PostgreSQL stops: a message is refused as store-busy (nothing half-written), the node stays up; once
+    PostgreSQL is back the same message is stored once and acknowledged."""
+    from . import pgserver
+
+    if pgserver.binaries() is None:
+        pytest.skip("PostgreSQL is not installed")
+    pg = pgserver.PgServer().start()
+    try:
+        pg.sql("CREATE DATABASE restart")
+        dsn = pg.dsn_for("restart")
+        (node,) = start_nodes(tmp_path, dsn, 1)
+        ann = Member("ann")
+        ann.connect(node.port)
+        ann.say("before", "b1")
+        assert ann.pump(lambda: not ann.unacked)
+        pg.stop()
+        ann.say("during", "d1")
+        assert ann.pump(lambda: any(f["type"] == "error" and f.get("code") == "store-busy" for f in ann.frames))
+        pg.start()
+        deadline = time.monotonic() + 30
+        while ann.unacked and time.monotonic() < deadline:  # the client's retry, as an outbox does it
+            ann.resend()
+            ann.pump(lambda: not ann.unacked, timeout=1.0)
+        assert not ann.unacked
+        assert [row[3] for row in stored_messages(dsn)] == ["before", "during"]
+        node.close()
+    finally:
+        pg.destroy()
+
+
+def test_a_dead_nodes_users_are_written_off(tmp_path, database):
+    """A node killed whose users do not come back: the others hear them leave ("lost") once the node has not
+    been heard for --dead-node-after seconds; their names are free again."""
+    nodes = start_nodes(tmp_path, database, 2, 1, "--dead-node-after", "3")
+    try:
+        ann, ben = Member("ann"), Member("ben")
+        ann.connect(nodes[0].port)
+        ben.connect(nodes[1].port)
+        assert ann.pump(lambda: any(f.get("kind") == "join" and f["name"] == "ben" for f in ann.frames))
+        nodes[1].kill()
+        killed = time.monotonic()
+        assert ann.pump(lambda: any(f.get("kind") == "leave" and f["name"] == "ben" and f.get("reason") == "lost"
+                                    for f in ann.frames), timeout=20)
+        assert 3 <= time.monotonic() - killed < 12
+        assert RawClient(nodes[0].port).login("ben")[-1]["type"] == "synced"
     finally:
         for node in nodes:
             node.close()

@@ -40,6 +40,7 @@ def test_defaults(tmp_path, monkeypatch):
         "database": None,  # SQLite in the data directory
         "files-dir": None,  # the data directory's files/
         "node-name": None,
+        "dead-node-after": 10.0,
         "keep-messages": 0,  # retention off: everything is kept
         "keep-files": 0,
         "insecure-plaintext": 0,

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import os
 from typing import Any, Dict, List, Optional, Set
 
 from twisted.application import service
@@ -64,12 +65,12 @@ class _Listening:
     def __init__(self, cluster: "Cluster", conn: Any) -> None:
         self.cluster = cluster
         self.conn = conn
+        # the reactor watches a duplicate of libpq's socket: libpq closes its own when the connection fails,
+        # and the reactor must still be able to stop watching the one it was given
+        self.fd = os.dup(conn.pgconn.socket)
 
     def fileno(self) -> int:
-        try:
-            return int(self.conn.pgconn.socket)
-        except Exception:
-            return -1
+        return self.fd
 
     def logPrefix(self) -> str:
         return "tcpchat-listen"
@@ -90,6 +91,15 @@ class _Listening:
 
     def connectionLost(self, reason: Any) -> None:
         self.cluster.listenerLost(self)
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class Cluster:
@@ -210,10 +220,7 @@ class Cluster:
         listening, self._listening = self._listening, None
         if listening is not None:
             self.reactor.removeReader(listening)
-            try:
-                listening.conn.close()
-            except Exception:
-                pass
+            listening.close()
 
     def notified(self, channel: str, payload: str) -> None:
         if channel == CHANNEL:

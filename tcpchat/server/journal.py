@@ -100,8 +100,8 @@ class Journal:
 
     def _commitFailed(self, failure: Any, batch: List[Tuple[Dict[str, Any], Deferred]]) -> None:
         if failure.check(StoreBusy):
-            self.log.warn("The database is locked by another process; {count} events were refused (retryable)",
-                          count=len(batch))
+            self.log.warn("The database is busy or unreachable ({why}); {count} events were refused (retryable)",
+                          why=failure.getErrorMessage(), count=len(batch))
         elif failure.check(StoreClosed):
             pass  # stopping: the submitters are told
         elif len(batch) > 1:
