@@ -41,7 +41,9 @@ def plot(results: Dict[str, Any], out: str) -> None:
                 spread = [c.get(key + "_spread") or (c[key], c[key]) for c in mine]
                 low = [m - s[0] for m, s in zip(mid, spread)]
                 high = [s[1] - m for m, s in zip(mid, spread)]
-                ax.errorbar(ns, mid, yerr=[low, high], marker="o", capsize=4, label=server,
+                lost = sum(c.get("lost") or 0 for c in mine)
+                label = server + (f" (lost {lost:,.0f} messages: its latency is of the few delivered)" if lost else "")
+                ax.errorbar(ns, mid, yerr=[low, high], marker="o", capsize=4, label=label,
                             color=COLOURS.get(server))
             ax.set_xscale("log")
             ax.set_yscale("log")

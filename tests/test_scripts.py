@@ -80,3 +80,52 @@ def test_offline_bundle_installs_into_a_fresh_venv_with_no_index(tmp_path):
     assert refused.returncode == 1
     assert "made for python=2.7 machine=pdp11" in refused.stderr
     assert not (tmp_path / "other").exists()
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, ".venv", ".tcpchat-installed")),
+                    reason="the scripts have not set up .venv here")
+def test_cluster_script_starts_postgresql_and_nodes_that_share_one_conversation(tmp_path):
+    """scripts/cluster 2: PostgreSQL and two nodes on consecutive ports; a message said on one reaches a user
+    on the other; Ctrl-C stops everything and leaves nothing behind."""
+    import glob
+    import signal
+    import socket
+    import tempfile
+
+    from . import pgserver
+    from .procs import RawClient
+
+    if pgserver.binaries() is None:
+        pytest.skip("PostgreSQL is not installed")
+    for base in range(23456, 23456 + 400, 2):  # two free consecutive ports (bounded search)
+        try:
+            for port in (base, base + 1):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            continue
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "tcpchat-cluster-*")))
+    proc = subprocess.Popen([os.path.join(ROOT, "scripts", "cluster"), "2", "--base-port", str(base),
+                             "--insecure-plaintext", "--passkey", "abcde-fghjk", "--message-rate", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, **OFFLINE),
+                            start_new_session=True)
+    out = b""
+    try:
+        deadline = time.monotonic() + 90
+        while b"tcpchat cluster: 2 nodes" not in out and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+        assert b"tcpchat cluster: 2 nodes" in out, out.decode(errors="replace")[-3000:]
+        ann, ben = RawClient(base), RawClient(base + 1)
+        assert ann.login("ann")[-1]["type"] == "synced" and ben.login("ben")[-1]["type"] == "synced"
+        ann.send({"type": "say", "text": "across nodes", "cid": "x1"})
+        got = ben.recv_until(lambda f: f.get("type") == "event" and f.get("text") == "across nodes")
+        assert got[-1]["name"] == "ann"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # (Ctrl-C reaches the whole group, as in a terminal)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out + rest).decode(errors="replace")[-3000:]
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "tcpchat-cluster-*"))) == before
