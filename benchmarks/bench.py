@@ -140,6 +140,72 @@ class TcpchatServer(Server):
         ).group(1))
 
 
+class ClusterServer(Server):
+    """
+    tcpchat nodes on one throw-away PostgreSQL server (tests/pgserver.py, Debian's postgresql): ``nodes``
+    processes; each new connection goes to the next node in turn.  CPU and memory are the nodes' sums;
+    the database's own CPU is counted apart (``db_cpu_seconds``).
+    """
+
+    def __init__(self, workdir: str, nodes: int) -> None:
+        self.workdir = workdir
+        self.count = nodes
+        self.name = f"tcpchat-pg{nodes}"
+        self.nodes: List[TcpchatServer] = []
+        self._turn = 0
+
+    def start(self) -> None:
+        sys.path.insert(0, ROOT)
+        from tests.pgserver import PgServer
+
+        self.pg = PgServer().start()  # (fsync on: an ack means stored, as with SQLite)
+        self.pg.sql("CREATE DATABASE bench")
+        dsn = self.pg.dsn_for("bench")
+        for i in range(self.count):
+            node = TcpchatServer(self.workdir, extra=["--database", dsn, "--node-name", f"n{i + 1}"])
+            node.start()
+            self.nodes.append(node)
+
+    @property  # type: ignore[override]
+    def port(self) -> int:
+        node = self.nodes[self._turn % len(self.nodes)]
+        self._turn += 1
+        return node.port
+
+    @property
+    def proc(self) -> subprocess.Popen:  # type: ignore[override]
+        return self.nodes[0].proc
+
+    def cpu_seconds(self) -> float:
+        return sum(node.cpu_seconds() for node in self.nodes)
+
+    def db_cpu_seconds(self) -> float:
+        """The postmaster and its children (backends, WAL writer, checkpointer...)."""
+        total = 0.0
+        top = self.pg.proc.pid if self.pg.proc else -1
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(pid) == top or int(fields[1]) == top:  # (fields[1]: the parent's pid)
+                total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return total
+
+    def rss_kib(self) -> int:
+        return sum(node.rss_kib() for node in self.nodes)
+
+    def peak_kib(self) -> int:
+        return sum(node.peak_kib() for node in self.nodes)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.nodes = []
+        self.pg.destroy()
+
+
 class SeedServer(Server):
     name = "seed"
 
@@ -322,7 +388,12 @@ class TcpchatAdapter(Adapter):
         await self.login(conn, name, True, **hello)
         return conn
 
+    #: what the clients ask for in hello.features (tcpchat-roster: ["roster"], joins and leaves coalesced)
+    features: List[str] = []
+
     async def login(self, conn: Conn, name: str, sender: bool, **hello: Any) -> None:
+        if self.features:
+            hello.setdefault("features", self.features)
         self.send_frame(conn, {"type": "hello", "version": 1, "name": name, "passkey": PASSKEY, **hello})
         while True:
             frame = await self.read_frame(conn)
@@ -546,7 +617,14 @@ async def connect_all(adapter: Any, n: int, prefix: str, timeout: float, idle: b
 
     async def one(i: int) -> Conn:
         async with sem:
-            return await adapter.connect(f"{prefix}{i}", idle=idle)
+            for attempt in range(3):  # a refused or reset connect is tried again, for every server alike
+                try:
+                    return await adapter.connect(f"{prefix}{i}", idle=idle)
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    if attempt == 2:
+                        raise
+                    await asyncio.sleep(0.2 * (attempt + 1))
+            raise AssertionError("unreachable")
 
     tasks = [asyncio.ensure_future(one(i)) for i in range(n)]
     done, pending = await asyncio.wait(tasks, timeout=timeout)
@@ -591,6 +669,7 @@ async def measure_cell(adapter: Any, server: Server, n: int, args: argparse.Name
     burst = max(20, min(2000, args.saturation_deliveries // max(1, len(receivers))))
     delivery = attach(receivers, burst)
     cpu0 = server.cpu_seconds()
+    db0 = server.db_cpu_seconds() if hasattr(server, "db_cpu_seconds") else None
     t0 = time.perf_counter()
     for seq in range(burst):
         adapter.say(sender, f"<M{seq} {now_ns()}>", count + seq)
@@ -603,6 +682,9 @@ async def measure_cell(adapter: Any, server: Server, n: int, args: argparse.Name
         pass
     elapsed = time.perf_counter() - t0
     cpu = server.cpu_seconds() - cpu0
+    if db0 is not None and delivery.count:
+        result["db_cpu_ms_per_1k"] = (server.db_cpu_seconds() - db0) * 1000 / (delivery.count / 1000)
+        result["cpu_ms_per_1k_per_node"] = cpu * 1000 / (delivery.count / 1000) / server.count
     l2, d2, o2 = delivery.check()
     result.update(
         deliveries=delivery.count,
@@ -622,11 +704,14 @@ async def measure_cell(adapter: Any, server: Server, n: int, args: argparse.Name
 async def measure_idle(adapter: Any, server: Server, n: int, args: argparse.Namespace) -> Dict[str, Any]:
     rss_before = server.rss_kib()
     cpu_gen0 = time.process_time()
+    cpu0 = server.cpu_seconds()
     conns, login_s = await connect_all(adapter, n, "idle", args.idle_timeout, idle=True)
     generator_share = (time.process_time() - cpu_gen0) / max(1e-9, login_s)
     await quiesce(server)  # the joins may still be on their way to everyone: measure memory at rest
     result = {"server": server.name, "N": n, "logged_in": len(conns), "login_s": login_s,
               "generator_cpu_share": generator_share,
+              # the server's CPU for the whole storm (joins delivered included), per login
+              "cpu_ms_per_login": (server.cpu_seconds() - cpu0) * 1000 / max(1, len(conns)),
               "rss_per_client_kib": (server.rss_kib() - rss_before) / max(1, len(conns)),
               "peak_rss_kib": server.peak_kib()}
     for conn in conns:
@@ -791,6 +876,12 @@ def make(kind: str, args: argparse.Namespace, workdir: str, receivers: str = "sc
     if kind == "tcpchat":
         server = TcpchatServer(workdir)
         return server, TcpchatAdapter(server, receivers)
+    if kind == "tcpchat-roster":  # clients with the "roster" feature: joins and leaves in a crowd coalesced
+        server = TcpchatServer(workdir)
+        server.name = "tcpchat-roster"
+        adapter = TcpchatAdapter(server, receivers)
+        adapter.features = ["roster"]
+        return server, adapter
     if kind == "tcpchat-ws":
         server = TcpchatServer(workdir)
         server.name = "tcpchat-ws"
@@ -801,6 +892,9 @@ def make(kind: str, args: argparse.Namespace, workdir: str, receivers: str = "sc
     if kind == "ngircd":
         irc = NgircdServer(workdir)
         return irc, IrcAdapter(irc, receivers)
+    if kind.startswith("tcpchat-pg"):  # tcpchat-pg1, tcpchat-pg3: nodes on one PostgreSQL database
+        cluster = ClusterServer(workdir, int(kind[len("tcpchat-pg"):] or 1))
+        return cluster, TcpchatAdapter(cluster, receivers)
     if kind == "relay":
         relay = RelayServer(workdir)
         relay.name = "relay"
@@ -813,6 +907,12 @@ def available(kind: str, args: argparse.Namespace) -> Optional[str]:
         return f"no seed server at {args.seed_server}"
     if kind == "ngircd" and not (shutil.which("ngircd") or os.path.exists("/usr/sbin/ngircd")):
         return "ngircd is not installed (apt-get install ngircd)"
+    if kind.startswith("tcpchat-pg"):
+        sys.path.insert(0, ROOT)
+        from tests.pgserver import binaries
+
+        if binaries() is None:
+            return "PostgreSQL is not installed (apt-get install postgresql)"
     return None
 
 
@@ -963,6 +1063,8 @@ def median_row(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
         if value != value:
             return "n/a"
@@ -1153,6 +1255,7 @@ def report(results: Dict[str, Any]) -> str:
     parts = [f"machine: {results['machine']}"]
     cols = [("server", "server", 0), ("recv", "recv", 0), ("N", "N", 0), ("logged in", "logged_in", 0),
             ("login s", "login_s", 2), ("deliv/s", "deliveries_per_s", 0), ("CPU ms/1k", "cpu_ms_per_1k", 2),
+            ("per node", "cpu_ms_per_1k_per_node", 2), ("DB CPU ms/1k", "db_cpu_ms_per_1k", 2),
             ("p50 ms", "p50_ms", 1), ("p95 ms", "p95_ms", 1), ("p99 ms", "p99_ms", 1),
             ("p99 spread", "p99_spread_text", 0), ("max ms", "max_ms", 1), ("lost", "lost", 0),
             ("dup", "duplicated", 0), ("reord", "reordered", 0), ("KiB/client", "rss_per_client_kib", 1),
@@ -1182,7 +1285,8 @@ def report(results: Dict[str, Any]) -> str:
             row["peak_mib"] = row.get("peak_rss_kib", 0) / 1024
         parts.append("idle logged-in clients:")
         parts.append(table(results["idle"], [("server", "server", 0), ("N", "N", 0), ("logged in", "logged_in", 0),
-                                             ("login s", "login_s", 2), ("KiB/client", "rss_per_client_kib", 1),
+                                             ("login s", "login_s", 2), ("CPU ms/login", "cpu_ms_per_login", 2),
+                                             ("KiB/client", "rss_per_client_kib", 1),
                                              ("peak RSS MiB", "peak_mib", 1), ("gen CPU", "generator_cpu_share", 2)]))
     if results["files"]:
         f = results["files"]
@@ -1220,7 +1324,7 @@ def report(results: Dict[str, Any]) -> str:
 def parse(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--servers", default="tcpchat,seed,ngircd", type=lambda s: s.split(","))
-    p.add_argument("--clients", default="10,100,500,1000", type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--clients", default="10,100,500,1000", type=lambda s: [int(x) for x in s.split(",") if x])
     p.add_argument("--idle", default=5000, type=int, help="idle logged-in clients for the memory cell (0: skip)")
     p.add_argument("--repeat", default=5, type=int)
     p.add_argument("--receivers", default="scan,parse", type=lambda s: s.split(","),

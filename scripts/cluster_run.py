@@ -6,6 +6,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,16 @@ def main() -> int:
                 while not (os.path.exists(cert) and os.path.exists(key)):  # bounded: the first node makes them
                     if time.monotonic() > deadline or procs[0].poll() is not None:
                         raise SystemExit("the first node did not start (see its output above)")
+                    time.sleep(0.1)
+        for i, proc in enumerate(procs):  # bounded: until every node accepts connections
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection((args.interface, args.base_port + i), timeout=1).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit(f"node {i + 1} did not start (see its output above)")
                     time.sleep(0.1)
         print(f"\ntcpchat cluster: {args.nodes} nodes on {args.interface}:{args.base_port}"
               f"-{args.base_port + args.nodes - 1}, PostgreSQL at {dsn}, files in {files}. Ctrl-C stops it.\n",

@@ -84,6 +84,8 @@ class Options(usage.Options):
         ["node-name", None, None, "This node's name in a cluster (default: HOSTNAME-PORT-RANDOM)."],
         ["dead-node-after", None, 10.0, "Seconds a cluster node may go without a heartbeat before its users are "
          "written off (default 10).", float],
+        ["crowd", None, Limits.crowd, "With this many users online, clients that can take it get joins and leaves "
+         "as one list a second instead of a line each (default 200).", int],
         ["login-timeout", None, Limits.login_timeout, "Seconds a connection may take to log in, TLS handshake "
          "included (default 15; raise it for very slow links).", float],
     ]
@@ -150,6 +152,8 @@ class Options(usage.Options):
             raise usage.UsageError("--dead-node-after must be from 1 to 3600 seconds")
         if self["files-dir"] is not None:
             self["files-dir"] = os.path.abspath(self["files-dir"])
+        if self["crowd"] < 2:
+            raise usage.UsageError("--crowd must be at least 2")
         if not 1 <= self["login-timeout"] <= 600:
             raise usage.UsageError("--login-timeout must be from 1 to 600 seconds")
         if not self["listen"]:
@@ -200,7 +204,7 @@ def makeService(config: Options, reactor: Any = None) -> service.IService:
     limits = Limits(
         history=config["history"], max_file_size=config["max-file-size"], max_storage=config["max-storage"],
         max_connections=config["max-connections"], max_per_address=config["max-per-address"],
-        message_rate=config["message-rate"], login_timeout=config["login-timeout"],
+        message_rate=config["message-rate"], login_timeout=config["login-timeout"], crowd=config["crowd"],
         handshake_timeout=min(Limits.handshake_timeout, config["login-timeout"]),
     )
     from tcpchat.server.files import FileService

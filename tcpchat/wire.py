@@ -38,7 +38,7 @@ MAX_LINK = 2048
 #: Revision of version 1 documented in PROTOCOL.rst (additions only).
 PROTOCOL_REVISION = "1.5"
 #: Optional features a client may ask for in ``hello.features``.
-FEATURES = ("rooms", "edits", "profiles")
+FEATURES = ("rooms", "edits", "profiles", "roster")
 #: The reactions a message may get (revision 1.4, feature "edits"): a small set, so that a reaction is a
 #: choice, not a message, and a message's reactions stay a few bytes.
 REACTIONS = ("👍", "❤️", "😂", "😮", "😢", "🎉", "✅", "👀")
@@ -471,6 +471,7 @@ SERVER_FRAMES: Mapping[str, Mapping[str, Tuple[Validator, bool]]] = {
     "done": {"ref": (_any, True), "id": (_any, False)},
     "history-page": {"events": (_any, True), "more": (_any, True), "room": (_any, False), "to": (_any, False)},
     "users": {"users": (_any, True), "presence": (_any, False), "profiles": (_any, False)},
+    "roster": {"joined": (_any, True), "left": (_any, True), "online": (_any, True), "more": (_any, False)},
     "room": {"room": (_any, True), "members": (_any, True), "seen": (_any, False)},
     "room-list": {"rooms": (_any, True)},
     "typing": {"name": (_any, True), "room": (_any, False), "to": (_any, False)},

@@ -380,3 +380,25 @@ def test_edits_replies_and_reactions_in_the_page(server, browsers):
                == ["🎉 2"])
     if write_docs():
         page.screenshot(os.path.join(DOCS, "web-desktop-reactions.png"))
+
+
+def test_in_a_crowd_the_page_keeps_its_list_of_people_from_roster_frames(tmp_path, browsers):
+    """With --crowd 3, joins and leaves reach the page as roster frames (no "joined" lines): its list of who is
+    online still shows who came and drops who went."""
+    (tmp_path / "data").mkdir()
+    server = ServerProcess(tmp_path / "data", tls=True, extra=["--crowd", "3"]).start()
+    try:
+        page = browsers(f"https://127.0.0.1:{server.port}/")
+        page.login("watcher", server.passkey)
+        page.joined()
+        people = [RawClient(server.port, tls=True) for _ in range(3)]
+        for i, peer in enumerate(people):
+            peer.login(f"p{i}", passkey=server.passkey)
+        listed = lambda: page.by_id("users").get_attribute("textContent")  # noqa: E731 (hidden on a phone)
+        page.until(lambda: all(f"p{i}" in listed() for i in range(3)))
+        people[2].close()
+        page.until(lambda: "p2" not in listed())
+        assert "p2 joined" not in page.log() and "p2 left" not in page.log()  # (a crowd's lines would be noise)
+    finally:
+        server.close()
+

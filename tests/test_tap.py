@@ -41,6 +41,7 @@ def test_defaults(tmp_path, monkeypatch):
         "files-dir": None,  # the data directory's files/
         "node-name": None,
         "dead-node-after": 10.0,
+        "crowd": 200,
         "keep-messages": 0,  # retention off: everything is kept
         "keep-files": 0,
         "insecure-plaintext": 0,

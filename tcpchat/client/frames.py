@@ -67,6 +67,13 @@ def users(client: Any, proto: Any, frame: Frame) -> None:
     client.model.usersNow(frame["users"], frame.get("profiles"))
 
 
+@on("roster")
+def roster(client: Any, proto: Any, frame: Frame) -> None:
+    client.model.rosterChanged(frame)
+    if frame.get("more"):  # more came and went than one frame lists: ask for the whole list
+        client.who()
+
+
 @on("profile")
 def profile(client: Any, proto: Any, frame: Frame) -> None:
     client.model.profileChanged(frame)

@@ -183,6 +183,19 @@ class Conversations:
                 self.profiles[wire.name_key(name)] = profile
         self.listener.usersChanged(list(self.users))
 
+    def rosterChanged(self, frame: Dict[str, Any]) -> None:
+        """Who came and went in a crowd (feature "roster": no join or leave events then)."""
+        users = self.users
+        gone = {name for name in frame.get("left", ()) if isinstance(name, str)}
+        if gone:
+            users[:] = [name for name in users if name not in gone]
+        present = set(users)
+        for name in frame.get("joined", ()):
+            if isinstance(name, str) and name not in present:
+                users.append(name)
+                present.add(name)
+        self.listener.usersChanged(list(users))
+
     def profileChanged(self, frame: Dict[str, Any]) -> None:
         profile: Dict[str, Any] = {k: frame[k] for k in ("bio", "picture") if k in frame}
         if profile:

@@ -28,6 +28,7 @@ from tcpchat.server.journal import Journal
 from tcpchat.server.metrics import Stats
 from tcpchat.server.moderation import Moderation
 from tcpchat.server.profiles import Profiles
+from tcpchat.server.roster import Roster
 from tcpchat.server.session import Shared
 from tcpchat.server.social import DEFAULT_KEY, Audience, Directory, audience, can_see, placement
 from tcpchat.store.errors import StoreBusy, StoreClosed
@@ -82,6 +83,8 @@ class Limits:
     sendq_hard = 2 * 1024**2  #: bytes of answers queued to a peer that does not read before it is aborted
     max_reads = 4  #: database reads (history, search, ...) one connection may have in flight
     poll_hold = 20.0  #: seconds the HTTPS fallback holds a poll while there is nothing to send
+    crowd = 200  #: with this many online, "roster" clients get joins and leaves as one roster frame per ...
+    roster_interval = 1.0  #: ... this many seconds, not as an event each (tcpchat.server.roster)
     max_refused = 50  #: refused frames (invalid, over budget) a connection may send in a second before a second unread
 
     def __init__(self, **overrides: Any) -> None:
@@ -162,6 +165,8 @@ class ChatFactory(ConnectionCaps, Factory):
         self.directory = Directory()
         #: bios and pictures (feature "profiles")
         self.profiles = Profiles()
+        #: joins and leaves in a crowd, for clients with the "roster" feature
+        self.roster = Roster(self)
         self.moderation = Moderation(self, admin_passkey)
         #: the other nodes on the same database (tcpchat.server.cluster.Cluster), or None: alone
         self.cluster: Any = None
@@ -215,7 +220,7 @@ class ChatFactory(ConnectionCaps, Factory):
                 await DeferredList(leaving, consumeErrors=True)
             await self.drained()
             await self.saveReads()
-            await self.store.index_pending()
+            await self.store.index_pending().addErrback(self.storeTrouble, "Could not update the search index")
             for session in list(self.connections):
                 session.close()
             self.journal.closed = True
@@ -270,8 +275,9 @@ class ChatFactory(ConnectionCaps, Factory):
             # the usual case: everyone may read all of it, and most connections get exactly
             # the same bytes: each transport frames them once for all its connections
             audiences = None
-        for session in list(self.users.values()):
-            session.delivery.offer(events, shared, senders, audiences)
+        quiet = self.roster.quiet(events, shared, audiences)  # (in a crowd: the batch without joins and leaves)
+        for session in self.roster.audience(events, quiet):
+            session.delivery.offer(events, shared, senders, audiences, quiet)
 
     def _forget(self, event_id: int) -> None:
         """A deleted message leaves the in-memory conversation too."""
@@ -388,6 +394,7 @@ class ChatFactory(ConnectionCaps, Factory):
     def logout(self, session: Any, reason: str) -> None:
         """``session`` (logged in) went away: forget it and record its leaving once."""
         key = wire.name_key(session.name)
+        self.roster.plain.discard(session)
         if self.users.get(key) is session:
             del self.users[key]
             self.dropName(key)

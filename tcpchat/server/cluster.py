@@ -303,6 +303,7 @@ class Cluster:
             self.log.info("{name} is on another node now; closing its connection here", name=name)
             del factory.users[key]
             factory.dropName(key)
+            factory.roster.plain.discard(holder)
             holder.abort("replaced")
 
     # ------------------------------------------------------------ who is online
@@ -379,6 +380,8 @@ class Cluster:
 
         async def beat() -> None:
             await self.store.heartbeat(self.address, now)
+            if self._stopped:
+                return
             seen = await self.store.cluster(now - self.dead_after)
             self.nodes = {node: address for node, address in seen["alive"] if node != self.node}
             living = sorted({node for node, _ in seen["alive"]} | {self.node})
@@ -394,7 +397,8 @@ class Cluster:
                 await self.store.forget_node(node)
 
         d = Deferred.fromCoroutine(beat())
-        d.addErrback(lambda f: self.log.warn("Cluster heartbeat failed: {why}", why=f.getErrorMessage()))
+        d.addErrback(lambda f: None if self._stopped else self.log.warn("Cluster heartbeat failed: {why}",
+                                                                        why=f.getErrorMessage()))
         return d
 
     # ------------------------------------------------------------ hints

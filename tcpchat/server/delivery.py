@@ -55,15 +55,19 @@ class Delivery:
         return self.writePaused and self.queuedWhilePaused > self.session.factory.limits.sendq
 
     def offer(self, events: List[Dict[str, Any]], shared: Any, senders: set,
-              audiences: Optional[List[Any]] = None) -> None:
+              audiences: Optional[List[Any]] = None, quiet: Any = None) -> None:
         """
         The factory offers committed events (ascending ids) with their frame
         payloads (``shared``), and the names of those who sent messages among
         them; ``audiences`` says who may read each, when not everyone may read
-        them all.  Deliver them in one write if live and in step; otherwise
-        catch-up will.
+        them all; ``quiet`` is the same batch without its joins and leaves, for a
+        "roster" client in a crowd (tcpchat.server.roster).  Deliver them in one
+        write if live and in step; otherwise catch-up will.
         """
         session = self.session
+        if events[0]["id"] != self.sentUpTo + 1 and self.live and session.roster and \
+                session.factory.roster.skips(self.sentUpTo):
+            self.sentUpTo = events[0]["id"] - 1  # (only joins and leaves were between: it has them as rosters)
         if not self.live or events[0]["id"] != self.sentUpTo + 1:
             self.live = False
             return
@@ -71,6 +75,10 @@ class Delivery:
             self.fallBehind()
             return
         self.sentUpTo = events[-1]["id"]
+        if quiet is not None and session.roster:
+            events, shared, audiences = quiet
+            if not events:
+                return
         name = session.name
         payloads: Sequence[bytes] = shared.payloads
         if audiences is not None:

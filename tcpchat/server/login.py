@@ -213,6 +213,9 @@ class Login:
         session.rich = "rooms" in frame.get("features", ())
         session.edits = "edits" in frame.get("features", ())
         session.profiles = "profiles" in frame.get("features", ())
+        session.roster = "roster" in frame.get("features", ())
+        if not session.roster:
+            factory.roster.plain.add(session)
         directory = factory.directory
         session.rooms = directory.rooms_of(key) if session.rich else {social.DEFAULT_KEY}
         directory.known[key] = name

@@ -81,6 +81,8 @@ class ProcessSettings(service.Service):
 class StorageService(service.Service):
     """Opens the store (through the factory); then the server may listen.  Stopped last."""
 
+    log = Logger()
+
     def __init__(self, factory: Any, runners: Sequence[Any], ready: Any, failed: Any) -> None:
         self.factory = factory
         self.runners = runners
@@ -95,9 +97,13 @@ class StorageService(service.Service):
         super().stopService()
 
         async def stop() -> None:
-            await self.factory.stop()
-            for runner in self.runners:
-                runner.stop()
+            try:
+                await self.factory.stop()
+            except Exception as e:  # (the database gone: what was acknowledged is stored; the rest is refused)
+                self.log.warn("Storage did not close cleanly: {why}", why=e)
+            finally:
+                for runner in self.runners:  # (their threads would keep the process from exiting)
+                    runner.stop()
 
         return defer.Deferred.fromCoroutine(stop())
 

@@ -122,7 +122,7 @@ class Session:
     __slots__ = ("factory", "link", "host", "peer", "state", "connectedAt", "lastHeard", "lastActive", "pingSentAt",
                  "leaveReason", "holds", "uploads", "downloads", "sentBeforeLogin", "budget", "actions", "bucket",
                  "readsInFlight", "autoAway", "typingSent", "delivery", "login", "_timers", "name", "nkey", "rich",
-                 "edits", "profiles", "sayRefusedUntil", "rooms", "operator", "away", "status", "session", "strikes",
+                 "edits", "profiles", "roster", "sayRefusedUntil", "rooms", "operator", "away", "status", "session", "strikes",
                  "strikesSince", "closing")
 
     name: Optional[str]
@@ -142,7 +142,7 @@ class Session:
 
     def __init__(self, factory: Any, link: Any, host: str, peer: str) -> None:
         self.name = self.nkey = None
-        self.rich = self.edits = self.profiles = self.operator = self.away = self.closing = False
+        self.rich = self.edits = self.profiles = self.roster = self.operator = self.away = self.closing = False
         self.sayRefusedUntil = self.strikesSince = 0.0
         self.rooms = frozenset()  # type: ignore[assignment]
         self.status = self.session = ""

@@ -22,7 +22,7 @@ from tcpchat.store.errors import StoreBusy, StoreClosed, StoreUnusable
 from tcpchat.store.retention import SEARCHABLE, RetentionTables  # (SEARCHABLE: the kinds search indexes)
 from tcpchat.store.social import SocialTables, transaction
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -86,13 +86,17 @@ class ThreadRunner:
     def __init__(self, reactor: Any, name: str = "tcpchat-db") -> None:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
+        self._stopped = False
 
     def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred:
+        if self._stopped:
+            return fail(StoreClosed("the store is closed"))  # (a late call must not start a thread again)
         if not self._pool.started:
             self._pool.start()  # lazily: never before twistd has daemonised
         return deferToThreadPool(self._reactor, self._pool, f, *args)
 
     def stop(self) -> None:
+        self._stopped = True
         self._pool.stop()
 
 

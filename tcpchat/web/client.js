@@ -88,7 +88,7 @@ export class ChatClient extends EventTarget {
     const { state, message } = clientStart(this.passkey);
     this.pake = state;
     const frame = { type: "hello", version: 1, name: this.name, pake: bytesToHex(message), client: "tcpchat-web",
-                    features: ["rooms", "edits"] };
+                    features: ["rooms", "edits", "roster"] };
     if (this.everLoggedIn) { frame.after = this.lastId; frame.session = this.info.session; }
     this.send(frame);
   }
@@ -208,6 +208,14 @@ export class ChatClient extends EventTarget {
   }
 
   on_users(frame) { this.users = frame.users.slice(); this.emit("users", this.users); this.emit("answer", frame); }
+  on_roster(frame) {
+    // in a crowd (protocol 1.6): who came and went, instead of a join or leave event each
+    const gone = new Set(frame.left || []);
+    this.users = this.users.filter((u) => !gone.has(u));
+    for (const name of frame.joined || []) if (!this.users.includes(name)) this.users.push(name);
+    this.emit("users", this.users);
+    if (frame.more) this.send({ type: "who" });
+  }
   on_search_results(frame) { this.emit("answer", frame); }
   on_oper(frame) { this.operator = true; this.emit("answer", frame); }
   on_mod_done(frame) { if (frame.passkey) this.passkey = frame.passkey; this.emit("answer", frame); }
