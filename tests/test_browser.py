@@ -376,8 +376,9 @@ def test_edits_replies_and_reactions_in_the_page(server, browsers):
     button.click()
     react = ana.recv_until(lambda f: f.get("kind") == "react" and f.get("name") == "reader")[-1]
     assert (react["target"], react["emoji"], react["on"]) == (first["id"], "🎉", True)
-    page.until(lambda: [b.text for b in page.driver.find_elements(By.CSS_SELECTOR, "#log .reactions button")]
-               == ["🎉 2"])
+    # (read in the page: the log is redrawn as events come, so an element found a moment ago may be gone)
+    page.until(lambda: page.driver.execute_script(
+        "return [...document.querySelectorAll('#log .reactions button')].map((b) => b.textContent)") == ["🎉 2"])
     if write_docs():
         page.screenshot(os.path.join(DOCS, "web-desktop-reactions.png"))
 
