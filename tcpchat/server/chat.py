@@ -167,6 +167,8 @@ class ChatFactory(ConnectionCaps, Factory):
         self.profiles = Profiles()
         #: joins and leaves in a crowd, for clients with the "roster" feature
         self.roster = Roster(self)
+        #: the logged-in sessions that are away or have a status line (what ``presence()`` lists)
+        self.marked: Set[Any] = set()
         self.moderation = Moderation(self, admin_passkey)
         #: the other nodes on the same database (tcpchat.server.cluster.Cluster), or None: alone
         self.cluster: Any = None
@@ -395,6 +397,7 @@ class ChatFactory(ConnectionCaps, Factory):
         """``session`` (logged in) went away: forget it and record its leaving once."""
         key = wire.name_key(session.name)
         self.roster.plain.discard(session)
+        self.marked.discard(session)
         if self.users.get(key) is session:
             del self.users[key]
             self.dropName(key)
@@ -424,7 +427,7 @@ class ChatFactory(ConnectionCaps, Factory):
     def presence(self) -> Dict[str, Dict[str, Any]]:
         """Who is away or has a status line: name -> {"away", "status"}."""
         out, size = {}, 0
-        for session in self.users.values():
+        for session in self.marked:  # (only those away or with a status: a crowd's logins cost the same)
             if session.away or session.status:
                 size += 4 * (len(session.name) + len(session.status)) + 40
                 if size > PRESENCE_BYTES:
@@ -465,9 +468,15 @@ class ChatFactory(ConnectionCaps, Factory):
         for listener in self.passkeyListeners:
             listener(passkey)
 
-    def userNames(self) -> List[str]:
-        """Who is logged in, by name key (a copy: kept sorted on each login and logout, never sorted again)."""
-        return list(self._names) if self.cluster is None else self.cluster.names(self._keys, self._names)
+    def userNames(self, limit: Optional[int] = None) -> List[str]:
+        """Who is logged in (the first ``limit``), by name key (a copy: kept sorted as people come and go)."""
+        if self.cluster is not None:
+            return self.cluster.names(self._keys, self._names)[:limit]
+        return self._names[:limit]
+
+    def onlineCount(self) -> int:
+        """How many are logged in (on every node of a cluster)."""
+        return len(self._names) + (len(self.cluster.remote) if self.cluster is not None else 0)
 
     def storeTrouble(self, failure: Any, what: str) -> None:
         """Background storage work failed: a busy or unreachable database is a warning (it is retried), the

@@ -304,6 +304,7 @@ class Cluster:
             del factory.users[key]
             factory.dropName(key)
             factory.roster.plain.discard(holder)
+            factory.marked.discard(holder)
             holder.abort("replaced")
 
     # ------------------------------------------------------------ who is online

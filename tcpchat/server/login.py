@@ -221,7 +221,8 @@ class Login:
         directory.known[key] = name
         self.log.info("{name} logged in from {peer}", name=name, peer=session.peer)
         factory.stats.logins += 1
-        names = factory.userNames()
+        online = factory.onlineCount()
+        names = factory.userNames(limit=limits.welcome_users)  # (not a copy of everyone's: a crowd's logins)
         welcome = {
             "type": "welcome",
             "version": wire.PROTOCOL_VERSION,
@@ -231,10 +232,9 @@ class Login:
             "session": session.session,
             "limits": limits.advertised(),
         }
-        if len(names) > limits.welcome_users:
+        if online > limits.welcome_users:
             # a crowd: a login costs the same however many are online (the list would be O(N) per login)
-            shown = names[:limits.welcome_users]
-            welcome.update(users=shown if name in shown else shown + [name], online=len(names), more=True)
+            welcome.update(users=names if name in names else names + [name], online=online, more=True)
         if factory.joinLink:
             welcome["link"] = factory.joinLink  # for a client's Invite… (never carries the passkey)
         if session.rich:

@@ -49,7 +49,10 @@ class Profiles:
         """The profiles of those online: name -> profile (bounded, like presence)."""
         out: Dict[str, Profile] = {}
         size = 0
-        for session in factory.users.values():
+        users = factory.users
+        # (the smaller of the two is walked: a crowd's logins cost the same, however many are online)
+        online = users.values() if len(users) <= len(self.byKey) else [users[k] for k in self.byKey if k in users]
+        for session in online:
             profile = self.byKey.get(session.nkey)
             if profile:
                 size += 4 * (len(session.name) + len(profile.get("bio", ""))) + 120

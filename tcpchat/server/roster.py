@@ -36,9 +36,7 @@ class Roster:
         self.lastLoud = self._loudBefore = 0
 
     def crowded(self) -> bool:
-        factory = self.factory
-        online = len(factory.users) + (len(factory.cluster.remote) if factory.cluster is not None else 0)
-        return online >= factory.limits.crowd
+        return self.factory.onlineCount() >= self.factory.limits.crowd
 
     def quiet(self, events: List[Dict[str, Any]], shared: Any,
               audiences: Optional[List[Any]]) -> Optional[Tuple[List[Dict[str, Any]], Any, Optional[List[Any]]]]:
@@ -91,7 +89,7 @@ class Roster:
         joined = [name for name, came in changes.items() if came]
         left = [name for name, came in changes.items() if not came]
         frame: Dict[str, Any] = {"type": "roster", "joined": joined[:ROSTER_NAMES], "left": left[:ROSTER_NAMES],
-                                 "online": len(factory.userNames())}
+                                 "online": factory.onlineCount()}
         if len(joined) > ROSTER_NAMES or len(left) > ROSTER_NAMES:
             frame["more"] = True
         from tcpchat.server.session import Shared

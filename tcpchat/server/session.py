@@ -442,6 +442,7 @@ class Session:
             return
         self.away, self.status = away, status
         factory = self.factory
+        (factory.marked.add if away or status else factory.marked.discard)(self)
         factory.tellEveryone({"type": "presence", "name": self.name, "away": away, "status": status}, "rich")
 
     def checkTimeouts(self, now: float) -> None:
