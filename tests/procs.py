@@ -67,7 +67,10 @@ class ServerProcess:
             self._partial = b""
             self._searched = len(self.output)
             self._searched_from = self._searched
-        self.proc = subprocess.Popen(args, cwd=self.data_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # (a process group of its own: kill() and close() take the server down with whatever runs it, e.g. strace,
+        # which would otherwise detach and leave the server running)
+        self.proc = subprocess.Popen(args, cwd=self.data_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         if self.log not in STARTED:
             STARTED.append(self.log)
         threading.Thread(target=self._reader, daemon=True).start()
@@ -119,8 +122,15 @@ class ServerProcess:
     def kill(self) -> None:
         """kill -9: no chance to clean up."""
         assert self.proc is not None
-        self.proc.kill()
+        self._kill_group()
         self.proc.wait(10)
+
+    def _kill_group(self) -> None:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            self.proc.kill()
 
     def stop(self) -> int:
         """SIGTERM, then the exit status."""
@@ -140,8 +150,13 @@ class ServerProcess:
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            self._kill_group()
             self.proc.wait(10)
+        elif self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # (a traced server whose tracer is gone)
+            except (ProcessLookupError, PermissionError):
+                pass
         if self.proc is not None and self.proc.stdout:
             with self._cond:
                 self._cond.wait_for(lambda: self._eof, timeout=10)
